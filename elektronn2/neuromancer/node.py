@@ -1,0 +1,368 @@
+"""The Node base class: one element of a graph, known completely at construction.
+
+A subclass reads in a fixed order (see :class:`Node`): its constructor stores
+and validates options and then calls ``Node.__init__``, which infers the output
+shape, creates parameters, computes the cost and registers the node in the
+current :class:`~elektronn2.neuromancer.model.Model`.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..config import config
+from ..errors import GraphError, ShapeError
+from .model import NODE_CLASSES, model_manager
+from .shape import TaggedShape, nearest_valid_sizes
+
+logger = logging.getLogger('elektronn2')
+
+
+def pretty_ops(n: float) -> str:
+    """``1.5e9 -> '1.50 G'`` for operation and parameter counts."""
+    for unit, scale in (('T', 1e12), ('G', 1e9), ('M', 1e6), ('k', 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} "
+
+
+class Node:
+    """Base of all graph nodes.
+
+    Subclasses implement, each in its own short method:
+
+    * ``__init__``: store and validate options, then ``super().__init__(parents, name, print_repr)``
+    * ``_infer_shape(*parent_shapes) -> TaggedShape``: pure, raises ShapeError
+    * ``_make_params() -> dict``: torch tensors, built with :meth:`_new_param`
+    * ``_compute_cost() -> int``: multiply-adds per example (default: output size)
+    * ``forward(*inputs, training) -> Tensor``: the torch computation
+
+    The arguments a node was constructed with are recorded (by ``__new__``, before
+    ``__init__`` runs) as its :attr:`descriptor`, which is how models are saved
+    and rebuilt.
+    """
+    #: True for nodes whose value is fed from outside (Input).
+    is_input = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        NODE_CLASSES[cls.__name__] = cls
+
+    def __new__(cls, *args, **kwargs):
+        node = super().__new__(cls)
+        bound = inspect.signature(cls.__init__).bind(node, *args, **kwargs)
+        node._call_args = dict(list(bound.arguments.items())[1:])
+        return node
+
+    def __init__(self, parents: Node | Sequence[Node] | None, name: str,
+                 print_repr: bool = True):
+        self.parents = _as_node_list(parents, type(self).__name__)
+        self.model = model_manager.getmodel()
+        for p in self.parents:
+            if p.model is not self.model:
+                raise GraphError(f"Parent {p.name!r} of new {type(self).__name__} "
+                                 f"belongs to model {p.model.name!r}, but the current model "
+                                 f"is {self.model.name!r}; build a graph within one model")
+        self.name = self.model.unique_name(name)
+        self.children: list[Node] = []
+        self.shape = self._checked_shape()
+        self.params: dict[str, torch.Tensor] = self._make_params()
+        self.computational_cost = int(self._compute_cost())
+        self.model.register(self)
+        for p in self.parents:
+            p.children.append(self)
+        self.local_exec_time: float | None = None
+        self.total_exec_time: float | None = None
+        if print_repr:
+            logger.info('%r', self)
+
+    # --- to implement in subclasses -----------------------------------------------------
+    def _infer_shape(self, *parent_shapes: TaggedShape) -> TaggedShape:
+        return parent_shapes[0]
+
+    def _make_params(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _compute_cost(self) -> int:
+        return self.shape.stripbatch_prod
+
+    def forward(self, *inputs: torch.Tensor, training: bool = False) -> torch.Tensor:
+        raise NotImplementedError(type(self).__name__)
+
+    def _repr_details(self) -> str:
+        return ''
+
+    # --- construction helpers --------------------------------------------------------------
+    def _checked_shape(self) -> TaggedShape:
+        try:
+            return self._infer_shape(*(p.shape for p in self.parents))
+        except ShapeError as err:
+            message = f"{type(self).__name__} {self.name!r}: {err}"
+            if err.axis is not None:
+                message += self._suggest_input_sizes(err.axis)
+            raise ShapeError(message, axis=err.axis) from None
+
+    def _suggest_input_sizes(self, axis: str) -> str:
+        """Nearest sizes of the network input along ``axis`` for which this node builds.
+
+        The shape rules act on each spatial axis separately, so other axes that fail
+        too are first moved to valid sizes, then ``axis`` is searched alone.
+        """
+        ancestors = topological_order([*self.parents])
+        sources = [n for n in ancestors if n.is_input and axis in n.shape.tags]
+        if not sources or sources[0].shape[axis] is None:
+            return ''
+        source = sources[0]
+        sizes = {t: source.shape[t] for t in source.shape.spatial_tags if source.shape[t]}
+
+        def failing_axis(trial: dict) -> str | None:
+            shape = source.shape
+            for tag, n in trial.items():
+                shape = shape.updateshape(tag, n)
+            shapes = {source: shape}
+            try:
+                for node in ancestors + [self]:
+                    if node not in shapes:
+                        shapes[node] = node._infer_shape(*(shapes[p] for p in node.parents))
+            except ShapeError as err:
+                return err.axis or '?'
+            return None
+
+        for _ in range(2 * len(sizes)):
+            bad = failing_axis(sizes)
+            if bad is None or bad not in sizes:
+                break
+            repaired = nearest_valid_sizes(lambda n: failing_axis({**sizes, bad: n}) != bad,
+                                           sizes[bad], n_each_side=1)
+            if not repaired:
+                return ''
+            sizes[bad] = min(repaired, key=lambda n: abs(n - sizes[bad]))
+        valid = nearest_valid_sizes(lambda n: failing_axis({**sizes, axis: n}) is None,
+                                    source.shape[axis], n_each_side=2)
+        if not valid:
+            return ''
+        others = {t: n for t, n in sizes.items() if t != axis and n != source.shape[t]}
+        return (f". Nearest valid sizes of axis {axis!r} of input {source.name!r} "
+                f"(now {source.shape[axis]}): {valid}"
+                + (f" (other axes need: {others})" if others else ''))
+
+    def _new_param(self, value, trainable: bool = True, regularise: bool = False,
+                   dtype: torch.dtype | None = None) -> torch.nn.Parameter:
+        """A parameter on the model's device; constant if not trainable.
+
+        ``regularise`` marks it for weight decay (filter weights, not biases).
+        """
+        tensor = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
+        if dtype is not None or tensor.is_floating_point():
+            tensor = tensor.to(dtype or config.torch_float_dtype)
+        tensor = tensor.to(self.model.device).clone()
+        param = torch.nn.Parameter(tensor, requires_grad=trainable and tensor.is_floating_point())
+        param.apply_reg = regularise
+        return param
+
+    # --- graph structure -----------------------------------------------------------------
+    @property
+    def parent(self) -> Node:
+        """The first parent (for single-parent nodes)."""
+        return self.parents[0]
+
+    @property
+    def is_source(self) -> bool:
+        return not self.parents
+
+    @property
+    def all_parents(self) -> list[Node]:
+        """All ancestors, in topological order."""
+        return topological_order(self.parents)
+
+    @property
+    def all_children(self) -> list[Node]:
+        seen, stack = {}, list(self.children)
+        while stack:
+            node = stack.pop()
+            if node not in seen:
+                seen[node] = None
+                stack.extend(node.children)
+        return list(seen)
+
+    @property
+    def input_nodes(self) -> list[Node]:
+        """The Input nodes this node depends on, in model order."""
+        nodes = [n for n in topological_order([self]) if n.is_input]
+        return sorted(nodes, key=self.model.node_index)
+
+    # --- parameters ---------------------------------------------------------------------
+    @property
+    def all_params(self) -> dict[str, torch.Tensor]:
+        """``'node.param' -> tensor`` over this node and its ancestors (shared once)."""
+        out, seen = {}, set()
+        for node in topological_order([self]):
+            for key, p in node.params.items():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out[f"{node.name}.{key}"] = p
+        return out
+
+    @property
+    def all_trainable_params(self) -> dict[str, torch.Tensor]:
+        return {k: p for k, p in self.all_params.items() if p.requires_grad}
+
+    @property
+    def param_count(self) -> int:
+        """Number of trainable parameter values of this node alone."""
+        return sum(p.numel() for p in self.params.values() if p.requires_grad)
+
+    @property
+    def all_params_count(self) -> int:
+        return sum(p.numel() for p in self.all_trainable_params.values())
+
+    @property
+    def all_computational_cost(self) -> int:
+        return sum(n.computational_cost for n in topological_order([self]))
+
+    def get_param_values(self, skip_const: bool = False) -> dict[str, np.ndarray]:
+        return {k: p.detach().cpu().numpy().copy() for k, p in self.params.items()
+                if p.requires_grad or not skip_const}
+
+    def set_param_values(self, values: dict[str, np.ndarray], skip_const: bool = False) -> None:
+        """Copy values into this node's parameters (checked for names and shapes)."""
+        for key, value in values.items():
+            if key not in self.params:
+                raise GraphError(f"Node {self.name!r} has no parameter {key!r}; "
+                                 f"it has {sorted(self.params)}")
+            param = self.params[key]
+            if skip_const and not param.requires_grad:
+                continue
+            value = torch.as_tensor(np.asarray(value))
+            if tuple(value.shape) != tuple(param.shape):
+                raise ShapeError(f"Parameter {self.name}.{key} has shape {tuple(param.shape)}, "
+                                 f"the new value has {tuple(value.shape)}")
+            with torch.no_grad():
+                param.copy_(value.to(param.dtype))
+
+    @property
+    def feature_names(self) -> list[str]:
+        n_f = self.shape['f'] if 'f' in self.shape.tags else None
+        return [f"{self.name}:{i}" for i in range(n_f or 0)]
+
+    # --- descriptor -------------------------------------------------------------------------
+    @property
+    def descriptor(self) -> dict:
+        """How this node was built: class name and constructor arguments (parents as nodes)."""
+        args = dict(self._call_args)
+        args['name'] = self.name
+        return {'class': type(self).__name__, 'args': args}
+
+    # --- evaluation ---------------------------------------------------------------------
+    def __call__(self, *inputs: np.ndarray) -> np.ndarray:
+        """Evaluate this node on numpy inputs (one per :attr:`input_nodes`), in inference mode.
+
+        The graph function is built on the first call and cached in the model.
+        """
+        return self.model.function([self], training=False).numpy(*inputs)[0]
+
+    def random_inputs(self, batch_size: int = 1) -> list[np.ndarray]:
+        """Random numpy inputs matching this node's :attr:`input_nodes`."""
+        return [n.random_value(batch_size) for n in self.input_nodes]
+
+    def test_run(self, on_shape_mismatch: str = 'warn', batch_size: int = 1) -> tuple[np.ndarray, float]:
+        """Run on random inputs; check the output shape. Returns (output, seconds)."""
+        inputs = self.random_inputs(batch_size)
+        t0 = time.perf_counter()
+        out = self(*inputs)
+        elapsed = time.perf_counter() - t0
+        expected = tuple(batch_size if (s is None and t == 'b') else s
+                         for s, t in zip(self.shape.shape, self.shape.tags))
+        mismatch = len(expected) != out.ndim or any(
+            e is not None and e != o for e, o in zip(expected, out.shape))
+        if mismatch:
+            msg = f"Node {self.name!r}: test run gave shape {out.shape}, inferred {self.shape}"
+            if on_shape_mismatch == 'raise':
+                raise ShapeError(msg)
+            logger.warning(msg)
+        logger.info("Test run of %r: output %s in %.3f s", self.name, out.shape, elapsed)
+        return out, elapsed
+
+    def measure_exectime(self, n_samples: int = 5, n_warmup: int = 4,
+                         print_info: bool = True) -> float:
+        """Median milliseconds of this node's own forward (parents precomputed).
+
+        Also sets :attr:`local_exec_time` and :attr:`total_exec_time` (whole subgraph).
+        """
+        fn = self.model.function([self], training=False)
+        tensors = fn.to_tensors(*self.random_inputs())
+        parent_fn = self.model.function(self.parents, training=False) if self.parents else None
+
+        def timed(call) -> float:
+            for _ in range(n_warmup):
+                call()
+            times = []
+            for _ in range(n_samples):
+                _synchronize()
+                t0 = time.perf_counter()
+                call()
+                _synchronize()
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times)) * 1e3
+
+        with torch.no_grad():
+            self.total_exec_time = timed(lambda: fn(*tensors))
+            if parent_fn is None:
+                self.local_exec_time = self.total_exec_time
+            else:
+                parent_values = parent_fn(*parent_fn.to_tensors(*[
+                    n.random_value(1) for n in parent_fn.inputs]))
+                self.local_exec_time = timed(lambda: self.forward(*parent_values, training=False))
+        if print_info:
+            logger.info("%s %r: local %.3f ms, total %.3f ms", type(self).__name__, self.name,
+                        self.local_exec_time, self.total_exec_time)
+        return self.local_exec_time
+
+    # --- text ----------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        details = self._repr_details()
+        n_params = sum(p.numel() for p in self.params.values())
+        return (f"{type(self).__name__} {self.name!r}: {self.shape}"
+                + (f"; {details}" if details else '')
+                + (f"; params {n_params:,}" if n_params else '')
+                + f"; cost {pretty_ops(self.computational_cost)}MAC")
+
+
+def _synchronize() -> None:
+    if config.torch_device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _as_node_list(parents, cls_name: str) -> list[Node]:
+    if parents is None:
+        return []
+    if isinstance(parents, Node):
+        return [parents]
+    parents = list(parents)
+    for p in parents:
+        if not isinstance(p, Node):
+            raise GraphError(f"{cls_name} expects Node parents, got {type(p).__name__}: {p!r}")
+    return parents
+
+
+def topological_order(nodes: Sequence[Node]) -> list[Node]:
+    """The given nodes and all their ancestors, parents before children."""
+    order, done = [], set()
+    for root in nodes:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in done:
+                continue
+            if expanded:
+                done.add(node)
+                order.append(node)
+            else:
+                stack.append((node, True))
+                stack.extend((p, False) for p in reversed(node.parents) if p not in done)
+    return order

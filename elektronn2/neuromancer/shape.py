@@ -1,0 +1,334 @@
+"""Tagged shapes and the geometry rules of convolutional networks.
+
+A :class:`TaggedShape` is an immutable value: sizes, one axis tag per size, and
+for every spatial axis the stride (output spacing in input voxels), the field of
+view (fov, -1 when unknown) and the max-fragment-pooling offsets. Operations
+return new values.
+
+The per-axis rules (:class:`AxisGeometry`) are the single implementation used
+by the Conv and Pool nodes and by :func:`elektronn2.utils.cnncalculator`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Iterable, Sequence
+
+from ..errors import ShapeError
+
+#: Meaning of the axis tags.
+TAG_MEANINGS = {'b': 'batch', 'f': 'features/channels/classes', 'z': 'spatial',
+                'x': 'spatial', 'y': 'spatial', 'r': 'recurrence/time', 's': 'samples'}
+SPATIAL_TAGS = ('z', 'x', 'y')
+
+
+def parse_tags(tags: str | Sequence[str]) -> tuple[str, ...]:
+    """``'b,f,z,x,y'`` or ``['b', 'f', ...]`` -> tuple of validated tags."""
+    if isinstance(tags, str):
+        parsed = tuple(t.strip() for t in tags.split(',')) if tags.strip() else ()
+    else:
+        parsed = tuple(tags)
+    for tag in parsed:
+        if tag not in TAG_MEANINGS:
+            raise ShapeError(f"Unknown axis tag {tag!r} in {tags!r}; valid tags are "
+                             + ', '.join(f"{t!r} ({m})" for t, m in TAG_MEANINGS.items()))
+    duplicates = sorted({t for t in parsed if parsed.count(t) > 1})
+    if duplicates:
+        raise ShapeError(f"Axis tags {tags!r} repeat {duplicates}; each tag may occur once")
+    return parsed
+
+
+def _per_spatial(name: str, values, n_spatial: int, default) -> tuple:
+    if values is None:
+        return (default,) * n_spatial
+    if isinstance(values, (int, float)):
+        return (values,) * n_spatial
+    values = tuple(values)
+    if len(values) != n_spatial:
+        raise ShapeError(f"{name}={values} must have one entry per spatial axis "
+                         f"({n_spatial})")
+    return values
+
+
+@dataclass(frozen=True)
+class TaggedShape:
+    """Sizes with axis tags and spatial geometry.
+
+    Args:
+        shape: sizes; ``None`` for an unknown size (usually the batch axis).
+        tags: one tag per axis, e.g. ``'b,f,z,x,y'``.
+        strides: per spatial axis (in tag order), output spacing in input voxels.
+        fov: per spatial axis, field of view in input voxels (-1: unknown).
+        mfp_offsets: per spatial axis, offsets of max-fragment pooling fragments.
+    """
+    shape: tuple
+    tags: tuple
+    strides: tuple | None = None
+    fov: tuple | None = None
+    mfp_offsets: tuple | None = None
+
+    def __post_init__(self):
+        tags = parse_tags(self.tags)
+        shape = tuple(None if s is None else int(s) for s in self.shape)
+        if len(shape) != len(tags):
+            raise ShapeError(f"Shape {shape} has {len(shape)} axes but tags {tags} "
+                             f"name {len(tags)}")
+        for size, tag in zip(shape, tags):
+            if size is not None and size < 1:
+                raise ShapeError(f"Axis {tag!r} of shape {shape} has size {size}; "
+                                 f"sizes must be positive or None")
+        n_sp = sum(t in SPATIAL_TAGS for t in tags)
+        object.__setattr__(self, 'shape', shape)
+        object.__setattr__(self, 'tags', tags)
+        object.__setattr__(self, 'strides',
+                           tuple(int(s) for s in _per_spatial('strides', self.strides, n_sp, 1)))
+        object.__setattr__(self, 'fov', tuple(int(f) for f in _per_spatial('fov', self.fov, n_sp, 1)))
+        object.__setattr__(self, 'mfp_offsets',
+                           tuple(float(o) for o in _per_spatial('mfp_offsets', self.mfp_offsets, n_sp, 0.0)))
+
+    # --- sizes and tags -------------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.shape)
+
+    def __iter__(self):
+        return iter(self.shape)
+
+    def __getitem__(self, key: int | str):
+        """Size by axis index or by tag (``shape['f']``)."""
+        if isinstance(key, str):
+            return self.shape[self.tag2index(key)]
+        return self.shape[key]
+
+    def tag2index(self, tag: str) -> int:
+        if tag not in self.tags:
+            raise ShapeError(f"Shape {self} has no axis {tag!r}; its axes are {self.tags}",
+                             axis=tag)
+        return self.tags.index(tag)
+
+    def index(self, axis: int | str) -> int:
+        """Axis index of a tag or (possibly negative) index."""
+        if isinstance(axis, str):
+            return self.tag2index(axis)
+        if not -self.ndim <= axis < self.ndim:
+            raise ShapeError(f"Axis index {axis} out of range for {self}")
+        return axis % self.ndim
+
+    @property
+    def hasbatch(self) -> bool:
+        return 'b' in self.tags
+
+    @property
+    def batch_size(self) -> int | None:
+        return self['b'] if self.hasbatch else None
+
+    @property
+    def spatial_axes(self) -> tuple[int, ...]:
+        return tuple(i for i, t in enumerate(self.tags) if t in SPATIAL_TAGS)
+
+    @property
+    def spatial_tags(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tags if t in SPATIAL_TAGS)
+
+    @property
+    def spatial_shape(self) -> tuple:
+        return tuple(self.shape[i] for i in self.spatial_axes)
+
+    @property
+    def spatial_size(self) -> int | None:
+        """Number of spatial positions (1 when there are no spatial axes)."""
+        sizes = self.spatial_shape
+        return None if None in sizes else math.prod(sizes)
+
+    @property
+    def stripnone(self) -> tuple[int, ...]:
+        return tuple(s for s in self.shape if s is not None)
+
+    @property
+    def stripnone_prod(self) -> int:
+        return math.prod(self.stripnone)
+
+    @property
+    def stripbatch_prod(self) -> int:
+        """Product of all sizes except the batch axis (unknown sizes count as 1)."""
+        return math.prod(s for s, t in zip(self.shape, self.tags) if t != 'b' and s is not None)
+
+    # --- geometry --------------------------------------------------------------------
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Per spatial axis, the distance from a patch border to the first output centre."""
+        return tuple(f // 2 if f >= 0 else -1 for f in self.fov)
+
+    @property
+    def fov_all_centered(self) -> bool:
+        return all(f % 2 == 1 for f in self.fov if f >= 0)
+
+    def geometry(self, axis: int | str) -> AxisGeometry:
+        """The :class:`AxisGeometry` of one spatial axis (by tag or index)."""
+        i = self.index(axis)
+        if self.tags[i] not in SPATIAL_TAGS:
+            raise ShapeError(f"Axis {self.tags[i]!r} of {self} is not spatial")
+        k = self.spatial_axes.index(i)
+        return AxisGeometry(self.shape[i], self.strides[k], self.fov[k], self.tags[i])
+
+    def with_geometry(self, axis: int | str, geom: AxisGeometry) -> TaggedShape:
+        """New shape with one spatial axis replaced by ``geom``."""
+        i = self.index(axis)
+        k = self.spatial_axes.index(i)
+        shape = self.shape[:i] + (geom.size,) + self.shape[i + 1:]
+        strides = self.strides[:k] + (geom.stride,) + self.strides[k + 1:]
+        fov = self.fov[:k] + (geom.fov,) + self.fov[k + 1:]
+        return replace(self, shape=shape, strides=strides, fov=fov)
+
+    def map_spatial(self, fn) -> TaggedShape:
+        """Apply ``fn(k, AxisGeometry) -> AxisGeometry`` to every spatial axis k."""
+        out = self
+        for k, i in enumerate(self.spatial_axes):
+            out = out.with_geometry(i, fn(k, self.geometry(i)))
+        return out
+
+    # --- derived shapes -----------------------------------------------------------------
+    def updateshape(self, axis: int | str, size: int | None) -> TaggedShape:
+        """New shape with the size of ``axis`` (index or tag) changed."""
+        i = self.index(axis)
+        return replace(self, shape=self.shape[:i] + (size,) + self.shape[i + 1:])
+
+    def addaxis(self, index: int, size: int | None, tag: str) -> TaggedShape:
+        """New shape with an axis inserted before ``index``."""
+        tags = list(self.tags)
+        tags.insert(index, tag)
+        shape = list(self.shape)
+        shape.insert(index, size)
+        strides, fov, mfp = list(self.strides), list(self.fov), list(self.mfp_offsets)
+        if tag in SPATIAL_TAGS:
+            k = sum(t in SPATIAL_TAGS for t in self.tags[:index])
+            strides.insert(k, 1)
+            fov.insert(k, 1)
+            mfp.insert(k, 0.0)
+        return TaggedShape(shape, tags, strides, fov, mfp)
+
+    def delaxis(self, axis: int | str) -> TaggedShape:
+        """New shape without ``axis``."""
+        i = self.index(axis)
+        strides, fov, mfp = list(self.strides), list(self.fov), list(self.mfp_offsets)
+        if self.tags[i] in SPATIAL_TAGS:
+            k = self.spatial_axes.index(i)
+            del strides[k], fov[k], mfp[k]
+        return TaggedShape(self.shape[:i] + self.shape[i + 1:], self.tags[:i] + self.tags[i + 1:],
+                           strides, fov, mfp)
+
+    def copy(self) -> TaggedShape:
+        return self
+
+    # --- text ------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        sizes = ', '.join(f"{s}({t})" for s, t in zip(self.shape, self.tags))
+        if not self.spatial_axes:
+            return f"[{sizes}]"
+        return f"[{sizes}] strides={self.strides} fov={self.fov}"
+
+    @property
+    def ext_repr(self) -> str:
+        """Multi-line description with offsets."""
+        return (f"shape {list(self.shape)}, tags {','.join(self.tags)}\n"
+                f"strides {list(self.strides)}, fov {list(self.fov)}, "
+                f"offsets {list(self.offsets)}, mfp_offsets {list(self.mfp_offsets)}")
+
+
+@dataclass(frozen=True)
+class AxisGeometry:
+    """Size, stride and field of view of one spatial axis, and how layers change them.
+
+    Valid convolution: ``size -> size - k + 1``; ``fov += (k - 1) * stride``.
+    Pooling by ``p``: size must divide exactly; ``fov += (p - 1) * stride``;
+    ``stride *= p``. Together (a Conv with pool_shape): ``fov += (k + p - 2) * stride``.
+    Max-fragment pooling keeps all ``p`` offsets: ``size -> (size + 1) / p - 1``
+    per fragment, ``size + 1`` must be divisible by ``p``.
+    An unknown fov (-1, e.g. after an UpConv) stays unknown; unknown sizes stay None.
+    """
+    size: int | None
+    stride: int = 1
+    fov: int = 1
+    tag: str = '?'
+
+    def _grow_fov(self, extent: int) -> int:
+        return -1 if self.fov < 0 else self.fov + extent * self.stride
+
+    def conv(self, kernel: int, mode: str = 'valid') -> AxisGeometry:
+        """Geometry after a stride-1 convolution with ``kernel`` taps."""
+        if kernel < 1:
+            raise ShapeError(f"Filter size {kernel} on axis {self.tag!r} must be >= 1", axis=self.tag)
+        size = self.size
+        if size is not None:
+            if mode == 'valid':
+                size = size - kernel + 1
+            elif mode == 'full':
+                size = size + kernel - 1
+            elif mode != 'same':
+                raise ShapeError(f"conv_mode {mode!r} is invalid; use 'valid', 'same' or 'full'")
+            if size < 1:
+                raise ShapeError(f"Axis {self.tag!r}: size {self.size} is smaller than the "
+                                 f"filter size {kernel}", axis=self.tag)
+        return replace(self, size=size, fov=self._grow_fov(kernel - 1))
+
+    def pool(self, pool: int, stride: int | None = None, mfp: bool = False) -> AxisGeometry:
+        """Geometry after pooling windows of ``pool`` with step ``stride`` (default pool)."""
+        stride = pool if stride is None else stride
+        if pool < 1 or stride < 1:
+            raise ShapeError(f"Pooling {pool} / stride {stride} on axis {self.tag!r} must be >= 1",
+                             axis=self.tag)
+        if pool == 1 and stride == 1:
+            return self
+        size = self.size
+        if mfp:
+            if stride != pool:
+                raise ShapeError(f"Max-fragment pooling on axis {self.tag!r} needs stride == "
+                                 f"pool ({pool}), got stride {stride}", axis=self.tag)
+            if size is not None:
+                if (size + 1) % pool or size + 1 < 2 * pool:
+                    raise ShapeError(f"Axis {self.tag!r}: max-fragment pooling by {pool} needs "
+                                     f"size+1 divisible by {pool}, but size is {size}",
+                                     axis=self.tag)
+                size = (size + 1) // pool - 1
+            # each fragment is spaced like an ordinary pooling output; the batch axis
+            # carries the pool offsets (FragmentsToDense restores the dense stride)
+            return replace(self, size=size, fov=self._grow_fov(pool - 1), stride=self.stride * stride)
+        if size is not None:
+            if size < pool or (size - pool) % stride:
+                what = (f"pooling by {pool} does not divide size {size}" if stride == pool else
+                        f"windows of {pool} with stride {stride} do not tile size {size}")
+                raise ShapeError(f"Axis {self.tag!r}: {what}", axis=self.tag)
+            size = (size - pool) // stride + 1
+        return replace(self, size=size, fov=self._grow_fov(pool - 1), stride=self.stride * stride)
+
+    def conv_pool(self, kernel: int, pool: int = 1, mode: str = 'valid',
+                  mfp: bool = False) -> AxisGeometry:
+        """Convolution followed by pooling, as in a Conv node with ``pool_shape``."""
+        return self.conv(kernel, mode).pool(pool, mfp=mfp)
+
+
+def nearest_valid_sizes(is_valid, size: int, n_each_side: int = 1,
+                        search_range: int = 512) -> list[int]:
+    """Up to ``n_each_side`` valid sizes below and above ``size`` (ascending).
+
+    ``is_valid(n) -> bool`` decides validity.
+    """
+    below = [n for n in range(size - 1, max(size - search_range, 0), -1) if is_valid(n)][:n_each_side]
+    above = [n for n in range(size + 1, size + search_range) if is_valid(n)][:n_each_side]
+    return sorted(below) + above
+
+
+def as_tuple(value: int | Iterable[int] | None, n: int, name: str, default: int = 1) -> tuple[int, ...]:
+    """Broadcast an int (or None -> default) to ``n`` entries, or check a sequence's length."""
+    if value is None:
+        return (default,) * n
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(int(v) for v in value)
+    if len(value) != n:
+        raise ShapeError(f"{name}={value} has {len(value)} entries, but the input has "
+                         f"{n} spatial axes")
+    return value
