@@ -14,12 +14,14 @@ class ShapeError(Error, ValueError):
     """A shape, axis tag or size that does not fit (e.g. a non-dividing pooling).
 
     ``axis`` is the tag of the spatial axis at fault, when there is one; nodes use
-    it to suggest the nearest valid input sizes of the whole network.
+    it to suggest the nearest valid input sizes of the whole network, attached as
+    ``suggestion`` (a :class:`elektronn2.neuromancer.node.SizeSuggestion`).
     """
 
-    def __init__(self, message: str, axis: str | None = None):
+    def __init__(self, message: str, axis: str | None = None, suggestion=None):
         super().__init__(message)
         self.axis = axis
+        self.suggestion = suggestion
 
 
 class GraphError(Error, ValueError):

@@ -5,15 +5,21 @@ parameters and cost at construction; calling a node on numpy arrays compiles
 its graph on first use.
 """
 from . import model
-from .basic import Add, Concat, Input, Input_like
-from .loss import (AbsLoss, AggregateLoss, BinaryNLL, Errors, MultinoulliNLL, Softmax,
-                   SquaredLoss)
-from .model import Model, model_manager, modelload
-from .neural import Conv, Dot, Perceptron, Pool
+from .basic import (Add, ApplyFunc, Concat, Crop, InitialState_like, Input, Input_like,
+                    MultMerge, Pad, Reshape, Split, ValueNode, split)
+from .loss import (AbsLoss, AggregateLoss, BinaryNLL, Errors, GaussianNLL, GaussianRV,
+                   MultinoulliNLL, OneHot, Softmax, SquaredLoss)
+from .mfp import FragmentsToDense
+from .model import Model, model_manager, modelload, rebuild_model
+from .neural import LRN, AutoMerge, Conv, Dot, Perceptron, Pool, UpConv, UpConvMerge
 from .node import Node
+from .recurrent import GRU, LSTM, Scan
 from .shape import AxisGeometry, TaggedShape
 
-__all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'AxisGeometry', 'BinaryNLL', 'Concat', 'Conv',
-           'Dot', 'Errors', 'Input', 'Input_like', 'Model', 'MultinoulliNLL', 'Node',
-           'Perceptron', 'Pool', 'Softmax', 'SquaredLoss', 'TaggedShape', 'model',
-           'model_manager', 'modelload']
+__all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'ApplyFunc', 'AutoMerge', 'AxisGeometry',
+           'BinaryNLL', 'Concat', 'Conv', 'Crop', 'Dot', 'Errors', 'FragmentsToDense', 'GRU',
+           'GaussianNLL', 'GaussianRV', 'InitialState_like', 'Input', 'Input_like', 'LRN', 'LSTM',
+           'Model', 'MultMerge', 'MultinoulliNLL', 'Node', 'OneHot', 'Pad', 'Perceptron', 'Pool',
+           'Reshape', 'Scan', 'Softmax', 'Split', 'SquaredLoss', 'TaggedShape', 'UpConv',
+           'UpConvMerge', 'ValueNode', 'model', 'model_manager', 'modelload', 'rebuild_model',
+           'split']

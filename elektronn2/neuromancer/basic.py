@@ -1,10 +1,13 @@
-"""Source nodes and merges: Input, Input_like, Concat, Add."""
+"""Sources, merges and shape operations: Input, Input_like, ValueNode, InitialState_like,
+Concat, Add, MultMerge, Crop, Pad, split, Reshape, ApplyFunc."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import ShapeError
 from .node import Node
@@ -95,12 +98,18 @@ class Input_like(Input):  # noqa: N801  (ELEKTRONN2's name)
 
     def __init__(self, ref: Node, dtype: str | None = None, name: str = 'input',
                  print_repr: bool = True, override_f: int | bool = False):
-        sh = ref.shape
-        if override_f is not False:
-            sh = sh.updateshape('f', int(override_f))
         self.ref = ref
-        Input.__init__(self, sh.shape, sh.tags, sh.strides, sh.fov, dtype or 'float32',
-                       name=name, print_repr=print_repr)
+        self.override_f = override_f
+        sh = self._like_ref()
+        Input.__init__(self, sh.shape, sh.tags, dtype=dtype or 'float32', name=name,
+                       print_repr=print_repr)
+
+    def _like_ref(self) -> TaggedShape:
+        sh = self.ref.shape
+        return sh if self.override_f is False else sh.updateshape('f', int(self.override_f))
+
+    def _infer_shape(self) -> TaggedShape:
+        return self._like_ref()
 
 
 def _merged_geometry(shapes: Sequence[TaggedShape], names: Sequence[str], node_label: str,
@@ -116,12 +125,16 @@ def _merged_geometry(shapes: Sequence[TaggedShape], names: Sequence[str], node_l
                 raise ShapeError(f"{node_label}: axis {first.tags[i]!r} of parent {name!r} has "
                                  f"size {b}, of {names[0]!r} {a}; they must be equal "
                                  f"(crop the larger one first)", axis=first.tags[i])
-        if sh.strides != first.strides:
+        if sh.strides != first.strides or sh.mfp_pools != first.mfp_pools:
             raise ShapeError(f"{node_label}: parent {name!r} has strides {sh.strides}, "
-                             f"{names[0]!r} has {first.strides}")
+                             f"{names[0]!r} has {first.strides}; they must be equal")
+        if sh.offsets != first.offsets:
+            raise ShapeError(f"{node_label}: parent {name!r} is not aligned with {names[0]!r}: "
+                             f"their first outputs lie at input offsets {sh.offsets} and "
+                             f"{first.offsets}; crop the larger one (AutoMerge does this)")
     fovs = np.array([sh.fov for sh in shapes]).reshape(len(shapes), -1)
     fov = tuple(-1 if (col < 0).any() else int(col.max()) for col in fovs.T)
-    return TaggedShape(first.shape, first.tags, first.strides, fov, first.mfp_offsets)
+    return replace(first, fov=fov)
 
 
 class Concat(Node):
@@ -154,3 +167,271 @@ class Add(Node):
 
     def forward(self, a, b, training=False):
         return a + b
+
+
+class MultMerge(Node):
+    """Element-wise product of two nodes of equal shape."""
+
+    def __init__(self, n1: Node, n2: Node, name: str = 'multmerge', print_repr: bool = True):
+        super().__init__([n1, n2], name, print_repr)
+
+    def _infer_shape(self, *shapes: TaggedShape) -> TaggedShape:
+        return _merged_geometry(shapes, [p.name for p in self.parents],
+                                f"MultMerge {self.name!r}", None)
+
+    def forward(self, a, b, training=False):
+        return a * b
+
+
+def _per_axis_pairs(amounts, n_sp: int, what: str, node_name: str) -> tuple[tuple[int, int], ...]:
+    """int, or per spatial axis an int (both sides) or a (left, right) pair."""
+    if isinstance(amounts, int):
+        amounts = [amounts] * n_sp
+    amounts = list(amounts)
+    if len(amounts) != n_sp:
+        raise ShapeError(f"{what} {node_name!r}: {amounts} has {len(amounts)} entries for "
+                         f"{n_sp} spatial axes")
+    pairs = tuple((int(a), int(a)) if isinstance(a, (int, np.integer)) else (int(a[0]), int(a[1]))
+                  for a in amounts)
+    if any(v < 0 for pair in pairs for v in pair):
+        raise ShapeError(f"{what} {node_name!r}: amounts {amounts} must be >= 0")
+    return pairs
+
+
+class Crop(Node):
+    """Remove border outputs of the spatial axes.
+
+    ``crop``: an int, or per spatial axis an int (each side) or (left, right).
+    The offsets move inwards, so cropped maps stay aligned with the input.
+    """
+
+    def __init__(self, parent: Node, crop, name: str = 'crop', print_repr: bool = True):
+        self.crop = _per_axis_pairs(crop, len(parent.shape.spatial_axes), 'Crop', name)
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        return sh.map_spatial(lambda k, g: g.crop(*self.crop[k]))
+
+    def forward(self, x, training=False):
+        index = [slice(None)] * x.ndim
+        for k, i in enumerate(self.parent.shape.spatial_axes):
+            left, right = self.crop[k]
+            index[i] = slice(left, x.shape[i] - right)
+        return x[tuple(index)]
+
+    def _compute_cost(self) -> int:
+        return 0
+
+
+class Pad(Node):
+    """Pad the spatial axes (``mode`` 'constant' with ``value``, 'reflect' or 'replicate').
+
+    ``pad``: an int, or per spatial axis an int (each side) or (left, right).
+    """
+
+    def __init__(self, parent: Node, pad, mode: str = 'constant', value: float = 0.0,
+                 name: str = 'pad', print_repr: bool = True):
+        if mode not in ('constant', 'reflect', 'replicate'):
+            raise ShapeError(f"Pad {name!r}: mode {mode!r}; valid: 'constant', 'reflect', 'replicate'")
+        self.pad = _per_axis_pairs(pad, len(parent.shape.spatial_axes), 'Pad', name)
+        self.mode, self.value = mode, value
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        if sh.spatial_axes != tuple(range(sh.ndim - len(sh.spatial_axes), sh.ndim)):
+            raise ShapeError(f"Pad needs the spatial axes last, tags are {sh.tags}")
+        return sh.map_spatial(lambda k, g: g.crop(-self.pad[k][0], -self.pad[k][1]))
+
+    def forward(self, x, training=False):
+        widths = [w for pair in reversed(self.pad) for w in pair]
+        if self.mode == 'constant':
+            return F.pad(x, widths, value=self.value)
+        return F.pad(x, widths, mode=self.mode)
+
+    def _compute_cost(self) -> int:
+        return 0
+
+
+class Split(Node):
+    """The part ``start:stop`` of ``parent`` along ``axis`` (see :func:`split`)."""
+
+    def __init__(self, parent: Node, axis: str | int, start: int, stop: int,
+                 strip_singleton_dims: bool = False, name: str = 'split', print_repr: bool = True):
+        self.axis, self.start, self.stop = axis, int(start), int(stop)
+        self.strip_singleton_dims = strip_singleton_dims
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        i = sh.index(self.axis)
+        size = sh.shape[i]
+        if not 0 <= self.start < self.stop <= (size if size is not None else self.stop):
+            raise ShapeError(f"part {self.start}:{self.stop} of axis {sh.tags[i]!r} (size {size}) "
+                             f"is empty or out of range", axis=sh.tags[i])
+        if sh.tags[i] in ('z', 'x', 'y'):
+            g = sh.geometry(i)
+            out = sh.with_geometry(i, g.crop(self.start, (size or self.stop) - self.stop))
+        else:
+            out = sh.updateshape(i, self.stop - self.start)
+        if self.strip_singleton_dims and self.stop - self.start == 1:
+            out = out.delaxis(i)
+        return out
+
+    def forward(self, x, training=False):
+        i = self.parent.shape.index(self.axis)
+        part = x.narrow(i, self.start, self.stop - self.start)
+        return part.squeeze(i) if self.strip_singleton_dims and self.stop - self.start == 1 else part
+
+    def _compute_cost(self) -> int:
+        return 0
+
+
+def split(node: Node, axis: str | int = 'f', index: int | Sequence[int] | None = None,
+          n_out: int | None = None, strip_singleton_dims: bool = False,
+          name: str = 'split') -> tuple[Split, ...]:
+    """Split ``node`` along ``axis``: at position(s) ``index`` or into ``n_out`` equal parts."""
+    size = node.shape[node.shape.index(axis)]
+    if (index is None) == (n_out is None):
+        raise ShapeError(f"split of {node.name!r}: give either index or n_out")
+    if n_out is not None:
+        if size is None or size % n_out:
+            raise ShapeError(f"split of {node.name!r}: axis {axis!r} of size {size} cannot be "
+                             f"split into {n_out} equal parts")
+        cuts = [size // n_out * k for k in range(1, n_out)]
+    else:
+        cuts = [index] if isinstance(index, int) else list(index)
+    bounds = [0] + cuts + [size]
+    return tuple(Split(node, axis, a, b, strip_singleton_dims, name=name)
+                 for a, b in zip(bounds[:-1], bounds[1:]))
+
+
+class Reshape(Node):
+    """Reshape to ``shape`` (None: the batch size, -1: inferred) with new ``tags``.
+
+    Spatial geometry (strides, fov) must be given anew if the spatial axes change.
+    """
+
+    def __init__(self, parent: Node, shape: Sequence[int | None], tags: str | Sequence[str],
+                 strides=None, fov=None, name: str = 'reshape', print_repr: bool = True):
+        self.new_shape, self.new_tags = tuple(shape), tags
+        self.strides, self.fov = strides, fov
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        known = sh.stripbatch_prod if sh.hasbatch else sh.stripnone_prod
+        sizes = [s for s in self.new_shape if s not in (None, -1)]
+        n_infer = sum(s == -1 for s in self.new_shape)
+        if n_infer > 1 or (n_infer == 0 and int(np.prod(sizes)) != known) or known % int(np.prod(sizes)):
+            raise ShapeError(f"cannot reshape {sh} ({known} values per example) to {self.new_shape}")
+        shape = tuple(known // int(np.prod(sizes)) if s == -1 else s for s in self.new_shape)
+        return TaggedShape(shape, self.new_tags, self.strides, self.fov)
+
+    def forward(self, x, training=False):
+        return x.reshape([x.shape[0] if s is None else s for s in self.shape.shape])
+
+    def _compute_cost(self) -> int:
+        return 0
+
+
+_FUNCTION_NAMESPACES = {'torch': torch, 'torch.nn.functional': F, 'torch.special': torch.special}
+
+
+def _resolve_function(functor) -> tuple[str, object]:
+    """A torch function given by qualified name or object -> (name, function)."""
+    if isinstance(functor, str):
+        module, _, attr = functor.rpartition('.')
+        fn = getattr(_FUNCTION_NAMESPACES.get(module), attr, None) if module else None
+        if fn is None:
+            raise ShapeError(f"ApplyFunc: {functor!r} is not a function of "
+                             f"{sorted(_FUNCTION_NAMESPACES)}; e.g. 'torch.sigmoid'")
+        return functor, fn
+    for module_name, module in _FUNCTION_NAMESPACES.items():
+        name = getattr(functor, '__name__', None)
+        if name and getattr(module, name, None) is functor:
+            return f"{module_name}.{name}", functor
+    raise ShapeError(f"ApplyFunc: {functor!r} is not a function of {sorted(_FUNCTION_NAMESPACES)}; "
+                     f"only those can be saved in a model file and restored without running code")
+
+
+class ApplyFunc(Node):
+    """Apply a torch function, e.g. ``ApplyFunc(node, 'torch.sigmoid')`` or ``F.softsign``.
+
+    Only functions of torch, torch.nn.functional and torch.special are accepted (so
+    that a saved model can be restored without executing stored code). ``args`` and
+    ``kwargs`` are passed after the tensor. The number of axes must not change.
+    """
+
+    def __init__(self, parent: Node, functor, args: Sequence = (), kwargs: dict | None = None,
+                 name: str = 'apply', print_repr: bool = True):
+        self.functor_name, self.functor = _resolve_function(functor)
+        self._call_args['functor'] = self.functor_name
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        probe = [2 if s is None else s for s in sh.shape]
+        out = self.functor(torch.empty(probe, device='meta'), *self.args, **self.kwargs)
+        if out.ndim != sh.ndim:
+            raise ShapeError(f"{self.functor_name} changes the number of axes "
+                             f"({sh.ndim} -> {out.ndim}); use Reshape afterwards")
+        shape = tuple(None if s is None else o for s, o in zip(sh.shape, out.shape))
+        return TaggedShape(shape, sh.tags, sh.strides, sh.fov, sh.offsets, sh.mfp_pools)
+
+    def forward(self, x, training=False):
+        return self.functor(x, *self.args, **self.kwargs)
+
+    def _repr_details(self) -> str:
+        return self.functor_name
+
+
+class ValueNode(Node):
+    """A source holding a parameter ``value`` of the given shape (trainable if ``apply_train``).
+
+    ``value``: None (zeros), a number (constant fill) or an array.
+    """
+
+    def __init__(self, shape: Sequence[int], tags: str | Sequence[str], strides=None, fov=None,
+                 dtype: str = 'float32', apply_train: bool = False, value=None,
+                 name: str = 'value', print_repr: bool = True):
+        self._declared = (tuple(shape), tags, strides, fov)
+        self.dtype, self.apply_train, self._value = dtype, apply_train, value
+        super().__init__(None, name, print_repr)
+
+    def _infer_shape(self) -> TaggedShape:
+        sh = TaggedShape(*self._declared)
+        if None in sh.shape:
+            raise ShapeError(f"a ValueNode needs known sizes, got {sh.shape}")
+        return sh
+
+    def _make_params(self):
+        shape = self.shape.shape
+        value = np.zeros(shape) if self._value is None else np.broadcast_to(self._value, shape)
+        return {'value': self._new_param(np.asarray(value, dtype=self.dtype),
+                                         trainable=self.apply_train)}
+
+    def forward(self, training=False):
+        return self.params['value']
+
+
+class InitialState_like(Node):  # noqa: N801  (ELEKTRONN2's name)
+    """A learnable initial state (b, override_f), broadcast over the batch of ``parent``.
+
+    Used as the memory of a recurrent step before the first iteration.
+    """
+
+    def __init__(self, parent: Node, override_f: int, dtype: str | None = None,
+                 name: str = 'initial_state', print_repr: bool = True, value=None,
+                 apply_train: bool = True):
+        self.n_f, self.dtype = int(override_f), dtype or 'float32'
+        self._value, self.apply_train = value, apply_train
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        return TaggedShape((sh.batch_size if sh.hasbatch else 1, self.n_f), 'b,f')
+
+    def _make_params(self):
+        value = np.zeros(self.n_f) if self._value is None else np.broadcast_to(self._value, self.n_f)
+        return {'value': self._new_param(np.asarray(value, dtype=self.dtype), self.apply_train)}
+
+    def forward(self, x, training=False):
+        batch = x.shape[self.parent.shape.tag2index('b')] if self.parent.shape.hasbatch else 1
+        return self.params['value'].unsqueeze(0).expand(batch, -1)

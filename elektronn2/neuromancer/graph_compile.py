@@ -31,8 +31,10 @@ class GraphFunction:
 
     Args:
         outputs: nodes to compute.
-        inputs: the Input nodes the function takes, in argument order; must
-            cover every Input the outputs depend on.
+        inputs: the nodes whose values the function takes, in argument order:
+            Input nodes, or any node to feed a value in place of computing it
+            (its ancestors are then not evaluated). Every Input the outputs
+            depend on must be among them.
         training: whether dropout and batch-norm run in training mode.
     """
 
@@ -41,7 +43,8 @@ class GraphFunction:
         self.outputs = list(outputs)
         self.inputs = list(inputs)
         self.training = training
-        self.order = [n for n in topological_order(self.outputs) if n not in self.inputs]
+        self.order = [n for n in topological_order(self.outputs, stop_at=self.inputs)
+                      if n not in self.inputs]
         missing = [n.name for n in self.order if n.is_input]
         if missing:
             raise GraphError(f"Outputs {[o.name for o in self.outputs]} depend on inputs "
@@ -67,7 +70,10 @@ class GraphFunction:
             names = [n.name for n in self.inputs]
             raise GraphError(f"Computing {[o.name for o in self.outputs]} needs "
                              f"{len(self.inputs)} input(s) {names}, got {len(arrays)}")
-        return [node.to_tensor(a) for node, a in zip(self.inputs, arrays)]
+        return [node.to_tensor(a) if node.is_input else
+                torch.as_tensor(np.asarray(a), dtype=config.torch_float_dtype,
+                                device=node.model.device)
+                for node, a in zip(self.inputs, arrays)]
 
     def numpy(self, *arrays: np.ndarray) -> list[np.ndarray]:
         """Evaluate on numpy inputs without gradients; return numpy outputs."""

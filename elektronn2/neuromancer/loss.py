@@ -1,5 +1,5 @@
 """Outputs and losses: Softmax, MultinoulliNLL, BinaryNLL, SquaredLoss, AbsLoss,
-AggregateLoss, Errors.
+AggregateLoss, Errors, OneHot, GaussianNLL and GaussianRV (sampling).
 
 Element-wise losses keep the prediction's shape with 'f' reduced to 1 and are
 normalised so that their *mean* is the average loss over labelled entries;
@@ -85,6 +85,9 @@ class MultinoulliNLL(Node):
             in that example; such positions are ignored.
         mask_class_not_present: node (b, n_class): 1 where a class is known to be absent;
             its probability is pushed to 0 everywhere in that example.
+        label_prop_thresh: label propagation (ELEKTRONN v1): unlabelled positions
+            (sparse label < 0) whose predicted probability for a class exceeds this
+            threshold are trained as that class.
 
     Output: shape of ``pred`` with 'f' = 1, normalised so its mean is the NLL per
     labelled entry.
@@ -93,8 +96,11 @@ class MultinoulliNLL(Node):
     def __init__(self, pred: Node, target: Node, target_is_sparse: bool = False,
                  class_weights=None, example_weights: Node | None = None,
                  mask_class_labeled: Node | None = None, mask_class_not_present: Node | None = None,
-                 name: str = 'nll', print_repr: bool = True):
+                 label_prop_thresh: float | None = None, name: str = 'nll', print_repr: bool = True):
+        if label_prop_thresh is not None and not target_is_sparse:
+            raise ConfigError(f"MultinoulliNLL {name!r}: label_prop_thresh needs sparse targets")
         self.target_is_sparse = target_is_sparse
+        self.label_prop_thresh = label_prop_thresh
         self.n_class, self.n_indep = _class_structure(pred)
         self._class_weights_arg = class_weights
         slots = {'pred': pred, 'target': target}
@@ -142,6 +148,14 @@ class MultinoulliNLL(Node):
         shape[0], shape[self._f_axis] = mask.shape
         return mask.reshape(shape)
 
+    def _propagated_labels(self, labels: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        """Unlabelled positions take the confidently predicted class (label propagation)."""
+        f = self._f_axis
+        grouped = pred.detach().unflatten(f, (self.n_indep, self.n_class))
+        confidence, predicted = grouped.max(dim=f + 1)
+        confident = (labels < 0) & (confidence > self.label_prop_thresh)
+        return torch.where(confident, predicted, labels)
+
     def _one_hot(self, target: torch.Tensor) -> torch.Tensor:
         labels = target.long()
         if (labels >= self.n_class).any():
@@ -158,7 +172,13 @@ class MultinoulliNLL(Node):
         pred = get['pred'].float()
         log_p = (self.parents[0].log_probs(get['logits'].float()) if 'logits' in get
                  else torch.log(pred.clamp(min=EPS)))
-        target = self._one_hot(get['target']) if self.target_is_sparse else get['target'].float()
+        if self.target_is_sparse:
+            labels = get['target'].long()
+            if self.label_prop_thresh is not None:
+                labels = self._propagated_labels(labels, pred)
+            target = self._one_hot(labels)
+        else:
+            target = get['target'].float()
         f = self._f_axis
         weights = 1.0
         cw = get.get('class_weights', self.params.get('class_weights'))
@@ -355,3 +375,82 @@ class Errors(Node):
         counted = truth >= 0
         wrong = (predicted != truth) & counted
         return wrong.sum().float() / counted.sum().clamp(min=1).float()
+
+
+class OneHot(Node):
+    """Sparse labels (b, 1, ...) -> one-hot float (b, n_class, ...) along 'f'.
+
+    Labels < 0 (unlabelled) become all-zero rows.
+    """
+
+    def __init__(self, target: Node, n_class: int, axis: str = 'f', name: str = 'onehot',
+                 print_repr: bool = True):
+        self.n_class, self.axis = int(n_class), axis
+        super().__init__(target, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        if sh[self.axis] != 1:
+            raise ShapeError(f"OneHot needs axis {self.axis!r} of size 1, got {sh}")
+        return sh.updateshape(self.axis, self.n_class)
+
+    def forward(self, target, training=False):
+        axis = self.parent.shape.index(self.axis)
+        classes = torch.arange(self.n_class, device=target.device)
+        return (target.long() == _broadcast_along(classes, target.ndim, axis)).float()
+
+
+class GaussianNLL(Node):
+    """Element-wise Gaussian negative log-likelihood of ``target`` under N(mu, sig**2).
+
+    ``0.5 * log(2 pi) + log(sig) + 0.5 * ((target - mu) / sig)**2``; with
+    ``sig_is_log`` the node ``sig`` holds log(sig). If ``mu`` has a samples axis 's'
+    (from GaussianRV), the target is broadcast along it.
+    """
+
+    def __init__(self, mu: Node, sig: Node, target: Node, sig_is_log: bool = False,
+                 name: str = 'g_nll', print_repr: bool = True):
+        self.sig_is_log = sig_is_log
+        super().__init__([mu, sig, target], name, print_repr)
+
+    def _infer_shape(self, mu: TaggedShape, sig: TaggedShape, target: TaggedShape) -> TaggedShape:
+        if mu.shape != sig.shape:
+            raise ShapeError(f"mu {mu} and sig {sig} must have equal shapes")
+        stripped = mu.delaxis('s') if 's' in mu.tags else mu
+        if stripped.stripnone != target.stripnone or stripped.ndim != target.ndim:
+            raise ShapeError(f"target {target} does not match mu {mu}")
+        return mu
+
+    def forward(self, mu, sig, target, training=False):
+        if 's' in self.parents[0].shape.tags:
+            target = target.unsqueeze(self.parents[0].shape.tag2index('s'))
+        log_sig = sig if self.sig_is_log else torch.log(sig.clamp(min=EPS))
+        sig = torch.exp(sig) if self.sig_is_log else sig
+        return 0.5 * np.log(2 * np.pi) + log_sig + 0.5 * ((target - mu) / sig) ** 2
+
+
+class GaussianRV(Node):
+    """Reparameterised Gaussian sample ``mu + exp(log_sig) * eps`` (variational auto-encoders).
+
+    With ``n_samples > 0`` a samples axis 's' of that size is inserted after 'b'.
+    In inference mode the mean ``mu`` is returned (broadcast along 's').
+    """
+
+    def __init__(self, mu: Node, log_sig: Node, n_samples: int = 0, name: str = 'gauss_rv',
+                 print_repr: bool = True):
+        self.n_samples = int(n_samples)
+        super().__init__([mu, log_sig], name, print_repr)
+
+    def _infer_shape(self, mu: TaggedShape, log_sig: TaggedShape) -> TaggedShape:
+        if mu.shape != log_sig.shape:
+            raise ShapeError(f"mu {mu} and log_sig {log_sig} must have equal shapes")
+        return mu.addaxis(1, self.n_samples, 's') if self.n_samples else mu
+
+    def forward(self, mu, log_sig, training=False):
+        if self.n_samples:
+            mu, log_sig = mu.unsqueeze(1), log_sig.unsqueeze(1)
+            shape = list(mu.shape)
+            shape[1] = self.n_samples
+            mu, log_sig = mu.expand(shape), log_sig.expand(shape)
+        if not training:
+            return mu.clone() if self.n_samples else mu
+        return mu + torch.exp(log_sig) * torch.randn_like(mu)

@@ -17,7 +17,7 @@ import torch
 
 from ..config import config
 from ..errors import GraphError, ModelFileError, ShapeError
-from . import modelfile
+from . import modelfile, surgery
 from .graph_compile import GraphFunction, to_numpy
 from .optimiser import Optimisers
 
@@ -155,6 +155,11 @@ class Model:
         """Outputs of all ``prediction_ext`` nodes (inference mode)."""
         return self.function(self._require('prediction_ext')).numpy(*inputs)
 
+    def predict_dense(self, raw_img: np.ndarray, as_uint8: bool = False,
+                      pad_raw: bool = False) -> np.ndarray:
+        """Dense prediction (f, *spatial) of a whole image (ch, *spatial); dropout is off."""
+        return self._require('prediction_node').predict_dense(raw_img, as_uint8, pad_raw)
+
     def loss(self, *inputs: np.ndarray) -> float:
         """The loss for a batch, in inference mode."""
         return float(self._require('loss_node')(*inputs))
@@ -268,6 +273,26 @@ class Model:
                     out[f"{name}.{key}"] = p
         return out
 
+    def paramstats(self) -> str:
+        """Table of mean, std and median |value| of every trainable parameter."""
+        return _stats_table({k: p for k, p in self.all_params().items() if p.requires_grad})
+
+    def gradstats(self, *batch: np.ndarray) -> str:
+        """Table of the loss gradients' statistics for a batch (inference mode, no update)."""
+        loss_node = self._require('loss_node')
+        fn = self.function([loss_node], training=False)
+        params = loss_node.all_trainable_params
+        grads = torch.autograd.grad(fn(*fn.to_tensors(*batch))[0].float().sum(),
+                                    list(params.values()), allow_unused=True)
+        return _stats_table({k: g for k, g in zip(params, grads) if g is not None})
+
+    def actstats(self, *batch: np.ndarray) -> str:
+        """Table of the activations' statistics of every computed node for a batch."""
+        nodes = [n for n in self.nodes.values() if not n.is_input
+                 and set(n.input_nodes) <= set(self.ordered_inputs([self._require('loss_node')]))]
+        values = self.function(nodes, training=False).numpy(*batch)
+        return _stats_table(dict(zip((n.name for n in nodes), values)))
+
     def summary(self) -> str:
         """A table of every node (shape, fov, parameters, cost) with totals."""
         from .summary import model_summary
@@ -284,19 +309,35 @@ class Model:
                 for name, node in self.nodes.items() if not node.is_input}
 
     # --- saving -----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike):
-        """Write graph.json + params.safetensors (zip file, or a directory if ``path`` is one)."""
+    def serialise(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(graph, parameter arrays) as stored in a model file."""
         from .node import Node
         nodes = [{'class': d['class'],
                   'args': {k: modelfile.encode_value(v, n.name, k, lambda x: isinstance(x, Node))
                            for k, v in d['args'].items()}}
                  for n in self.nodes.values() for d in [n.descriptor]]
         tensors = {k: p.detach().cpu().numpy() for k, p in self.all_params().items()}
-        graph = {'name': self.name, 'nodes': nodes, 'designations': self._designations,
+        graph = {'name': self.name, 'nodes': nodes, 'designations': dict(self._designations),
                  'hyper_params': self.optimisers.hyper_params, 'iterations': self.iterations}
+        return graph, tensors
+
+    def save(self, path: str | os.PathLike):
+        """Write graph.json + params.safetensors (zip file, or a directory if ``path`` is one)."""
+        graph, tensors = self.serialise()
         out = modelfile.write(path, graph, tensors)
         logger.info("Saved model %r to %s", self.name, out)
         return out
+
+
+def _stats_table(values: dict) -> str:
+    """name, shape, mean, std, median |x| per tensor or array."""
+    rows = [f"{'name':<28} {'shape':<22} {'mean':>11} {'std':>11} {'median|x|':>11}"]
+    for name, v in values.items():
+        a = to_numpy(v) if torch.is_tensor(v) else np.asarray(v)
+        a = a.astype(np.float64)
+        rows.append(f"{name:<28} {str(tuple(a.shape)):<22} {a.mean():>11.4g} {a.std():>11.4g} "
+                    f"{np.median(np.abs(a)):>11.4g}")
+    return '\n'.join(rows)
 
 
 class ModelManager:
@@ -328,6 +369,12 @@ class ModelManager:
             return self.newmodel()
         return self.current
 
+    def discard(self, model: Model) -> None:
+        """Forget ``model`` (e.g. a failed build); the current model becomes the last one left."""
+        self.models.pop(model.name, None)
+        if self.current is model:
+            self.current = next(reversed(self.models.values()), None)
+
     def setmodel(self, model: Model) -> None:
         self.models.setdefault(model.name, model)
         self.current = model
@@ -336,27 +383,135 @@ class ModelManager:
 model_manager = ModelManager()
 
 
-def modelload(path: str | os.PathLike, name: str | None = None) -> Model:
-    """Rebuild a model saved by :meth:`Model.save` (a new current model)."""
+def modelload(path: str | os.PathLike, imposed_patch_size: Sequence[int] | None = None,
+              imposed_batch_size: int | None = None, override_mfp_to_active: bool = False,
+              replace_bn: str | None = None, lock_trainable_params: bool | Sequence[str] | None = None,
+              make_weights_constant: bool = False, name: str | None = None) -> Model:
+    """Rebuild a model saved by :meth:`Model.save` (it becomes the current model).
+
+    Args:
+        imposed_patch_size: new spatial size of the input (snapped to the nearest size the
+            network accepts, with a warning).
+        imposed_batch_size: new batch size of the input.
+        override_mfp_to_active: switch max-fragment pooling on in all max-pooling layers and
+            append FragmentsToDense to the prediction (dense predictions in one pass).
+        replace_bn: 'predict' (use accumulated statistics), 'const' (also freeze gamma and
+            beta) or 'remove' (fold the normalisation into the weights).
+        lock_trainable_params: True, or names of nodes whose parameters become constant.
+        make_weights_constant: make every parameter constant.
+    """
     graph, tensors = modelfile.read(path)
+    return _build_edited(graph, tensors, str(path), imposed_patch_size, imposed_batch_size,
+                         override_mfp_to_active, replace_bn, lock_trainable_params,
+                         make_weights_constant, name)
+
+
+def rebuild_model(model: Model, imposed_patch_size: Sequence[int] | None = None,
+                  imposed_batch_size: int | None = None, override_mfp_to_active: bool = False,
+                  replace_bn: str | None = None,
+                  lock_trainable_params: bool | Sequence[str] | None = None,
+                  make_weights_constant: bool = False, name: str | None = None) -> Model:
+    """A new model rebuilt from ``model``'s descriptors and parameters with the same edits
+    as :func:`modelload` offers."""
+    graph, tensors = model.serialise()
+    return _build_edited(graph, tensors, f"model {model.name!r}", imposed_patch_size,
+                         imposed_batch_size, override_mfp_to_active, replace_bn,
+                         lock_trainable_params, make_weights_constant, name)
+
+
+def _build_edited(graph, tensors, source, imposed_patch_size, imposed_batch_size,
+                  override_mfp_to_active, replace_bn, lock_trainable_params,
+                  make_weights_constant, name) -> Model:
+    graph, tensors, frozen = surgery.edited(graph, tensors, imposed_batch_size,
+                                            override_mfp_to_active, replace_bn)
+    if imposed_patch_size is not None:
+        model = _build_with_patch_size(graph, tensors, source, tuple(imposed_patch_size), name)
+    else:
+        model = _build(graph, tensors, source, name)
+    try:
+        _freeze(model, frozen, lock_trainable_params, make_weights_constant)
+    except BaseException:
+        model_manager.discard(model)
+        raise
+    return model
+
+
+def _freeze(model: Model, frozen: list[str], lock_trainable_params, make_weights_constant) -> None:
+    params = model.all_params()
+    if make_weights_constant or lock_trainable_params is True:
+        frozen = list(params)
+    elif lock_trainable_params:
+        unknown = set(lock_trainable_params) - set(model.nodes)
+        if unknown:
+            raise GraphError(f"lock_trainable_params names unknown nodes {sorted(unknown)}")
+        frozen = frozen + [k for k in params if k.split('.', 1)[0] in set(lock_trainable_params)]
+    for key in frozen:
+        params[key].requires_grad_(False)
+
+
+def _build_with_patch_size(graph, tensors, source, desired: tuple, name) -> Model:
+    """Build with the input's spatial sizes set to ``desired``, snapped to valid sizes."""
+    tags = list(surgery.input_spatial_sizes(graph))
+    if len(desired) != len(tags):
+        raise ShapeError(f"imposed_patch_size {desired} has {len(desired)} entries, the input "
+                         f"has {len(tags)} spatial axes {tags}")
+    sizes = dict(zip(tags, desired))
+    for _ in range(4 * len(graph['nodes'])):
+        surgery.set_input_sizes(graph, sizes)
+        try:
+            model = _build(graph, tensors, source, name)
+        except ShapeError as err:
+            suggestion = err.suggestion
+            if suggestion is None or suggestion.axis not in sizes:
+                raise
+            target = dict(zip(tags, desired))[suggestion.axis]
+            sizes[suggestion.axis] = min(suggestion.valid, key=lambda n: (abs(n - target), n))
+            sizes.update(suggestion.other_axes)
+            continue
+        snapped = tuple(sizes[t] for t in tags)
+        if snapped != desired:
+            logger.warning("imposed_patch_size %s is not valid for this network; using the "
+                           "nearest valid size %s", desired, snapped)
+        return model
+    raise ShapeError(f"no valid patch size found near imposed_patch_size {desired}")
+
+
+def _build(graph: dict, tensors: dict[str, np.ndarray], source: str, name: str | None) -> Model:
+    """Construct nodes from descriptors in a new current model; set parameters and state.
+
+    On failure the half-built model is discarded again.
+    """
     model = model_manager.newmodel(name or graph.get('name') or 'model')
+    try:
+        _construct_nodes(graph, source)
+        _restore_state(model, graph, tensors, source)
+    except BaseException:
+        model_manager.discard(model)
+        raise
+    return model
+
+
+def _construct_nodes(graph: dict, source: str) -> None:
     nodes: dict = {}
     for i, descr in enumerate(graph['nodes']):
         cls = NODE_CLASSES.get(descr['class'])
         if cls is None:
-            raise ModelFileError(f"{str(path)!r}: node #{i} has unknown class {descr['class']!r}; "
+            raise ModelFileError(f"{source}: node #{i} has unknown class {descr['class']!r}; "
                                  f"known classes: {sorted(NODE_CLASSES)}")
         args = {k: modelfile.decode_value(v, nodes) for k, v in descr['args'].items()}
         args['print_repr'] = False
         try:
             node = cls(**args)
         except TypeError as err:
-            raise ModelFileError(f"{str(path)!r}: node #{i} ({descr['class']}) has invalid "
+            raise ModelFileError(f"{source}: node #{i} ({descr['class']}) has invalid "
                                  f"arguments: {err}") from None
         nodes[node.name] = node
+
+
+def _restore_state(model: Model, graph: dict, tensors: dict[str, np.ndarray], source: str) -> None:
     params = model.all_params()
     if set(params) != set(tensors):
-        raise ModelFileError(f"{str(path)!r}: parameters do not match the graph: missing "
+        raise ModelFileError(f"{source}: parameters do not match the graph: missing "
                              f"{sorted(set(params) - set(tensors))}, unexpected "
                              f"{sorted(set(tensors) - set(params))}")
     for key, value in tensors.items():
@@ -369,4 +524,3 @@ def modelload(path: str | os.PathLike, name: str | None = None) -> Model:
     if designations:
         designations.setdefault('input_node', None)
         model.designate_nodes(**designations)
-    return model

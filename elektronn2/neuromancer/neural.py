@@ -1,136 +1,26 @@
-"""Learnable layers: Perceptron, Conv (1-, 2-, 3-D) and Pool.
-
-Conv and Perceptron share :class:`NeuralLayer`: weights and bias, an
-activation, optional batch normalisation and dropout.
+"""Learnable layers: Perceptron, Conv (1-, 2-, 3-D), Pool, UpConv and LRN.
 
 Order of operations in a Conv: convolution + bias, batch normalisation,
 activation, pooling, dropout. For max pooling and a monotone activation the
-pooling runs before the activation (equal result, less work).
+pooling runs before the activation (equal result, less work). With ``mfp=True``
+the pooling is max-fragment pooling (see :mod:`.mfp`).
 """
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError
-from .activations import parse_activation
-from .init import init_weights
+from .layer import NeuralLayer
+from .mfp import fragment_pool, fragmented_shape, pool
 from .node import Node
 from .shape import SPATIAL_TAGS, TaggedShape, as_tuple
 
-_BN_MODES = (False, 'train', 'predict')
-_BN_EPS = 1e-5
-#: Running batch-norm statistics average over all batches seen, but at least this
-#: weight goes to the newest batch, so the statistics follow the changing weights.
-BN_MIN_MOMENTUM = 0.01
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
-_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-
-
-def _initial_value(arg, default_fn, node_name: str, param: str, shape: tuple):
-    """ELEKTRONN2's ``w``/``b`` arguments: None, an array, or ``[array, 'const']``.
-
-    Returns (value, trainable).
-    """
-    trainable = True
-    if isinstance(arg, (list, tuple)) and len(arg) == 2 and isinstance(arg[1], str):
-        if arg[1] != 'const':
-            raise ConfigError(f"Node {node_name!r}: {param}=[value, {arg[1]!r}]; the flag "
-                              f"can only be 'const'")
-        arg, trainable = arg[0], False
-    value = default_fn() if arg is None else torch.as_tensor(np.asarray(arg, dtype=np.float32))
-    if tuple(value.shape) != tuple(shape):
-        raise ShapeError(f"Node {node_name!r}: initial {param} has shape {tuple(value.shape)}, "
-                         f"expected {tuple(shape)}")
-    return value, trainable
-
-
-class NeuralLayer(Node):
-    """Shared part of Conv and Perceptron: parameters, normalisation, activation, dropout."""
-
-    def _store_neural_options(self, n_f: int, activation_func: str, batch_normalisation,
-                              dropout_rate: float, w, b, name: str) -> None:
-        if not isinstance(n_f, (int, np.integer)) or n_f < 1:
-            raise ConfigError(f"Node {name!r}: n_f must be a positive int, got {n_f!r}")
-        if batch_normalisation not in _BN_MODES:
-            raise ConfigError(f"Node {name!r}: batch_normalisation={batch_normalisation!r}; "
-                              f"valid: {_BN_MODES}")
-        if not 0 <= dropout_rate < 1:
-            raise ConfigError(f"Node {name!r}: dropout_rate={dropout_rate} must be in [0, 1)")
-        self.n_f = int(n_f)
-        self.activation_func = activation_func
-        self.activation = parse_activation(activation_func, name)
-        self.batch_normalisation = batch_normalisation
-        self.dropout_rate = float(dropout_rate)
-        self._w_arg, self._b_arg = w, b
-
-    def _layer_params(self, w_shape: tuple, fan_in: int, fan_out: int) -> dict[str, torch.Tensor]:
-        w, w_train = _initial_value(
-            self._w_arg, lambda: init_weights(w_shape, fan_in, fan_out, self.activation.name,
-                                              node_name=self.name), self.name, 'w', w_shape)
-        params = {'w': self._new_param(w, w_train, regularise=True)}
-        if not self.batch_normalisation:
-            b, b_train = _initial_value(self._b_arg, lambda: torch.zeros(self.n_f), self.name,
-                                        'b', (self.n_f,))
-            params['b'] = self._new_param(b, b_train)
-        else:
-            params.update(gamma=self._new_param(torch.ones(self.n_f)),
-                          beta=self._new_param(torch.zeros(self.n_f)),
-                          mean=self._new_param(torch.zeros(self.n_f), trainable=False),
-                          var=self._new_param(torch.ones(self.n_f), trainable=False),
-                          count=self._new_param(torch.zeros(1), trainable=False))
-        if self.activation.has_param:
-            params['prelu_slope'] = self._new_param(torch.full((self.n_f,), 0.25))
-        return params
-
-    def _normalise(self, y: torch.Tensor, f_axis: int, training: bool) -> torch.Tensor:
-        """Batch normalisation over all axes but ``f_axis`` (no-op if switched off)."""
-        if not self.batch_normalisation:
-            return y
-        p = self.params
-        shape = [1] * y.ndim
-        shape[f_axis] = -1
-        if self.batch_normalisation == 'train' and training:
-            dims = [d for d in range(y.ndim) if d != f_axis]
-            var, mean = torch.var_mean(y, dim=dims, correction=0)
-            with torch.no_grad():
-                n = y.numel() // y.shape[f_axis]
-                p['count'].add_(1)
-                momentum = torch.clamp(1.0 / p['count'], min=BN_MIN_MOMENTUM)
-                p['mean'].lerp_(mean.detach().float(), momentum)
-                p['var'].lerp_(var.detach().float() * n / max(n - 1, 1), momentum)
-        else:
-            mean, var = p['mean'], p['var']
-        scale = p['gamma'] * torch.rsqrt(var + _BN_EPS)
-        return (y - mean.view(shape)) * scale.view(shape) + p['beta'].view(shape)
-
-    def _activate(self, y: torch.Tensor, f_axis: int) -> torch.Tensor:
-        return self.activation(y, f_axis, self.params.get('prelu_slope'))
-
-    def _dropout(self, y: torch.Tensor, training: bool) -> torch.Tensor:
-        if self.dropout_rate and training:
-            return F.dropout(y, self.dropout_rate, training=True)
-        return y
-
-    def _add_bias(self, y: torch.Tensor, f_axis: int) -> torch.Tensor:
-        if 'b' not in self.params:
-            return y
-        shape = [1] * y.ndim
-        shape[f_axis] = -1
-        return y + self.params['b'].view(shape)
-
-    def _repr_details(self) -> str:
-        extras = [self.activation_func]
-        if self.batch_normalisation:
-            extras.append(f"bn={self.batch_normalisation}")
-        if self.dropout_rate:
-            extras.append(f"dropout={self.dropout_rate}")
-        return ', '.join(extras)
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
 class Perceptron(NeuralLayer):
@@ -139,15 +29,28 @@ class Perceptron(NeuralLayer):
     With ``flatten=True`` all non-batch axes are flattened into the features
     first and the output is ``(b, n_f)`` with tags 'b,f'. Weights ``w`` have shape
     (n_in, n_f), bias ``b`` (n_f,). 'maxout k' divides the outputs by k.
+    ``w_init``: see :mod:`.init`. ``dual_of``: a Perceptron whose weights this
+    layer uses transposed (tied auto-encoder decoders; see :meth:`make_dual`).
     """
 
     def __init__(self, parent: Node, n_f: int, activation_func: str = 'relu',
                  flatten: bool = False, batch_normalisation=False, dropout_rate: float = 0,
-                 name: str = 'dot', print_repr: bool = True, w=None, b=None):
+                 name: str = 'dot', print_repr: bool = True, w=None, b=None,
+                 w_init: str | float = 'auto', dual_of: Perceptron | None = None):
         self._store_neural_options(n_f, activation_func, batch_normalisation, dropout_rate,
-                                   w, b, name)
+                                   w, b, name, w_init, dual_of)
         self.flatten = flatten
         super().__init__(parent, name, print_repr)
+
+    def make_dual(self, parent: Node, activation_func: str = 'lin', name: str = 'dual',
+                  **kwargs) -> Perceptron:
+        """A Perceptron from this layer's outputs back to its inputs with tied (transposed)
+        weights and its own bias, applied to ``parent``."""
+        return Perceptron(parent, self.params['w'].shape[0], activation_func=activation_func,
+                          name=name, dual_of=self, **kwargs)
+
+    def _tied_shape(self, w_shape: tuple) -> tuple:
+        return w_shape[::-1]
 
     def _n_in(self, sh: TaggedShape) -> int:
         if self.flatten:
@@ -184,7 +87,8 @@ class Perceptron(NeuralLayer):
         else:
             f_axis = self.parent.shape.tag2index('f')
             x = x.movedim(f_axis, -1)
-        y = x @ self.params['w']
+        w = self.params['w']
+        y = x @ (w.t() if self.dual_of is not None else w)
         y = self._add_bias(y, -1)
         y = self._normalise(y, y.ndim - 1, training)
         y = self._activate(y, y.ndim - 1)
@@ -204,6 +108,12 @@ def _check_conv_tags(sh: TaggedShape) -> int:
     return n_sp
 
 
+def _pooled(sh: TaggedShape, pool_shape: tuple, stride: tuple, mfp: bool) -> TaggedShape:
+    """Shape after (max-fragment) pooling."""
+    out = sh.map_spatial(lambda k, g: g.pool(pool_shape[k], stride[k], mfp=mfp))
+    return fragmented_shape(out, pool_shape) if mfp else out
+
+
 class Conv(NeuralLayer):
     """Convolution over the spatial axes (1-, 2- or 3-D), optionally followed by pooling.
 
@@ -214,35 +124,36 @@ class Conv(NeuralLayer):
         pool_shape: max pooling after the convolution (default no pooling).
         conv_mode: 'valid' (no padding), 'same' (output size = input size) or 'full'.
         activation_func: see :mod:`.activations`.
+        mfp: max-fragment pooling: all pooling offsets, as fragments on the batch axis.
         batch_normalisation: False, 'train' (batch statistics while training,
             accumulated statistics for prediction) or 'predict' (fixed statistics).
         dropout_rate: fraction of outputs dropped while training.
         w, b: initial filters (n_f, n_in, *filter_shape) and biases (n_f,), or
             ``[value, 'const']`` for constants.
+        w_init: initialisation of w when not given (see :mod:`.init`; 'gabor' suits
+            first layers).
     """
 
     def __init__(self, parent: Node, n_f: int, filter_shape: int | Sequence[int],
                  pool_shape: int | Sequence[int] | None = None, conv_mode: str = 'valid',
                  activation_func: str = 'relu', mfp: bool = False, batch_normalisation=False,
                  dropout_rate: float = 0, name: str = 'conv', print_repr: bool = True,
-                 w=None, b=None):
+                 w=None, b=None, w_init: str | float = 'auto'):
         self._store_neural_options(n_f, activation_func, batch_normalisation, dropout_rate,
-                                   w, b, name)
+                                   w, b, name, w_init)
         n_sp = len(parent.shape.spatial_axes)
         self.filter_shape = as_tuple(filter_shape, n_sp, 'filter_shape')
         self.pool_shape = as_tuple(pool_shape, n_sp, 'pool_shape')
         if conv_mode not in ('valid', 'same', 'full'):
             raise ConfigError(f"Node {name!r}: conv_mode={conv_mode!r}; valid: 'valid', 'same', 'full'")
-        if mfp:
-            raise ConfigError(f"Node {name!r}: max-fragment pooling (mfp=True) is not available yet")
         self.conv_mode = conv_mode
-        self.mfp = mfp
+        self.mfp = bool(mfp)
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
         _check_conv_tags(sh)
-        out = sh.map_spatial(lambda k, g: g.conv_pool(self.filter_shape[k], self.pool_shape[k],
-                                                      self.conv_mode))
+        conv = sh.map_spatial(lambda k, g: g.conv(self.filter_shape[k], self.conv_mode))
+        out = _pooled(conv, self.pool_shape, self.pool_shape, self.mfp)
         return out.updateshape('f', self.activation.n_out(self.n_f, self.name))
 
     def _make_params(self):
@@ -255,7 +166,7 @@ class Conv(NeuralLayer):
         sh = self.parent.shape
         conv_out = math.prod(sh.geometry(i).conv(k, self.conv_mode).size
                              for i, k in zip(sh.spatial_axes, self.filter_shape))
-        return self.n_f * sh['f'] * math.prod(self.filter_shape) * conv_out
+        return self.n_f * sh['f'] * math.prod(self.filter_shape) * conv_out * sh.n_fragments
 
     def _padding(self):
         if self.conv_mode == 'valid':
@@ -264,28 +175,32 @@ class Conv(NeuralLayer):
             return 'same'
         return tuple(k - 1 for k in self.filter_shape)
 
+    def _pool(self, y: torch.Tensor) -> torch.Tensor:
+        return fragment_pool(y, self.pool_shape) if self.mfp else pool(y, self.pool_shape)
+
     def forward(self, x, training=False):
         n_sp = x.ndim - 2
         y = _CONV[n_sp](x, self.params['w'], self.params.get('b'), padding=self._padding())
         y = self._normalise(y, 1, training)
-        pool_first = self.activation.is_monotone and self.activation.name != 'maxout'
-        if pool_first:
-            y = _pool(y, self.pool_shape, None, 'max')
-            y = self._activate(y, 1)
+        if self.activation.is_monotone and self.activation.name != 'maxout':
+            y = self._activate(self._pool(y), 1)
         else:
-            y = _pool(self._activate(y, 1), self.pool_shape, None, 'max')
+            y = self._pool(self._activate(y, 1))
         return self._dropout(y, training)
 
+    def make_dual(self, parent: Node, activation_func: str = 'lin', name: str = 'dual',
+                  **kwargs) -> UpConv:
+        """The transposed convolution with this layer's (tied) filters, from its outputs back
+        to its inputs' features; up-samples by this layer's pool_shape."""
+        return UpConv(parent, self.parent.shape['f'], self.pool_shape,
+                      filter_shape=self.filter_shape, activation_func=activation_func,
+                      identity_init=False, name=name, dual_of=self, **kwargs)
+
     def _repr_details(self) -> str:
-        pool = f", pool {self.pool_shape}" if any(p > 1 for p in self.pool_shape) else ''
-        return f"filter {self.filter_shape}{pool}, {self.conv_mode}, " + super()._repr_details()
-
-
-def _pool(x: torch.Tensor, pool_shape: tuple, stride: tuple | None, mode: str) -> torch.Tensor:
-    if all(p == 1 for p in pool_shape) and (stride is None or all(s == 1 for s in stride)):
-        return x
-    fns = _MAX_POOL if mode == 'max' else _AVG_POOL
-    return fns[x.ndim - 2](x, pool_shape, stride or pool_shape)
+        pool_text = f", pool {self.pool_shape}" if any(p > 1 for p in self.pool_shape) else ''
+        mfp = ' (mfp)' if self.mfp else ''
+        return (f"filter {self.filter_shape}{pool_text}{mfp}, {self.conv_mode}, "
+                + super()._repr_details())
 
 
 class Pool(Node):
@@ -294,6 +209,7 @@ class Pool(Node):
     Args:
         pool_shape: window per spatial axis (an int applies to all).
         stride: step per spatial axis (default: the window, i.e. non-overlapping).
+        mfp: max-fragment pooling (all window offsets as batch fragments).
         mode: 'max' or 'average'.
     """
 
@@ -304,21 +220,177 @@ class Pool(Node):
         self.stride = as_tuple(stride, n_sp, 'stride') if stride is not None else self.pool_shape
         if mode not in ('max', 'average'):
             raise ConfigError(f"Node {name!r}: pooling mode={mode!r}; valid: 'max', 'average'")
-        if mfp:
-            raise ConfigError(f"Node {name!r}: max-fragment pooling (mfp=True) is not available yet")
         self.mode = mode
-        self.mfp = mfp
+        self.mfp = bool(mfp)
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
         _check_conv_tags(sh)
-        return sh.map_spatial(lambda k, g: g.pool(self.pool_shape[k], self.stride[k]))
-
-    def _compute_cost(self) -> int:
-        return self.parent.shape.stripbatch_prod
+        return _pooled(sh, self.pool_shape, self.stride, self.mfp)
 
     def forward(self, x, training=False):
-        return _pool(x, self.pool_shape, self.stride, self.mode)
+        if self.mfp:
+            return fragment_pool(x, self.pool_shape, self.mode)
+        return pool(x, self.pool_shape, self.stride, self.mode)
 
     def _repr_details(self) -> str:
-        return f"{self.mode} {self.pool_shape}, stride {self.stride}"
+        return f"{self.mode} {self.pool_shape}, stride {self.stride}" + (' (mfp)' if self.mfp else '')
+
+
+class UpConv(NeuralLayer):
+    """Transposed convolution: up-samples by ``pool_shape`` (stride) with ``filter_shape`` taps.
+
+    The default filter equals the pool shape (non-overlapping, the inverse of pooling);
+    then ``size -> size * pool``. With ``identity_init`` the initial weights make it
+    nearest-neighbour up-sampling of the first min(n_in, n_f) features. Weights
+    have shape (n_in, n_f, *filter_shape). ``dual_of``: a Conv whose filters this
+    layer shares (see :meth:`Conv.make_dual`).
+    """
+
+    def __init__(self, parent: Node, n_f: int, pool_shape: int | Sequence[int],
+                 filter_shape: int | Sequence[int] | None = None, activation_func: str = 'relu',
+                 identity_init: bool = True, batch_normalisation=False, dropout_rate: float = 0,
+                 name: str = 'upconv', print_repr: bool = True, w=None, b=None,
+                 w_init: str | float = 'auto', dual_of: Conv | None = None):
+        n_sp = len(parent.shape.spatial_axes)
+        self.pool_shape = as_tuple(pool_shape, n_sp, 'pool_shape')
+        self.filter_shape = (self.pool_shape if filter_shape is None
+                             else as_tuple(filter_shape, n_sp, 'filter_shape'))
+        if identity_init and w_init == 'auto':
+            w_init = 'identity'
+        self.identity_init = identity_init
+        self._store_neural_options(n_f, activation_func, batch_normalisation, dropout_rate,
+                                   w, b, name, w_init, dual_of)
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        _check_conv_tags(sh)
+        out = sh.map_spatial(lambda k, g: g.upconv(self.filter_shape[k], self.pool_shape[k]))
+        return out.updateshape('f', self.activation.n_out(self.n_f, self.name))
+
+    def _make_params(self):
+        n_in = self.parent.shape['f']
+        taps = math.prod(self.filter_shape)
+        return self._layer_params((n_in, self.n_f) + self.filter_shape, n_in * taps,
+                                  self.n_f * taps)
+
+    def _compute_cost(self) -> int:
+        sh = self.parent.shape
+        return self.n_f * sh['f'] * math.prod(self.filter_shape) * (sh.spatial_size or 1)
+
+    def forward(self, x, training=False):
+        y = _CONV_T[x.ndim - 2](x, self.params['w'], self.params.get('b'), stride=self.pool_shape)
+        y = self._normalise(y, 1, training)
+        return self._dropout(self._activate(y, 1), training)
+
+    def _repr_details(self) -> str:
+        return f"up {self.pool_shape}, filter {self.filter_shape}, " + super()._repr_details()
+
+
+class LRN(Node):
+    """Local response normalisation.
+
+    ``mode='channel'``: across ``filter_shape`` (an int) neighbouring features,
+    ``x / (k + alpha / n * sum x**2) ** beta``; ``mode='spatial'``: over a spatial
+    window ``filter_shape`` of each feature map, ``x / (k + alpha * mean x**2) ** beta``.
+    """
+
+    def __init__(self, parent: Node, filter_shape: int | Sequence[int] = 5,
+                 mode: str = 'spatial', alpha: float = 1e-4, k: float = 1.0, beta: float = 0.75,
+                 name: str = 'lrn', print_repr: bool = True):
+        if mode not in ('spatial', 'channel'):
+            raise ConfigError(f"Node {name!r}: LRN mode={mode!r}; valid: 'spatial', 'channel'")
+        n_sp = len(parent.shape.spatial_axes)
+        self.filter_shape = (int(filter_shape) if mode == 'channel'
+                             else as_tuple(filter_shape, n_sp, 'filter_shape'))
+        if mode == 'spatial' and any(f % 2 == 0 for f in self.filter_shape):
+            raise ConfigError(f"Node {name!r}: spatial LRN needs odd filter sizes, got "
+                              f"{self.filter_shape}")
+        self.mode, self.alpha, self.k, self.beta = mode, alpha, k, beta
+        super().__init__(parent, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        _check_conv_tags(sh)
+        return sh
+
+    def forward(self, x, training=False):
+        if self.mode == 'channel':
+            return F.local_response_norm(x, self.filter_shape, self.alpha, self.beta, self.k)
+        pad = [f // 2 for f in self.filter_shape]
+        avg = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[x.ndim - 2]
+        energy = avg(x * x, self.filter_shape, 1, pad, count_include_pad=False)
+        return x / (self.k + self.alpha * energy) ** self.beta
+
+
+def _alignment_crop(node: TaggedShape, other: TaggedShape, node_name: str,
+                    other_name: str) -> list[tuple[int, int]] | None:
+    """(left, right) crop per spatial axis that makes ``node`` cover exactly what ``other``
+    covers, on the axes where it covers more (equal strides). None if there is nothing to crop."""
+    crop = []
+    for k, tag in enumerate(node.spatial_tags):
+        left = (other.offsets[k] - node.offsets[k]) / node.strides[k]
+        right = node.spatial_shape[k] - other.spatial_shape[k] - left
+        if left <= 0 and right <= 0:  # the other map is the larger one here
+            crop.append((0, 0))
+        elif left < 0 or right < 0:
+            raise ShapeError(f"cannot align {node_name!r} {node} with {other_name!r} {other} on "
+                             f"axis {tag!r}: neither map covers the other", axis=tag)
+        elif not (float(left).is_integer() and float(right).is_integer()):
+            raise ShapeError(f"cannot align {node_name!r} {node} with {other_name!r} {other} on "
+                             f"axis {tag!r}: the crop would be {left} on the left and {right} on "
+                             f"the right (an odd size difference); change the input size", axis=tag)
+        else:
+            crop.append((int(left), int(right)))
+    return None if all(c == (0, 0) for c in crop) else crop
+
+
+def UpConvMerge(parent1: Node, parent2: Node, upconv_n_f: int | None = None,  # noqa: N802
+                merge_mode: str = 'concat', disable_upconv: bool = False,
+                upconv_kwargs: dict | None = None, name: str = 'merge',
+                print_repr: bool = True) -> Node:
+    """Up-convolve ``parent2`` (the coarser map) to the stride of ``parent1``, then merge them
+    with :func:`AutoMerge` (``parent1`` is cropped to fit)."""
+    up = parent2
+    if not disable_upconv:
+        ratio = []
+        for s1, s2, tag in zip(parent1.shape.strides, parent2.shape.strides,
+                               parent1.shape.spatial_tags):
+            if s2 % s1:
+                raise ShapeError(f"{name!r}: stride {s2} of {parent2.name!r} on axis {tag!r} is "
+                                 f"not a multiple of the stride {s1} of {parent1.name!r}", axis=tag)
+            ratio.append(s2 // s1)
+        up = UpConv(parent2, upconv_n_f or parent2.shape['f'], tuple(ratio),
+                    name=f"{name}_upconv", print_repr=print_repr, **(upconv_kwargs or {}))
+    return AutoMerge(parent1, up, merge_mode=merge_mode, disable_upconv=True, name=name,
+                     print_repr=print_repr)
+
+
+def AutoMerge(parent1: Node, parent2: Node, upconv_n_f: int | None = None,  # noqa: N802
+              merge_mode: str = 'concat', disable_upconv: bool = False,
+              upconv_kwargs: dict | None = None, name: str = 'merge',
+              print_repr: bool = True) -> Node:
+    """Merge two maps ('concat' along 'f', parent1 first, or 'add').
+
+    If their strides differ, the coarser is up-convolved (unless ``disable_upconv``);
+    then the larger map is cropped so both cover the same input region (a clear
+    error when that needs a fractional or negative crop, e.g. odd size differences).
+    """
+    from .basic import Add, Concat, Crop
+    if merge_mode not in ('concat', 'add'):
+        raise ConfigError(f"{name!r}: merge_mode={merge_mode!r}; valid: 'concat', 'add'")
+    if parent1.shape.strides != parent2.shape.strides:
+        if disable_upconv:
+            raise ShapeError(f"{name!r}: {parent1.name!r} has strides {parent1.shape.strides}, "
+                             f"{parent2.name!r} {parent2.shape.strides}; they must match")
+        fine, coarse = ((parent1, parent2) if parent1.shape.strides <= parent2.shape.strides
+                        else (parent2, parent1))
+        return UpConvMerge(fine, coarse, upconv_n_f, merge_mode, False, upconv_kwargs, name,
+                           print_repr)
+    merged = []
+    for node, other in ((parent1, parent2), (parent2, parent1)):
+        crop = _alignment_crop(node.shape, other.shape, node.name, other.name)
+        merged.append(node if crop is None else
+                      Crop(node, crop, name=f"{name}_crop", print_repr=print_repr))
+    if merge_mode == 'add':
+        return Add(*merged, name=name, print_repr=print_repr)
+    return Concat(merged, name=name, print_repr=print_repr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +22,24 @@ from .model import NODE_CLASSES, model_manager
 from .shape import TaggedShape, nearest_valid_sizes
 
 logger = logging.getLogger('elektronn2')
+
+
+@dataclass(frozen=True)
+class SizeSuggestion:
+    """Valid sizes of axis ``axis`` of input ``input_name`` near ``current`` (see ShapeError).
+
+    ``other_axes``: sizes other axes of that input must take too.
+    """
+    input_name: str
+    axis: str
+    current: int
+    valid: tuple[int, ...]
+    other_axes: dict
+
+    def __str__(self) -> str:
+        others = f" (other axes need: {self.other_axes})" if self.other_axes else ''
+        return (f"Nearest valid sizes of axis {self.axis!r} of input {self.input_name!r} "
+                f"(now {self.current}): {list(self.valid)}{others}")
 
 
 def pretty_ops(n: float) -> str:
@@ -103,11 +122,12 @@ class Node:
             return self._infer_shape(*(p.shape for p in self.parents))
         except ShapeError as err:
             message = f"{type(self).__name__} {self.name!r}: {err}"
-            if err.axis is not None:
-                message += self._suggest_input_sizes(err.axis)
-            raise ShapeError(message, axis=err.axis) from None
+            suggestion = self._suggest_input_sizes(err.axis) if err.axis is not None else None
+            if suggestion is not None:
+                message += f". {suggestion}"
+            raise ShapeError(message, axis=err.axis, suggestion=suggestion) from None
 
-    def _suggest_input_sizes(self, axis: str) -> str:
+    def _suggest_input_sizes(self, axis: str) -> SizeSuggestion | None:
         """Nearest sizes of the network input along ``axis`` for which this node builds.
 
         The shape rules act on each spatial axis separately, so other axes that fail
@@ -116,7 +136,7 @@ class Node:
         ancestors = topological_order([*self.parents])
         sources = [n for n in ancestors if n.is_input and axis in n.shape.tags]
         if not sources or sources[0].shape[axis] is None:
-            return ''
+            return None
         source = sources[0]
         sizes = {t: source.shape[t] for t in source.shape.spatial_tags if source.shape[t]}
 
@@ -140,16 +160,14 @@ class Node:
             repaired = nearest_valid_sizes(lambda n: failing_axis({**sizes, bad: n}) != bad,
                                            sizes[bad], n_each_side=1)
             if not repaired:
-                return ''
+                return None
             sizes[bad] = min(repaired, key=lambda n: abs(n - sizes[bad]))
         valid = nearest_valid_sizes(lambda n: failing_axis({**sizes, axis: n}) is None,
                                     source.shape[axis], n_each_side=2)
         if not valid:
-            return ''
+            return None
         others = {t: n for t, n in sizes.items() if t != axis and n != source.shape[t]}
-        return (f". Nearest valid sizes of axis {axis!r} of input {source.name!r} "
-                f"(now {source.shape[axis]}): {valid}"
-                + (f" (other axes need: {others})" if others else ''))
+        return SizeSuggestion(source.name, axis, source.shape[axis], tuple(valid), others)
 
     def _new_param(self, value, trainable: bool = True, regularise: bool = False,
                    dtype: torch.dtype | None = None) -> torch.nn.Parameter:
@@ -323,8 +341,16 @@ class Node:
                         self.local_exec_time, self.total_exec_time)
         return self.local_exec_time
 
+    def predict_dense(self, raw_img: np.ndarray, as_uint8: bool = False,
+                      pad_raw: bool = False) -> np.ndarray:
+        """Dense output (f, *spatial) for a whole image (ch, *spatial); see :mod:`.dense`."""
+        from .dense import predict_dense
+        return predict_dense(self, raw_img, as_uint8=as_uint8, pad_raw=pad_raw)
+
     # --- text ----------------------------------------------------------------------------------
     def __repr__(self) -> str:
+        if not hasattr(self, 'computational_cost'):  # still under construction
+            return f"<{type(self).__name__} {getattr(self, 'name', '?')!r} (incomplete)>"
         details = self._repr_details()
         n_params = sum(p.numel() for p in self.params.values())
         return (f"{type(self).__name__} {self.name!r}: {self.shape}"
@@ -350,9 +376,12 @@ def _as_node_list(parents, cls_name: str) -> list[Node]:
     return parents
 
 
-def topological_order(nodes: Sequence[Node]) -> list[Node]:
-    """The given nodes and all their ancestors, parents before children."""
-    order, done = [], set()
+def topological_order(nodes: Sequence[Node], stop_at: Sequence[Node] = ()) -> list[Node]:
+    """The given nodes and all their ancestors, parents before children.
+
+    Nodes in ``stop_at`` are included but their ancestors are not followed.
+    """
+    order, done, stops = [], set(), set(stop_at)
     for root in nodes:
         stack = [(root, False)]
         while stack:
@@ -364,5 +393,6 @@ def topological_order(nodes: Sequence[Node]) -> list[Node]:
                 order.append(node)
             else:
                 stack.append((node, True))
-                stack.extend((p, False) for p in reversed(node.parents) if p not in done)
+                if node not in stops:
+                    stack.extend((p, False) for p in reversed(node.parents) if p not in done)
     return order

@@ -2,8 +2,10 @@
 
 A :class:`TaggedShape` is an immutable value: sizes, one axis tag per size, and
 for every spatial axis the stride (output spacing in input voxels), the field of
-view (fov, -1 when unknown) and the max-fragment-pooling offsets. Operations
-return new values.
+view (fov, -1 when unknown) and the offset (input coordinate of the centre of the
+first output, from the start of the input patch; x.5 for even fields of view).
+It also records the pool shapes of the max-fragment-pooling layers passed so far,
+whose fragments ride on the batch axis. Operations return new values.
 
 The per-axis rules (:class:`AxisGeometry`) are the single implementation used
 by the Conv and Pool nodes and by :func:`elektronn2.utils.cnncalculator`.
@@ -59,13 +61,17 @@ class TaggedShape:
         tags: one tag per axis, e.g. ``'b,f,z,x,y'``.
         strides: per spatial axis (in tag order), output spacing in input voxels.
         fov: per spatial axis, field of view in input voxels (-1: unknown).
-        mfp_offsets: per spatial axis, offsets of max-fragment pooling fragments.
+        offsets: per spatial axis, input coordinate of the first output's centre
+            (default ``(fov - 1) / 2``, i.e. a valid-convolution net).
+        mfp_pools: pool shapes (one tuple per layer, per spatial axis) of the
+            max-fragment-pooling layers whose fragments are on the batch axis.
     """
     shape: tuple
     tags: tuple
     strides: tuple | None = None
     fov: tuple | None = None
-    mfp_offsets: tuple | None = None
+    offsets: tuple | None = None
+    mfp_pools: tuple = ()
 
     def __post_init__(self):
         tags = parse_tags(self.tags)
@@ -82,9 +88,14 @@ class TaggedShape:
         object.__setattr__(self, 'tags', tags)
         object.__setattr__(self, 'strides',
                            tuple(int(s) for s in _per_spatial('strides', self.strides, n_sp, 1)))
-        object.__setattr__(self, 'fov', tuple(int(f) for f in _per_spatial('fov', self.fov, n_sp, 1)))
-        object.__setattr__(self, 'mfp_offsets',
-                           tuple(float(o) for o in _per_spatial('mfp_offsets', self.mfp_offsets, n_sp, 0.0)))
+        fov = tuple(int(f) for f in _per_spatial('fov', self.fov, n_sp, 1))
+        object.__setattr__(self, 'fov', fov)
+        offsets = (tuple((f - 1) / 2 if f > 0 else 0.0 for f in fov) if self.offsets is None
+                   else _per_spatial('offsets', self.offsets, n_sp, 0.0))
+        object.__setattr__(self, 'offsets', tuple(_half_steps(o) for o in offsets))
+        pools = tuple(tuple(int(p) for p in _per_spatial('mfp_pools', pool, n_sp, 1))
+                      for pool in self.mfp_pools)
+        object.__setattr__(self, 'mfp_pools', pools)
 
     # --- sizes and tags -------------------------------------------------------------
     @property
@@ -158,13 +169,14 @@ class TaggedShape:
 
     # --- geometry --------------------------------------------------------------------
     @property
-    def offsets(self) -> tuple[int, ...]:
-        """Per spatial axis, the distance from a patch border to the first output centre."""
-        return tuple(f // 2 if f >= 0 else -1 for f in self.fov)
+    def fov_all_centered(self) -> bool:
+        """Whether every output centre falls on an input voxel (integer offsets)."""
+        return all(float(o).is_integer() for o in self.offsets)
 
     @property
-    def fov_all_centered(self) -> bool:
-        return all(f % 2 == 1 for f in self.fov if f >= 0)
+    def n_fragments(self) -> int:
+        """Number of max-fragment-pooling fragments stacked on the batch axis."""
+        return math.prod(math.prod(pool) for pool in self.mfp_pools)
 
     def geometry(self, axis: int | str) -> AxisGeometry:
         """The :class:`AxisGeometry` of one spatial axis (by tag or index)."""
@@ -172,16 +184,19 @@ class TaggedShape:
         if self.tags[i] not in SPATIAL_TAGS:
             raise ShapeError(f"Axis {self.tags[i]!r} of {self} is not spatial")
         k = self.spatial_axes.index(i)
-        return AxisGeometry(self.shape[i], self.strides[k], self.fov[k], self.tags[i])
+        return AxisGeometry(self.shape[i], self.strides[k], self.fov[k], self.offsets[k],
+                            self.tags[i])
 
     def with_geometry(self, axis: int | str, geom: AxisGeometry) -> TaggedShape:
         """New shape with one spatial axis replaced by ``geom``."""
         i = self.index(axis)
         k = self.spatial_axes.index(i)
-        shape = self.shape[:i] + (geom.size,) + self.shape[i + 1:]
-        strides = self.strides[:k] + (geom.stride,) + self.strides[k + 1:]
-        fov = self.fov[:k] + (geom.fov,) + self.fov[k + 1:]
-        return replace(self, shape=shape, strides=strides, fov=fov)
+
+        def put(values, value):
+            return values[:k] + (value,) + values[k + 1:]
+        return replace(self, shape=self.shape[:i] + (geom.size,) + self.shape[i + 1:],
+                       strides=put(self.strides, geom.stride), fov=put(self.fov, geom.fov),
+                       offsets=put(self.offsets, geom.offset))
 
     def map_spatial(self, fn) -> TaggedShape:
         """Apply ``fn(k, AxisGeometry) -> AxisGeometry`` to every spatial axis k."""
@@ -202,26 +217,29 @@ class TaggedShape:
         tags.insert(index, tag)
         shape = list(self.shape)
         shape.insert(index, size)
-        strides, fov, mfp = list(self.strides), list(self.fov), list(self.mfp_offsets)
+        strides, fov, offsets = list(self.strides), list(self.fov), list(self.offsets)
+        pools = [list(pool) for pool in self.mfp_pools]
         if tag in SPATIAL_TAGS:
             k = sum(t in SPATIAL_TAGS for t in self.tags[:index])
             strides.insert(k, 1)
             fov.insert(k, 1)
-            mfp.insert(k, 0.0)
-        return TaggedShape(shape, tags, strides, fov, mfp)
+            offsets.insert(k, 0.0)
+            for pool in pools:
+                pool.insert(k, 1)
+        return TaggedShape(shape, tags, strides, fov, offsets, tuple(map(tuple, pools)))
 
     def delaxis(self, axis: int | str) -> TaggedShape:
         """New shape without ``axis``."""
         i = self.index(axis)
-        strides, fov, mfp = list(self.strides), list(self.fov), list(self.mfp_offsets)
+        strides, fov, offsets = list(self.strides), list(self.fov), list(self.offsets)
+        pools = [list(pool) for pool in self.mfp_pools]
         if self.tags[i] in SPATIAL_TAGS:
             k = self.spatial_axes.index(i)
-            del strides[k], fov[k], mfp[k]
+            del strides[k], fov[k], offsets[k]
+            for pool in pools:
+                del pool[k]
         return TaggedShape(self.shape[:i] + self.shape[i + 1:], self.tags[:i] + self.tags[i + 1:],
-                           strides, fov, mfp)
-
-    def copy(self) -> TaggedShape:
-        return self
+                           strides, fov, offsets, tuple(map(tuple, pools)))
 
     # --- text ------------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -233,46 +251,49 @@ class TaggedShape:
     @property
     def ext_repr(self) -> str:
         """Multi-line description with offsets."""
+        mfp = f", mfp pools {list(self.mfp_pools)}" if self.mfp_pools else ''
         return (f"shape {list(self.shape)}, tags {','.join(self.tags)}\n"
                 f"strides {list(self.strides)}, fov {list(self.fov)}, "
-                f"offsets {list(self.offsets)}, mfp_offsets {list(self.mfp_offsets)}")
+                f"offsets {[_pretty(o) for o in self.offsets]}{mfp}")
 
 
 @dataclass(frozen=True)
 class AxisGeometry:
-    """Size, stride and field of view of one spatial axis, and how layers change them.
+    """Size, stride, field of view and offset of one spatial axis, and how layers change them.
 
-    Valid convolution: ``size -> size - k + 1``; ``fov += (k - 1) * stride``.
-    Pooling by ``p``: size must divide exactly; ``fov += (p - 1) * stride``;
-    ``stride *= p``. Together (a Conv with pool_shape): ``fov += (k + p - 2) * stride``.
-    Max-fragment pooling keeps all ``p`` offsets: ``size -> (size + 1) / p - 1``
-    per fragment, ``size + 1`` must be divisible by ``p``.
-    An unknown fov (-1, e.g. after an UpConv) stays unknown; unknown sizes stay None.
+    All lengths are in input voxels. Valid convolution with k taps:
+    ``size -> size - k + 1``, ``fov += (k - 1) * stride``, ``offset += (k - 1) / 2 * stride``;
+    'same' and 'full' pad by (k - 1) // 2 resp. k - 1 on the left. Pooling by p:
+    the size must divide exactly, ``fov += (p - 1) * stride``, ``offset += (p - 1) / 2 * stride``,
+    ``stride *= p``; so a Conv with pool_shape adds ``(k + p - 2) * stride`` to the fov.
+    Max-fragment pooling keeps all p window offsets as fragments: per fragment
+    ``size -> (size + 1) / p - 1`` (size + 1 must be divisible by p).
+    An unknown fov (-1) stays unknown; unknown sizes stay None.
     """
     size: int | None
     stride: int = 1
     fov: int = 1
+    offset: float = 0.0
     tag: str = '?'
 
-    def _grow_fov(self, extent: int) -> int:
-        return -1 if self.fov < 0 else self.fov + extent * self.stride
+    def _grow(self, extent: int, shift: float) -> dict:
+        return {'fov': -1 if self.fov < 0 else self.fov + extent * self.stride,
+                'offset': _half_steps(self.offset + shift * self.stride)}
 
     def conv(self, kernel: int, mode: str = 'valid') -> AxisGeometry:
         """Geometry after a stride-1 convolution with ``kernel`` taps."""
         if kernel < 1:
             raise ShapeError(f"Filter size {kernel} on axis {self.tag!r} must be >= 1", axis=self.tag)
+        pad_left = {'valid': 0, 'same': (kernel - 1) // 2, 'full': kernel - 1}.get(mode)
+        if pad_left is None:
+            raise ShapeError(f"conv_mode {mode!r} is invalid; use 'valid', 'same' or 'full'")
         size = self.size
         if size is not None:
-            if mode == 'valid':
-                size = size - kernel + 1
-            elif mode == 'full':
-                size = size + kernel - 1
-            elif mode != 'same':
-                raise ShapeError(f"conv_mode {mode!r} is invalid; use 'valid', 'same' or 'full'")
+            size = {'valid': size - kernel + 1, 'same': size, 'full': size + kernel - 1}[mode]
             if size < 1:
                 raise ShapeError(f"Axis {self.tag!r}: size {self.size} is smaller than the "
                                  f"filter size {kernel}", axis=self.tag)
-        return replace(self, size=size, fov=self._grow_fov(kernel - 1))
+        return replace(self, size=size, **self._grow(kernel - 1, (kernel - 1) / 2 - pad_left))
 
     def pool(self, pool: int, stride: int | None = None, mfp: bool = False) -> AxisGeometry:
         """Geometry after pooling windows of ``pool`` with step ``stride`` (default pool)."""
@@ -283,31 +304,58 @@ class AxisGeometry:
         if pool == 1 and stride == 1:
             return self
         size = self.size
-        if mfp:
-            if stride != pool:
-                raise ShapeError(f"Max-fragment pooling on axis {self.tag!r} needs stride == "
-                                 f"pool ({pool}), got stride {stride}", axis=self.tag)
-            if size is not None:
-                if (size + 1) % pool or size + 1 < 2 * pool:
-                    raise ShapeError(f"Axis {self.tag!r}: max-fragment pooling by {pool} needs "
-                                     f"size+1 divisible by {pool}, but size is {size}",
-                                     axis=self.tag)
-                size = (size + 1) // pool - 1
-            # each fragment is spaced like an ordinary pooling output; the batch axis
-            # carries the pool offsets (FragmentsToDense restores the dense stride)
-            return replace(self, size=size, fov=self._grow_fov(pool - 1), stride=self.stride * stride)
-        if size is not None:
+        if mfp and stride != pool:
+            raise ShapeError(f"Max-fragment pooling on axis {self.tag!r} needs stride == "
+                             f"pool ({pool}), got stride {stride}", axis=self.tag)
+        if size is not None and mfp:
+            if (size + 1) % pool or size + 1 < 2 * pool:
+                raise ShapeError(f"Axis {self.tag!r}: max-fragment pooling by {pool} needs "
+                                 f"size+1 divisible by {pool}, but size is {size}", axis=self.tag)
+            size = (size + 1) // pool - 1
+        elif size is not None:
             if size < pool or (size - pool) % stride:
                 what = (f"pooling by {pool} does not divide size {size}" if stride == pool else
                         f"windows of {pool} with stride {stride} do not tile size {size}")
                 raise ShapeError(f"Axis {self.tag!r}: {what}", axis=self.tag)
             size = (size - pool) // stride + 1
-        return replace(self, size=size, fov=self._grow_fov(pool - 1), stride=self.stride * stride)
+        # each MFP fragment is spaced like an ordinary pooling output
+        return replace(self, size=size, stride=self.stride * stride, **self._grow(pool - 1, (pool - 1) / 2))
 
     def conv_pool(self, kernel: int, pool: int = 1, mode: str = 'valid',
                   mfp: bool = False) -> AxisGeometry:
         """Convolution followed by pooling, as in a Conv node with ``pool_shape``."""
         return self.conv(kernel, mode).pool(pool, mfp=mfp)
+
+    def upconv(self, kernel: int, stride: int) -> AxisGeometry:
+        """Transposed convolution: ``size -> (size - 1) * stride + kernel``, stride divided.
+
+        The fov grows by ``(kernel - 1)`` output spacings, centred on the outputs.
+        """
+        if self.stride % stride:
+            raise ShapeError(f"Axis {self.tag!r}: up-sampling by {stride} needs the stride "
+                             f"({self.stride}) to be divisible by it", axis=self.tag)
+        out_stride = self.stride // stride
+        size = None if self.size is None else (self.size - 1) * stride + kernel
+        fov = -1 if self.fov < 0 else self.fov + (kernel - 1) * out_stride
+        return replace(self, size=size, stride=out_stride, fov=fov,
+                       offset=_half_steps(self.offset - (kernel - 1) / 2 * out_stride))
+
+    def crop(self, left: int, right: int) -> AxisGeometry:
+        """Remove ``left``/``right`` outputs (negative: pad)."""
+        size = None if self.size is None else self.size - left - right
+        if size is not None and size < 1:
+            raise ShapeError(f"Axis {self.tag!r}: cropping {left}+{right} from size {self.size} "
+                             f"leaves nothing", axis=self.tag)
+        return replace(self, size=size, offset=_half_steps(self.offset + left * self.stride))
+
+
+def _half_steps(value: float) -> float:
+    """Round to the nearest half voxel (offsets are multiples of 0.5)."""
+    return round(float(value) * 2) / 2
+
+
+def _pretty(value: float):
+    return int(value) if float(value).is_integer() else value
 
 
 def nearest_valid_sizes(is_valid, size: int, n_each_side: int = 1,
