@@ -1,0 +1,450 @@
+"""BatchCreatorImage: random (warped) image/label patch pairs from lists of volumes.
+
+Images are cut at the network's input patch size; targets are the labels under the
+network's output voxels (the centre region given by the target node's offsets,
+subsampled by its strides), cut with the same warp so both stay registered.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from . import augmentation as aug
+from .geometry import PatchGeometry, class_count
+from .labels import ids2affinities, nhood_targets as make_nhood_targets
+from .rng import ProcessRandom
+from .sources import (HDF5Source, VolumeSource, channel_volume_shape, open_source,
+                      read_channel_box)
+
+logger = logging.getLogger('elektronn2')
+
+BORDER_MODES = ('crop', 'mirror', '0-pad')
+#: Warps that do not fit into a cube are redrawn this often before a plain crop is used.
+MAX_WARP_TRIES = 20
+
+
+@dataclass
+class Cube:
+    """One image volume with its (centred, possibly smaller) label volume."""
+    image: VolumeSource
+    labels: VolumeSource
+    n_channels: int
+    n_label_channels: int
+    image_shape: tuple[int, int, int]
+    label_shape: tuple[int, int, int]
+    label_offset: np.ndarray  # (z, y, x) position of the label volume in the image
+
+    @classmethod
+    def from_sources(cls, image: VolumeSource, labels: VolumeSource) -> Cube:
+        n_channels, image_shape = channel_volume_shape(image)
+        n_label_channels, label_shape = channel_volume_shape(labels)
+        difference = np.subtract(image_shape, label_shape)
+        if np.any(difference < 0) or np.any(difference % 2):
+            raise DataError(f"Labels {labels.name} (z,y,x {label_shape}) cannot be centred in "
+                            f"image {image.name} (z,y,x {image_shape}): labels must not be "
+                            f"larger than the image and the size difference must be even per axis")
+        return cls(image, labels, n_channels, n_label_channels, image_shape, label_shape,
+                   difference // 2)
+
+
+def _resolve(directory: str | None, entry, what: str) -> VolumeSource:
+    """A source from a d_files/l_files entry: (file, key), a path, an array or a source."""
+    if isinstance(entry, (VolumeSource, np.ndarray)):
+        return open_source(entry)
+    file, key = tuple(entry) if isinstance(entry, (tuple, list)) else (entry, None)
+    path = Path(directory).expanduser() / file if directory else Path(file).expanduser()
+    if not path.exists():
+        raise DataError(f"{what} file {path} (key {key!r}) does not exist")
+    return open_source(path, key)
+
+
+def _lazy_label_mask(labels: VolumeSource, n_class: int) -> np.ndarray:
+    """(2, n_class) int16: classes labelled in a cube / known to be absent from it.
+
+    Read from a dataset 'll_mask' in the labels' HDF5 file (ELEKTRONN2's lazy labels);
+    default: all classes labelled, none known absent.
+    """
+    default = np.stack([np.ones(n_class), np.zeros(n_class)]).astype(np.int16)
+    if not isinstance(labels, HDF5Source):
+        return default
+    with h5py.File(labels.path, 'r') as f:
+        if 'll_mask' not in f:
+            return default
+        mask = np.asarray(f['ll_mask'], np.int16)
+    if mask.shape != (2, n_class):
+        raise DataError(f"{labels.path}:ll_mask has shape {mask.shape}; it must be (2, {n_class}): "
+                        f"row 0 = classes labelled, row 1 = classes known to be absent")
+    return mask
+
+
+def _scale_to_unit(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Integer raw -> float32 in [0, 1] (divided by the dtype's maximum); floats unchanged."""
+    image = image.astype(np.float32, copy=False)
+    if np.issubdtype(dtype, np.integer):
+        image /= np.float32(np.iinfo(dtype).max)
+    return image
+
+
+class BatchCreatorImage:
+    """Random training patches from image volumes and their label volumes.
+
+    Args:
+        input_node, target_node: the network's input and target nodes; they give the
+            patch size, axis tags, output offsets and strides, and (from the
+            prediction) the number of classes.
+        d_path, l_path: directories that the file names in d_files / l_files are in.
+        d_files, l_files: one entry per cube: ``(file, key)`` (HDF5, zarr with key), a
+            path (zarr store, .npy, KNOSSOS directory), a numpy array or a VolumeSource.
+            Volumes are (z,y,x) or (c,z,y,x); label volumes may be smaller (centred).
+        cube_prios: sampling weights of the training cubes (default: label volume size).
+        valid_cubes: indices of cubes held out for ``source='valid'``.
+        border_mode: 'crop': patches lie inside the image; 'mirror' / '0-pad': any
+            output region inside the labels, the image reflected / zero-padded.
+        aniso_factor: z voxel size / in-plane voxel size, used by warping.
+        target_discrete_ix: label channels that are class labels (nearest-neighbour
+            sampling, int16 targets). Default: all when the prediction has classes or
+            the target node an integer dtype, else none (regression, float32).
+        seed: seed of the random generator (None: fresh entropy); worker processes
+            get their own streams (see :class:`~elektronn2.data.rng.ProcessRandom`).
+    """
+
+    def __init__(self, input_node, target_node, d_path: str | None = None,
+                 l_path: str | None = None, d_files: Sequence | None = None,
+                 l_files: Sequence | None = None, cube_prios: Sequence[float] | None = None,
+                 valid_cubes: Sequence[int] = (), border_mode: str = 'crop',
+                 aniso_factor: float = 2, target_discrete_ix: Sequence[int] | None = None,
+                 seed: int | None = None):
+        if not d_files or not l_files or len(d_files) != len(l_files):
+            raise ConfigError(f"d_files and l_files must be non-empty lists of equal length "
+                              f"(one entry per cube), got {len(d_files or [])} and "
+                              f"{len(l_files or [])}")
+        if border_mode not in BORDER_MODES:
+            raise ConfigError(f"border_mode={border_mode!r} is invalid; use one of {BORDER_MODES}")
+        self.geometry = PatchGeometry.from_nodes(input_node, target_node)
+        self.border_mode = border_mode
+        self.aniso_factor = float(aniso_factor)
+        self.n_class = class_count(target_node)
+        self.target_n_f = target_node.shape['f'] if 'f' in target_node.shape.tags else None
+        self.cubes = [Cube.from_sources(_resolve(d_path, image, 'Image'),
+                                        _resolve(l_path, labels, 'Label'))
+                      for image, labels in zip(d_files, l_files)]
+        self._check_channels(input_node)
+        n_label_channels = self.cubes[0].n_label_channels
+        if target_discrete_ix is None:
+            integer_target = np.dtype(getattr(target_node, 'dtype', 'float32')).kind in 'iu'
+            discrete = self.n_class is not None or integer_target
+            target_discrete_ix = range(n_label_channels) if discrete else ()
+        if any(not 0 <= c < n_label_channels for c in target_discrete_ix):
+            raise ConfigError(f"target_discrete_ix={list(target_discrete_ix)} must index the "
+                              f"{n_label_channels} label channel(s)")
+        self.discrete = np.array([c in target_discrete_ix for c in range(n_label_channels)])
+        self.valid_cubes = sorted(set(valid_cubes))
+        if any(not 0 <= i < len(self.cubes) for i in self.valid_cubes):
+            raise ConfigError(f"valid_cubes={list(valid_cubes)} must index the {len(self.cubes)} "
+                              f"cubes of d_files (0..{len(self.cubes) - 1})")
+        self.train_cubes = [i for i in range(len(self.cubes)) if i not in self.valid_cubes]
+        if not self.train_cubes:
+            raise ConfigError("All cubes are in valid_cubes; no cube is left for training")
+        self.train_weights = self._sampling_weights(cube_prios)
+        for i, cube in enumerate(self.cubes):
+            self._check_patch_fits(i, cube)
+        self.ll_masks = [_lazy_label_mask(cube.labels, self.n_class or n_label_channels)
+                         for cube in self.cubes]
+        self.n_warped = self.n_warp_fallbacks = 0
+        self._random = ProcessRandom(seed)
+        logger.info("%r", self)
+
+    # --- construction checks ------------------------------------------------------------
+    def _check_channels(self, input_node) -> None:
+        first = self.cubes[0]
+        input_f = input_node.shape['f'] if 'f' in input_node.shape.tags else None
+        for cube in self.cubes:
+            if input_f is not None and cube.n_channels != input_f:
+                raise DataError(f"Image {cube.image.name} has {cube.n_channels} channel(s), but "
+                                f"the input node {input_node.name!r} expects {input_f}")
+            if cube.n_label_channels != first.n_label_channels:
+                raise DataError(f"Labels {cube.labels.name} have {cube.n_label_channels} "
+                                f"channel(s), {first.labels.name} has {first.n_label_channels}; "
+                                f"all label volumes need the same number")
+
+    def _sampling_weights(self, cube_prios) -> np.ndarray:
+        if cube_prios is None:
+            weights = [np.prod(self.cubes[i].label_shape) for i in self.train_cubes]
+        elif len(cube_prios) == len(self.cubes):
+            weights = [cube_prios[i] for i in self.train_cubes]
+        elif len(cube_prios) == len(self.train_cubes):
+            weights = list(cube_prios)
+        else:
+            raise ConfigError(f"cube_prios has {len(cube_prios)} entries; give one per cube "
+                              f"({len(self.cubes)}) or per training cube ({len(self.train_cubes)})")
+        weights = np.asarray(weights, float)
+        if np.any(weights < 0) or weights.sum() <= 0:
+            raise ConfigError(f"cube_prios must be non-negative with a positive sum, "
+                              f"got {cube_prios}")
+        return weights / weights.sum()
+
+    def _check_patch_fits(self, index: int, cube: Cube) -> None:
+        lo, hi = self._corner_bounds(cube, np.eye(4), self.geometry)
+        if np.all(lo <= hi):
+            return
+        g = self.geometry
+        extent = (np.asarray(g.out_shape) - 1) * np.asarray(g.strides) + 1
+        problems = [f"axis {tag!r}: input patch {g.patch_shape[a]}, image {cube.image_shape[a]}, "
+                    f"output region {extent[a]}, labels {cube.label_shape[a]} (starting "
+                    f"{cube.label_offset[a]} into the image)"
+                    for a, tag in enumerate('zyx') if lo[a] > hi[a]]
+        largest = g.net_order(tuple(min(p, s) for p, s in zip(g.patch_shape, cube.image_shape)))
+        raise DataError(f"The patch does not fit into cube {index} (image {cube.image.name}, "
+                        f"labels {cube.labels.name}, border_mode {self.border_mode!r}): "
+                        + '; '.join(problems) + f". The largest input patch "
+                        f"({','.join(g.net_tags)}) that fits the image is {largest}; choose a "
+                        f"network input size that fits, with the output region inside the labels")
+
+    # --- geometry of one example ----------------------------------------------------------
+    def _corner_bounds(self, cube: Cube, transform: np.ndarray,
+                       geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest integer patch corner (z,y,x) at which ``transform`` fits."""
+        patch_to_source = aug.patch_matrix(transform, geometry.patch_shape, np.zeros(3))
+        target_points = aug.map_points(
+            patch_to_source @ aug.grid_matrix(geometry.offsets, geometry.strides),
+            aug.box_corners(geometry.out_shape)) - cube.label_offset
+        lo = -target_points.min(0)
+        hi = np.asarray(cube.label_shape) - 1 - target_points.max(0)
+        if self.border_mode == 'crop':
+            image_points = aug.map_points(patch_to_source, aug.box_corners(geometry.patch_shape))
+            lo = np.maximum(lo, -image_points.min(0))
+            hi = np.minimum(hi, np.asarray(cube.image_shape) - 1 - image_points.max(0))
+        return (np.ceil(lo - aug.COORD_TOLERANCE).astype(int),
+                np.floor(hi + aug.COORD_TOLERANCE).astype(int))
+
+    def _draw_placement(self, cube: Cube, warp: float, params: aug.WarpParams,
+                        geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
+        """A random (transform, corner) that fits the cube; a plain crop if warps do not fit."""
+        if warp and self.rng.random() < warp:
+            for _ in range(MAX_WARP_TRIES):
+                transform = aug.random_transform(self.rng, params, self.aniso_factor,
+                                                 planar=geometry.planar)
+                lo, hi = self._corner_bounds(cube, transform, geometry)
+                if np.all(lo <= hi):
+                    self.n_warped += 1
+                    return transform, self.rng.integers(lo, hi + 1)
+            self.n_warp_fallbacks += 1
+            logger.debug("No random warp fits %s; using a plain crop", cube.image.name)
+        lo, hi = self._corner_bounds(cube, np.eye(4), geometry)
+        return np.eye(4), self.rng.integers(lo, hi + 1)
+
+    def _cut(self, cube: Cube, corner: Sequence[int], transform: np.ndarray,
+             geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
+        """Image (c, z,y,x) float32 in [0,1] and labels (t, z,y,x) under the output grid.
+
+        ``transform`` (4x4, about the patch centre) is applied to both; the identity
+        gives the plain crop starting at ``corner``.
+        """
+        matrix = aug.patch_matrix(transform, geometry.patch_shape, corner)
+        if aug.is_integer_translation(matrix):
+            start = np.round(matrix[:3, 3]).astype(int)
+            image = read_channel_box(cube.image, start, start + geometry.patch_shape,
+                                     self.border_mode)
+        else:
+            points = aug.map_points(matrix, aug.box_corners(geometry.patch_shape))
+            lo = np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int)
+            hi = np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2
+            if self.border_mode == 'crop':
+                lo, hi = np.maximum(lo, 0), np.minimum(hi, cube.image_shape)
+            box = read_channel_box(cube.image, lo, hi, self.border_mode)
+            image = aug.warp_linear(box, aug.translation(-lo) @ matrix, geometry.patch_shape)
+        image = _scale_to_unit(image, cube.image.dtype)
+        target_matrix = (aug.translation(-cube.label_offset) @ matrix
+                         @ aug.grid_matrix(geometry.offsets, geometry.strides))
+        return image, self._sample_labels(cube, target_matrix, geometry.out_shape)
+
+    def _sample_labels(self, cube: Cube, matrix: np.ndarray, out_shape) -> np.ndarray:
+        points = aug.map_points(matrix, aug.box_corners(out_shape))
+        lo = np.maximum(np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int), 0)
+        hi = np.minimum(np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2,
+                        cube.label_shape)
+        box = read_channel_box(cube.labels, lo, hi)
+        matrix = aug.translation(-lo) @ matrix
+        if self.discrete.all():
+            return aug.warp_nearest(box, matrix, out_shape)
+        labels = aug.warp_linear(box, matrix, out_shape)
+        if self.discrete.any():
+            labels[self.discrete] = aug.warp_nearest(box[self.discrete], matrix, out_shape)
+        return labels
+
+    def example_at(self, cube_index: int, corner: Sequence[int],
+                   transform: np.ndarray | None = None, force_dense: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """The example whose (unwarped) input patch starts at ``corner`` (z,y,x) of a cube.
+
+        Returns image (f, *patch) float32 and target (t, *out) in the network's axis
+        order, without random augmentation; ``transform`` is an optional 4x4 warp about
+        the patch centre (see :func:`~elektronn2.data.augmentation.random_transform`).
+        """
+        geometry = self.geometry.dense() if force_dense else self.geometry
+        image, labels = self._cut(self.cubes[cube_index], corner,
+                                  np.eye(4) if transform is None else transform, geometry)
+        self._check_labels(labels, self.cubes[cube_index])
+        return geometry.to_net_order(image), geometry.to_net_order(self._target_dtype(labels))
+
+    # --- batches ------------------------------------------------------------------------
+    @property
+    def rng(self) -> np.random.Generator:
+        """The random generator (its own stream in every worker process)."""
+        return self._random.generator
+
+    def reseed(self, seed: int | None = None) -> None:
+        """New random stream (e.g. one seed per worker process)."""
+        self._random.reseed(seed)
+
+    def _cube_for(self, source: str) -> int:
+        if source == 'train':
+            return int(self.rng.choice(self.train_cubes, p=self.train_weights))
+        if source == 'valid':
+            if not self.valid_cubes:
+                raise DataError("No validation cubes: pass valid_cubes=[...] to BatchCreatorImage")
+            return int(self.rng.choice(self.valid_cubes))
+        raise ConfigError(f"source={source!r} is invalid; use 'train' or 'valid'")
+
+    def _check_labels(self, labels: np.ndarray, cube: Cube) -> None:
+        if not self.discrete.any() or labels.size == 0:
+            return
+        top = labels[self.discrete].max()
+        if self.n_class is not None and top >= self.n_class:
+            raise DataError(f"Labels {cube.labels.name} contain the value {top}, but the network "
+                            f"predicts {self.n_class} classes: valid labels are "
+                            f"0..{self.n_class - 1} (negative: unlabelled). Convert the label "
+                            f"file (e.g. 0/255 masks to 0/1)")
+
+    def _target_dtype(self, labels: np.ndarray) -> np.ndarray:
+        if not self.discrete.all():
+            return labels.astype(np.float32)
+        info = np.iinfo(np.int16)
+        if labels.size and (labels.min() < info.min or labels.max() > info.max):
+            raise DataError(f"Class labels range {labels.min()}..{labels.max()}, beyond int16; "
+                            f"relabel them (ids belong in targets only with affinities=True)")
+        return labels.astype(np.int16)
+
+    def _augment(self, image: np.ndarray, channels: Sequence[int], noise_blur_probability: float,
+                 erasing_probability: float) -> np.ndarray:
+        image = aug.grey_augment(image, channels, self.rng)
+        if self.rng.random() < noise_blur_probability:
+            image = aug.add_noise(aug.blur(image, channels, self.rng,
+                                           aniso_factor=self.aniso_factor), channels, self.rng)
+        if self.rng.random() < erasing_probability:
+            image = aug.random_erasing(image, channels, self.rng)
+        return image
+
+    def getbatch(self, batch_size: int = 1, source: str = 'train',
+                 grey_augment_channels: Sequence[int] = (0,), warp: bool | float = 0.5,
+                 warp_args: dict | None = None, ignore_thresh: float | bool = False,
+                 force_dense: bool = False, affinities: bool | str = False,
+                 nhood_targets: bool | np.ndarray = False, ret_ll_mask: bool = False,
+                 noise_blur_probability: float = 0.0, erasing_probability: float = 0.0
+                 ) -> tuple[np.ndarray, ...]:
+        """A batch of random examples.
+
+        Args:
+            batch_size: number of examples.
+            source: 'train' or 'valid' (cubes in ``valid_cubes``).
+            grey_augment_channels: input channels that get grey-value augmentation
+                (and noise/blur/erasing); only for source='train'.
+            warp: probability (True = 1) that an example is warped (rotation, shear,
+                stretch, flips, axis swaps, see ``warp_args``); others are plain crops.
+            warp_args: options of :class:`~elektronn2.data.augmentation.WarpParams`.
+            ignore_thresh: redraw examples whose fraction of negative (unlabelled)
+                target voxels exceeds this.
+            force_dense: targets at every input voxel of the output region (stride 1).
+            affinities: True / 'affinity': labels are object ids; targets become
+                affinities (b, n_spatial, *out) between neighbouring output voxels.
+            nhood_targets: True (6-neighbourhood plus centre) or an array of offsets
+                (k, n_spatial) in network axis order: target channel k holds the label at
+                p - offset[k] (-1 outside).
+            ret_ll_mask: also return the lazy-label masks of each example's cube,
+                ``mask_class_labeled`` and ``mask_class_not_present`` (b, n_class) int16,
+                for MultinoulliNLL (from an HDF5 dataset 'll_mask' (2, n_class) next to
+                the labels; default: all classes labelled, none absent).
+            noise_blur_probability: probability of Gaussian blur plus noise.
+            erasing_probability: probability of overwriting a random box with noise.
+        Returns:
+            images float32 (b, f, *patch) and targets (b, t, *out) in the network's axis
+            order: int16 class labels, or float32 for regression (then the two masks if
+            ``ret_ll_mask``).
+        """
+        if affinities not in (False, True, 'affinity'):
+            raise ConfigError(f"affinities={affinities!r} is invalid; use False or True/'affinity'")
+        if affinities and not self.discrete.all():
+            raise ConfigError("affinities=True needs object ids sampled as discrete labels; "
+                              "pass target_discrete_ix=[0]")
+        warp = float(warp)
+        params = aug.WarpParams.from_args(warp_args)
+        geometry = self.geometry.dense() if force_dense else self.geometry
+        images, targets, masks = [], [], []
+        redraws = 0
+        while len(images) < batch_size:
+            cube_index = self._cube_for(source)
+            cube = self.cubes[cube_index]
+            transform, corner = self._draw_placement(cube, warp, params, geometry)
+            image, labels = self._cut(cube, corner, transform, geometry)
+            if ignore_thresh is not False and np.mean(labels < 0) > ignore_thresh:
+                redraws += 1
+                if redraws > 100 * batch_size:
+                    raise DataError(f"More than {100 * batch_size} patches had over "
+                                    f"{ignore_thresh:.0%} unlabelled target voxels; lower "
+                                    f"ignore_thresh or check the labels")
+                continue
+            if not affinities:
+                self._check_labels(labels, cube)
+            if source == 'train':
+                image = self._augment(image, grey_augment_channels, noise_blur_probability,
+                                      erasing_probability)
+            images.append(geometry.to_net_order(image))
+            targets.append(geometry.to_net_order(labels))
+            masks.append(self.ll_masks[cube_index])
+        batch = np.stack(images), self._finish_targets(np.stack(targets), affinities, nhood_targets)
+        return batch + tuple(np.stack(masks, axis=1)) if ret_ll_mask else batch
+
+    def _finish_targets(self, target: np.ndarray, affinities, nhood) -> np.ndarray:
+        """Affinity / neighbourhood conversion, dtype, and the check against the target node."""
+        if affinities:
+            if target.shape[1] != 1:
+                raise DataError(f"affinities=True needs one label channel of object ids, the "
+                                f"labels have {target.shape[1]}")
+            target = np.stack([ids2affinities(t[0]) for t in target]).astype(np.int16)
+        elif nhood is not False:
+            offsets = None if nhood is True else nhood
+            target = self._target_dtype(make_nhood_targets(target, offsets))
+        else:
+            target = self._target_dtype(target)
+        if self.target_n_f is not None and target.shape[1] != self.target_n_f:
+            raise DataError(f"Targets have {target.shape[1]} channel(s) but the target node "
+                            f"expects {self.target_n_f}; check l_files, affinities and "
+                            f"nhood_targets")
+        return target
+
+    # --- information ----------------------------------------------------------------------
+    @property
+    def n_f(self) -> int:
+        """Number of input channels."""
+        return self.cubes[0].n_channels
+
+    @property
+    def warp_stats(self) -> str:
+        return (f"warped examples: {self.n_warped}, warps that did not fit (plain crop "
+                f"instead): {self.n_warp_fallbacks}")
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        kind = ('regression' if not self.discrete.any() else
+                f"{self.n_class}-class" if self.n_class else 'class-label')
+        return (f"BatchCreatorImage({len(self.train_cubes)} train / {len(self.valid_cubes)} "
+                f"valid cubes, {self.n_f} input channel(s), {kind} targets; patch "
+                f"{g.net_order(g.patch_shape)} -> output {g.net_order(g.out_shape)}, strides "
+                f"{g.net_order(g.strides)} ({','.join(g.net_tags)}), border_mode "
+                f"{self.border_mode!r})")

@@ -1,0 +1,142 @@
+"""Label conversions: object ids -> boundaries, affinities, neighbourhood targets.
+
+Id volumes are integer arrays (z, y, x) or (y, x) where each object has its own id;
+id 0 is background / extracellular space (ECS).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def affinity_nhood(ndim: int) -> np.ndarray:
+    """Default affinity neighbourhood: each voxel to its predecessor along every axis."""
+    return -np.eye(ndim, dtype=int)
+
+
+def target_nhood(ndim: int) -> np.ndarray:
+    """Default neighbourhood of :func:`nhood_targets`: the voxel and its 2*ndim neighbours."""
+    steps = np.eye(ndim, dtype=int)
+    neighbours = np.stack([steps, -steps], 1).reshape(-1, ndim)  # +z, -z, +y, -y, ...
+    return np.concatenate([np.zeros((1, ndim), int), neighbours])
+
+
+def _per_axis(value: bool | Sequence[bool], ndim: int, name: str) -> list[bool]:
+    if isinstance(value, (bool, np.bool_)):
+        return [bool(value)] * ndim
+    value = [bool(v) for v in value]
+    if len(value) != ndim:
+        raise ConfigError(f"{name}={value} needs one entry per axis of the {ndim}-D id volume")
+    return value
+
+
+def _along(ndim: int, axis: int, start: int | None, stop: int | None) -> tuple[slice, ...]:
+    """Index selecting ``start:stop`` along ``axis`` and everything along the others."""
+    index = [slice(None)] * ndim
+    index[axis] = slice(start, stop)
+    return tuple(index)
+
+
+def ids2barriers(ids: np.ndarray, dilute: bool | Sequence[bool] = False,
+                 connectivity: bool | Sequence[bool] = True,
+                 ecs_as_barr: bool | str = True) -> np.ndarray:
+    """Boundary labels from an id volume: 1 where a neighbour has another id, else 0.
+
+    Args:
+        ids: (z, y, x) or (y, x) integer ids.
+        dilute: per axis (or for all), widen each boundary by one more voxel on both
+            sides (4 voxels across instead of 2).
+        connectivity: per axis (or for all), whether id changes along it make boundaries.
+        ecs_as_barr: True: id 0 (extracellular space) counts as boundary too;
+            False: id 0 is only boundary next to other ids; 'new_class': id 0 away
+            from boundaries becomes class 2.
+    Returns:
+        int16 array of ``ids.shape`` with values 0, 1 (and 2 for 'new_class').
+    """
+    ids = np.asarray(ids)
+    if ecs_as_barr not in (True, False, 'new_class'):
+        raise ConfigError(f"ecs_as_barr={ecs_as_barr!r} is invalid; use True, False or 'new_class'")
+    dilute = _per_axis(dilute, ids.ndim, 'dilute')
+    connectivity = _per_axis(connectivity, ids.ndim, 'connectivity')
+    barriers = np.zeros(ids.shape, bool)
+    for axis in range(ids.ndim):
+        size = ids.shape[axis]
+        if not connectivity[axis] or size < 2:
+            continue
+        lower, upper = _along(ids.ndim, axis, 0, size - 1), _along(ids.ndim, axis, 1, size)
+        change = ids[lower] != ids[upper]  # change[p]: ids differ between p and p+1
+        barriers[lower] |= change
+        barriers[upper] |= change
+        if dilute[axis] and size > 2:
+            barriers[_along(ids.ndim, axis, 0, size - 2)] |= change[_along(ids.ndim, axis, 1, None)]
+            barriers[_along(ids.ndim, axis, 2, size)] |= change[_along(ids.ndim, axis, 0, size - 2)]
+    out = barriers.astype(np.int16)
+    ecs = ids == 0
+    if ecs_as_barr == 'new_class':
+        out[ecs & ~barriers] = 2
+    elif ecs_as_barr:
+        out[ecs] = 1
+    return out
+
+
+def ids2affinities(ids: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]] | None = None,
+                   background_id: int | None = 0) -> np.ndarray:
+    """Affinities from an id volume: edge k of voxel p connects p and p + nhood[k].
+
+    Args:
+        ids: (z, y, x) (or (y, x) with 2-column ``nhood``) integer ids.
+        nhood: (n_edges, ndim) offsets; default: the predecessor along each axis.
+        background_id: id that is never connected (None: no such id).
+    Returns:
+        uint8 (n_edges, *ids.shape): 1 where both ends have the same (non-background)
+        id, 0 otherwise and where p + nhood[k] lies outside the volume.
+    """
+    ids = np.asarray(ids)
+    nhood = affinity_nhood(ids.ndim) if nhood is None else np.asarray(nhood, int)
+    if nhood.ndim != 2 or nhood.shape[1] != ids.ndim:
+        raise ConfigError(f"nhood of shape {nhood.shape} does not fit {ids.ndim}-D ids; it "
+                          f"needs one row of {ids.ndim} offsets per edge")
+    aff = np.zeros((len(nhood),) + ids.shape, np.uint8)
+    for k, offset in enumerate(nhood):
+        here, there = _offset_slices(ids.shape, offset)
+        same = ids[here] == ids[there]
+        if background_id is not None:
+            same &= ids[here] != background_id
+        aff[k][here] = same
+    return aff
+
+
+def _offset_slices(shape, offset) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices (here, there) so that ``there`` is ``here`` shifted by ``offset``, in bounds."""
+    here, there = [], []
+    for size, o in zip(shape, offset):
+        here.append(slice(max(0, -o), size - max(0, o)))
+        there.append(slice(max(0, o), size - max(0, -o)))
+    return tuple(here), tuple(there)
+
+
+def nhood_targets(target: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]] | None = None,
+                  missing=-1) -> np.ndarray:
+    """Neighbourhood targets: channel k holds, at voxel p, the label at p - nhood[k].
+
+    Args:
+        target: (b, 1, *spatial) labels.
+        nhood: (k, n_spatial) offsets (default: :func:`target_nhood`).
+        missing: value where p - nhood[k] lies outside the patch.
+    Returns:
+        (b, k, *spatial) array of ``target``'s dtype (signed if ``missing`` is negative).
+    """
+    spatial = target.shape[2:]
+    nhood = target_nhood(len(spatial)) if nhood is None else np.asarray(nhood, int)
+    if target.shape[1] != 1 or nhood.ndim != 2 or nhood.shape[1] != len(spatial):
+        raise ConfigError(f"nhood_targets needs targets (b, 1, *spatial) and offsets "
+                          f"(k, {len(spatial)}); got {target.shape} and {nhood.shape}")
+    dtype = np.promote_types(target.dtype, np.min_scalar_type(missing))  # room for ``missing``
+    out = np.full((target.shape[0], len(nhood)) + spatial, missing, dtype)
+    for k, offset in enumerate(nhood):
+        dest, src = _offset_slices(spatial, -offset)
+        out[(slice(None), k) + dest] = target[(slice(None), 0) + src]
+    return out

@@ -1,0 +1,339 @@
+"""Lazy volume sources: one small interface over HDF5, zarr, numpy and KNOSSOS data.
+
+A :class:`VolumeSource` has a ``shape``, a ``dtype`` and numpy-style basic
+slicing (ints, slices with steps, ``...``) that reads only the requested region.
+On-disk axis order is ``z, y, x``, with the channel axis first when present
+(``c, z, y, x``). Sources are picklable: file handles are dropped when pickled and
+reopened lazily (also after a fork), so background worker processes can receive
+them. :func:`open_source` picks the source class from a path.
+
+:mod:`elektronn2.data.knossos` holds the KNOSSOS cube reader.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Sequence
+
+import h5py
+import numpy as np
+
+from ..errors import DataError
+
+logger = logging.getLogger('elektronn2')
+
+HDF5_SUFFIXES = ('.h5', '.hdf5', '.hdf', '.he5')
+
+
+def normalise_index(key: Any, shape: tuple[int, ...], name: str) -> tuple[tuple[slice, ...], tuple]:
+    """Split a numpy basic index into an in-bounds box and what to apply after reading.
+
+    Returns ``(box, post)``: ``box`` has one ``slice(start, stop)`` (step 1) per axis;
+    ``post`` indexes the read box (steps, and ints that drop an axis).
+    """
+    key = key if isinstance(key, tuple) else (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError(f"{name}: an index can only have a single ellipsis ('...')")
+    if Ellipsis in key:
+        i = key.index(Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
+    if len(key) > len(shape):
+        raise IndexError(f"{name}: too many indices ({len(key)}) for shape {shape}")
+    key = key + (slice(None),) * (len(shape) - len(key))
+    box, post = [], []
+    for axis, (k, size) in enumerate(zip(key, shape)):
+        if isinstance(k, (int, np.integer)):
+            index = int(k) + size if k < 0 else int(k)
+            if not 0 <= index < size:
+                raise IndexError(f"{name}: index {k} is out of bounds for axis {axis} with "
+                                 f"size {size}")
+            box.append(slice(index, index + 1))
+            post.append(0)
+        elif isinstance(k, slice):
+            start, stop, step = k.indices(size)
+            if step < 1:
+                raise IndexError(f"{name}: only positive slice steps are supported, got {k}")
+            stop = max(start, stop)
+            box.append(slice(start, stop))
+            post.append(slice(None, None, step))
+        else:
+            raise IndexError(f"{name}: only ints, slices and '...' can index a volume source, "
+                             f"got {k!r}")
+    return tuple(box), tuple(post)
+
+
+class VolumeSource(ABC):
+    """A lazily read n-D array: ``shape``, ``dtype``, ``ndim`` and ``source[index]``.
+
+    Subclasses set ``name`` (used in messages: ``'file.h5:key'``), ``shape`` and
+    ``dtype`` and implement :meth:`_read` for an in-bounds box of unit-step slices.
+    """
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        box, post = normalise_index(key, self.shape, self.name)
+        return np.asarray(self._read(box))[post]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self[...]
+        return data if dtype is None else data.astype(dtype)
+
+    @abstractmethod
+    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
+        """The data in ``box`` (one in-bounds, unit-step slice per axis)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, shape={self.shape}, dtype={self.dtype})"
+
+
+class ArraySource(VolumeSource):
+    """An in-memory numpy array (pickled with its data)."""
+
+    def __init__(self, array: np.ndarray, name: str = 'array'):
+        self.array = np.asarray(array)
+        self.name = name
+        self.shape = self.array.shape
+        self.dtype = self.array.dtype
+
+    def _read(self, box):
+        return self.array[box]
+
+
+class _LazyFileSource(VolumeSource):
+    """A source that opens its file on first use, again after a fork or unpickling."""
+    _handle_attrs: tuple[str, ...] = ('_dataset', '_pid')
+
+    def _dataset_handle(self):
+        if getattr(self, '_pid', None) != os.getpid():
+            self._dataset = self._open()
+            self._pid = os.getpid()
+        return self._dataset
+
+    @abstractmethod
+    def _open(self):
+        """Open the file and return an object sliceable like the array."""
+
+    def _read(self, box):
+        return self._dataset_handle()[box]
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self._handle_attrs}
+
+
+def _require_exists(path: Path, what: str) -> None:
+    if not path.exists():
+        near = ''
+        if path.parent.is_dir():
+            siblings = sorted(p.name for p in path.parent.iterdir())[:20]
+            near = f"; {path.parent} contains: {', '.join(siblings) or '(nothing)'}"
+        raise DataError(f"{what} {path} does not exist{near}")
+
+
+class HDF5Source(_LazyFileSource):
+    """One dataset of an HDF5 file, read with h5py.
+
+    Args:
+        path: the .h5 file.
+        key: the dataset's path inside the file (e.g. ``'volumes/raw'``).
+        cache_bytes: size of h5py's chunk cache per dataset, so that repeated reads
+            of nearby patches do not decompress the same chunks again. (HDF5 shares one
+            handle per file and process: if the file is already open elsewhere in the
+            process, that handle's cache settings apply.)
+    """
+    _handle_attrs = ('_dataset', '_pid', '_file')
+
+    def __init__(self, path: str | os.PathLike, key: str, cache_bytes: int = 128 * 2 ** 20):
+        self.path = Path(path).expanduser()
+        self.key = key
+        self.cache_bytes = int(cache_bytes)
+        self.name = f"{self.path}:{key}"
+        _require_exists(self.path, 'HDF5 file')
+        dataset = self._dataset_handle()
+        self.shape = tuple(dataset.shape)
+        self.dtype = dataset.dtype
+
+    def _open(self):
+        try:
+            self._file = h5py.File(self.path, 'r', rdcc_nbytes=self.cache_bytes,
+                                   rdcc_nslots=10007)
+        except OSError as err:
+            raise DataError(f"Cannot open {self.path} as HDF5: {err}") from err
+        dataset = self._file.get(self.key)
+        if not isinstance(dataset, h5py.Dataset):
+            keys = hdf5_dataset_keys(self._file)
+            what = 'is a group, not a dataset' if dataset is not None else 'does not exist'
+            raise DataError(f"Key {self.key!r} in HDF5 file {self.path} {what}; its datasets "
+                            f"are: {', '.join(keys) or '(none)'}")
+        return dataset
+
+
+def hdf5_dataset_keys(h5file) -> list[str]:
+    """Paths of all datasets in an open h5py file or group."""
+    keys: list[str] = []
+    h5file.visititems(lambda name, obj: keys.append(name)
+                      if isinstance(obj, h5py.Dataset) else None)
+    return keys
+
+
+class ZarrSource(_LazyFileSource):
+    """An array of a zarr store (a ``.zarr`` directory), read with zarr.
+
+    Args:
+        path: the store; ``key``: the array's path inside it (None if the store
+            is a single array).
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str | None = None):
+        self.path = Path(path).expanduser()
+        self.key = key
+        self.name = f"{self.path}:{key}" if key else str(self.path)
+        _require_exists(self.path, 'zarr store')
+        array = self._dataset_handle()
+        self.shape = tuple(array.shape)
+        self.dtype = np.dtype(array.dtype)
+
+    def _open(self):
+        import zarr
+        try:
+            node = zarr.open(store=str(self.path), mode='r')
+        except Exception as err:  # zarr raises various types for unreadable stores
+            raise DataError(f"Cannot open {self.path} as a zarr store: {err}") from err
+        if self.key:
+            if not isinstance(node, zarr.Group):
+                raise DataError(f"{self.path} is a single zarr array; open it without a key "
+                                f"(key={self.key!r} was given)")
+            try:
+                node = node[self.key]
+            except KeyError:
+                node = None
+        if not isinstance(node, zarr.Array):
+            raise DataError(f"Key {self.key!r} in zarr store {self.path} is not an array; its "
+                            f"arrays are: {', '.join(zarr_array_keys(self.path)) or '(none)'}")
+        return node
+
+
+def zarr_array_keys(path: str | os.PathLike) -> list[str]:
+    """Paths of all arrays in a zarr store."""
+    import zarr
+
+    def walk(group, prefix: str) -> list[str]:
+        keys = [prefix + name for name in group.array_keys()]
+        for name in group.group_keys():
+            keys += walk(group[name], f"{prefix}{name}/")
+        return keys
+    node = zarr.open(store=str(path), mode='r')
+    return [''] if isinstance(node, zarr.Array) else sorted(walk(node, ''))
+
+
+class NpySource(_LazyFileSource):
+    """A ``.npy`` file, memory-mapped (only the touched pages are read)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).expanduser()
+        self.name = str(self.path)
+        _require_exists(self.path, 'numpy file')
+        array = self._dataset_handle()
+        self.shape = array.shape
+        self.dtype = array.dtype
+
+    def _open(self):
+        try:
+            return np.load(self.path, mmap_mode='r', allow_pickle=False)
+        except ValueError as err:
+            raise DataError(f"Cannot read {self.path} as a .npy array: {err}") from err
+
+
+def open_source(path: str | os.PathLike | VolumeSource | np.ndarray, key: str | None = None,
+                **kwargs) -> VolumeSource:
+    """A :class:`VolumeSource` for ``path`` (and ``key``), chosen by what the path is.
+
+    * ``*.h5``/``.hdf5``/``.hdf`` files: :class:`HDF5Source` (``key`` required).
+    * ``*.zarr`` or a directory holding ``zarr.json``/``.zarray``/``.zgroup``: :class:`ZarrSource`.
+    * ``*.npy``: :class:`NpySource`.
+    * a directory holding ``knossos.conf`` (or a list of such directories, stacked as
+      channels): :class:`~elektronn2.data.knossos.KnossosSource`.
+    * a VolumeSource or numpy array is returned as a source as it is.
+
+    ``kwargs`` go to the source class (e.g. ``mag=2`` for KNOSSOS).
+    """
+    if isinstance(path, VolumeSource):
+        return path
+    if isinstance(path, np.ndarray):
+        return ArraySource(path)
+    if isinstance(path, (list, tuple)):
+        from .knossos import KnossosSource
+        return KnossosSource(path, **kwargs)
+    path = Path(path).expanduser()
+    _require_exists(path, 'Data file')
+    suffix = path.suffix.lower()
+    if suffix in HDF5_SUFFIXES:
+        if key is None:
+            with h5py.File(path, 'r') as f:
+                keys = hdf5_dataset_keys(f)
+            raise DataError(f"HDF5 file {path} needs a key; its datasets are: "
+                            f"{', '.join(keys) or '(none)'}")
+        return HDF5Source(path, key, **kwargs)
+    if suffix == '.npy':
+        return NpySource(path)
+    if path.is_dir():
+        if (path / 'knossos.conf').exists() or any(path.glob('mag*/knossos.conf')):
+            from .knossos import KnossosSource
+            return KnossosSource(path, **kwargs)
+        zarr_markers = ('zarr.json', '.zarray', '.zgroup')
+        if suffix == '.zarr' or any((path / m).exists() for m in zarr_markers):
+            return ZarrSource(path, key)
+    raise DataError(f"Cannot tell the format of {path}: expected an HDF5 file "
+                    f"({', '.join(HDF5_SUFFIXES)}), a .npy file, a zarr store or a KNOSSOS "
+                    f"directory with knossos.conf")
+
+
+def channel_volume_shape(source: VolumeSource) -> tuple[int, tuple[int, int, int]]:
+    """``(n_channels, (z, y, x))`` of a source stored as (y,x), (z,y,x) or (c,z,y,x)."""
+    shape = source.shape
+    if source.ndim == 2:
+        return 1, (1,) + tuple(shape)
+    if source.ndim == 3:
+        return 1, tuple(shape)
+    if source.ndim == 4:
+        return shape[0], tuple(shape[1:])
+    raise DataError(f"{source.name} has shape {shape}; volumes must be (y,x), (z,y,x) or "
+                    f"(c,z,y,x)")
+
+
+def read_channel_box(source: VolumeSource, lo: Sequence[int], hi: Sequence[int],
+                     border_mode: str = 'crop') -> np.ndarray:
+    """Read the spatial box [lo, hi) (z,y,x) of a source as a (c, z, y, x) array.
+
+    Parts of the box outside the volume are filled according to ``border_mode``:
+    'crop' (the box must lie inside), 'mirror' (reflected) or '0-pad' (zeros).
+    """
+    n_channels, zyx = channel_volume_shape(source)
+    lo, hi = np.asarray(lo, dtype=int), np.asarray(hi, dtype=int)
+    inner_lo, inner_hi = np.clip(lo, 0, zyx), np.clip(hi, 0, zyx)
+    outside = np.any(inner_lo != lo) or np.any(inner_hi != hi)
+    if outside and border_mode == 'crop':
+        raise DataError(f"Box {lo.tolist()}..{hi.tolist()} (z,y,x) lies partly outside "
+                        f"{source.name} of spatial shape {zyx}")
+    box = tuple(slice(a, b) for a, b in zip(inner_lo, inner_hi))
+    if source.ndim == 2:
+        data = source[box[1:]][None, None]
+    elif source.ndim == 3:
+        data = source[box][None]
+    else:
+        data = source[(slice(None),) + box]
+    if not outside:
+        return data
+    pad = [(0, 0)] + [(int(a - b), int(c - d)) for a, b, c, d in zip(inner_lo, lo, hi, inner_hi)]
+    if border_mode == 'mirror':
+        if data.size == 0:
+            raise DataError(f"Box {lo.tolist()}..{hi.tolist()} does not overlap {source.name}")
+        return np.pad(data, pad, mode='symmetric')
+    return np.pad(data, pad, mode='constant')
