@@ -151,6 +151,24 @@ class MNISTData:
         return image[corner[0]:corner[0] + self.crop_shape[0],
                      corner[1]:corner[1] + self.crop_shape[1]].astype(np.float32) / 255
 
+    def examples(self, source: str, start: int = 0, stop: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Examples ``start:stop`` of ``source`` in file order, centre-cropped, no augmentation.
+
+        Same layout as :meth:`getbatch`; for evaluating on a whole split.
+        """
+        if source not in self.arrays:
+            raise ConfigError(f"source={source!r} is invalid; use 'train', 'valid' or 'test'")
+        images, labels = self.arrays[source]
+        return self._as_batch(np.stack([self._crop(image, False) for image in images[start:stop]]),
+                              labels[start:stop])
+
+    def _as_batch(self, crops: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.transpose:
+            crops = crops.transpose(0, 2, 1)
+        crops = crops[:, None] if self.convert2image else crops.reshape(len(crops), -1)
+        return crops.astype(np.float32, copy=False), labels[:, None]
+
     def getbatch(self, batch_size: int, source: str = 'train') -> tuple[np.ndarray, np.ndarray]:
         """Images float32 (b, 1, H, W) in [0, 1] (or (b, H*W)) and labels int16 (b, 1).
 
@@ -159,11 +177,8 @@ class MNISTData:
         """
         index = self._indices(batch_size, source)
         images, labels = self.arrays[source]
-        batch = np.stack([self._crop(images[i], source == 'train') for i in index])
-        if self.transpose:
-            batch = batch.transpose(0, 2, 1)
-        batch = batch[:, None] if self.convert2image else batch.reshape(batch_size, -1)
-        return batch.astype(np.float32, copy=False), labels[index][:, None]
+        return self._as_batch(np.stack([self._crop(images[i], source == 'train') for i in index]),
+                              labels[index])
 
 
 def _crop_geometry(input_node) -> tuple[tuple[int, int], bool]:

@@ -126,10 +126,11 @@ class MultinoulliNLL(Node):
         return pred.updateshape(f, 1)
 
     def _make_params(self):
+        """Constant class weights (all 1 unless given; a training config may set them)."""
         cw = self._class_weights_arg
-        if cw is None or isinstance(cw, Node):
+        if isinstance(cw, Node):
             return {}
-        cw = np.asarray(cw, dtype=np.float32).ravel()
+        cw = np.ones(self.n_class, np.float32) if cw is None else np.asarray(cw, np.float32).ravel()
         if cw.size != self.n_class:
             raise ShapeError(f"MultinoulliNLL {self.name!r}: {cw.size} class_weights given for "
                              f"{self.n_class} classes")
@@ -180,10 +181,8 @@ class MultinoulliNLL(Node):
         else:
             target = get['target'].float()
         f = self._f_axis
-        weights = 1.0
-        cw = get.get('class_weights', self.params.get('class_weights'))
-        if cw is not None:
-            weights = _broadcast_along(cw.float().reshape(-1).repeat(self.n_indep), pred.ndim, f)
+        cw = get['class_weights'] if 'class_weights' in get else self.params['class_weights']
+        weights = _broadcast_along(cw.float().reshape(-1).repeat(self.n_indep), pred.ndim, f)
         if 'example_weights' in get:
             ew = get['example_weights'].float()
             weights = weights * (ew if ew.ndim == pred.ndim else ew.unsqueeze(f))

@@ -325,7 +325,7 @@ class Model:
         """Write graph.json + params.safetensors (zip file, or a directory if ``path`` is one)."""
         graph, tensors = self.serialise()
         out = modelfile.write(path, graph, tensors)
-        logger.info("Saved model %r to %s", self.name, out)
+        logger.debug("Saved model %r to %s", self.name, out)
         return out
 
 

@@ -79,8 +79,10 @@ def write(path: str | os.PathLike, graph: dict, tensors: dict[str, np.ndarray]) 
     params_bytes = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
     as_directory = path.is_dir() or str(path).endswith(os.sep)
     path.parent.mkdir(parents=True, exist_ok=True)
+    umask = _current_umask()
     if as_directory:
         tmp = Path(tempfile.mkdtemp(prefix='.tmp-', dir=path.parent))
+        os.chmod(tmp, 0o777 & ~umask)
         (tmp / GRAPH_FILE).write_bytes(graph_bytes)
         (tmp / PARAMS_FILE).write_bytes(params_bytes)
         if path.exists():
@@ -96,11 +98,18 @@ def write(path: str | os.PathLike, graph: dict, tensors: dict[str, np.ndarray]) 
             with os.fdopen(fd, 'wb') as f, zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as zf:
                 zf.writestr(GRAPH_FILE, graph_bytes)
                 zf.writestr(PARAMS_FILE, params_bytes)
+            os.chmod(tmp_name, 0o666 & ~umask)
             os.replace(tmp_name, path)
         except BaseException:
             os.unlink(tmp_name)
             raise
     return path
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:

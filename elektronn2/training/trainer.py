@@ -1,0 +1,310 @@
+"""The Trainer: the training loop behind ``elektronn2-train``.
+
+Each step takes a batch from the background workers and updates the model.
+Every ``history_freq`` steps it monitors training and validation loss/errors
+(and the model's ``debug_outputs``) into the history, plots and TensorBoard;
+every ``param_save_it`` steps it writes a checkpoint; previews are written after
+``initial_prev_h`` and then every ``prev_save_h`` hours. Ctrl+C (SIGINT) pauses
+at the next step boundary and opens the interactive shell; a shell attached
+through ``elektronn2-shell`` pauses it the same way.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.workers import BackgroundBatches
+from ..errors import DataError, ModelFileError
+from . import checkpoint
+from .experiment import ExperimentConfig
+from .history import History
+from .preview import load_preview_volume, save_preview
+from .schedules import Schedule
+from .status import StatusLine
+
+logger = logging.getLogger('elektronn2')
+
+LR_FACTOR_ON_NAN = 0.5
+_MODEL_HYPER = ('lr', 'mom', 'beta2', 'wd')
+
+
+class Trainer:
+    """Trains ``model`` on ``data`` as configured by ``exp``, writing into ``run_dir``."""
+
+    def __init__(self, exp: ExperimentConfig, model, data, run_dir: Path,
+                 resume_state: dict | None = None, preview_volume: np.ndarray | None = None,
+                 interactive: bool | None = None):
+        self.exp, self.model, self.data = exp, model, data
+        self.run_dir = Path(run_dir)
+        self.history_freq = exp.history_freq
+        self.batch_args = dict(exp.data_batch_args)
+        self.step = 0
+        self.start_time = time.time()
+        self.elapsed_before = 0.0  # seconds trained before a resume
+        self.batch: tuple | None = None
+        self.last_monitor: dict = {}
+        self.schedules = [Schedule.from_spec(k, v) for k, v in exp.schedules.items()]
+        for schedule in self.schedules:
+            self._check_schedule_target(schedule.variable)
+        self.history = History(self.run_dir, tuple(n.name for n in model.debug_outputs))
+        self.status = StatusLine()
+        self.interactive = interactive
+        if preview_volume is None and exp.preview_data_path is not None:
+            preview_volume = load_preview_volume(exp.preview_data_path)
+        self.preview_volume = preview_volume
+        self.next_preview_h = exp.initial_prev_h
+        self._good_state = None
+        self._interrupted = False
+        self._stop = False
+        self.remote = None
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.batches = self._start_batches()
+
+    # --- setup ----------------------------------------------------------------------------
+    def _check_schedule_target(self, variable: str) -> None:
+        from ..errors import ConfigError
+        if variable in _MODEL_HYPER or variable == 'dropout' or variable in self.batch_args:
+            return
+        if not isinstance(getattr(self.model, variable, None), (int, float)):
+            raise ConfigError(f"schedules[{variable!r}]: not lr, mom, beta2, wd, dropout, a "
+                              f"data_batch_args entry or a numeric model attribute")
+
+    def _start_batches(self) -> BackgroundBatches:
+        return BackgroundBatches(self.data, self.exp.batch_size,
+                                 n_workers=int(self.exp.background_processes),
+                                 batch_kwargs=self.batch_args, seed=self.exp.seed + self.step)
+
+    def restart_batches(self) -> None:
+        """Restart the batch workers with the current data object and batch arguments."""
+        self.batches.restart(data=self.data, batch_kwargs=self.batch_args)
+
+    # --- variables that schedules and the shell change -----------------------------------
+    def get_variable(self, name: str) -> float:
+        if name == 'dropout':
+            rates = self.model.dropout_rates
+            return float(rates[0]) if rates else 0.0
+        if name in self.batch_args:
+            return self.batch_args[name]
+        return getattr(self.model, name)
+
+    def set_variable(self, name: str, value: float) -> None:
+        if name == 'dropout':
+            self.model.dropout_rates = value
+        elif name in self.batch_args:
+            self.batch_args[name] = value
+            self.restart_batches()
+        else:
+            setattr(self.model, name, value)
+
+    # --- the loop ---------------------------------------------------------------------------
+    @property
+    def runtime(self) -> float:
+        """Seconds trained, including before a resume."""
+        return self.elapsed_before + time.time() - self.start_time
+
+    def run(self) -> str:
+        """Train until n_steps, max_runtime or 'kill'; returns the reason."""
+        previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        reason = 'n_steps'
+        try:
+            while self.step < self.exp.n_steps:
+                if self.runtime > self.exp.max_runtime:
+                    reason = 'max_runtime'
+                    break
+                if self._interrupted or (self.remote is not None and self.remote.pending()):
+                    self._pause()
+                    if self._stop:
+                        reason = 'kill'
+                        break
+                    continue
+                self._train_one_step()
+            self.status.clear()
+            logger.info("Training ends (%s) at step %d after %.2f h", reason, self.step,
+                        self.runtime / 3600)
+            self.save_checkpoint()
+            self.model.save(self.run_dir / 'model-final.mdl')
+        finally:
+            signal.signal(signal.SIGINT, previous_handler)
+            self.batches.close()
+            self.history.close()
+            if self.remote is not None:
+                self.remote.close()
+        return reason
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._interrupted:  # a second Ctrl+C while waiting: stop waiting for the batch
+            raise KeyboardInterrupt
+        self._interrupted = True
+
+    def _train_one_step(self) -> None:
+        try:
+            self.batch = self.batches.next()
+        except KeyboardInterrupt:
+            self._interrupted = True
+            return
+        loss, seconds, _ = self.model.trainingstep(*self.batch, optimiser=self.exp.optimiser)
+        if not math.isfinite(loss):
+            self._recover_from_nonfinite(loss)
+            return
+        self.step += 1
+        for schedule in self.schedules:
+            value = schedule.value_at(self.step, self.get_variable(schedule.variable))
+            if value is not None:
+                self.set_variable(schedule.variable, value)
+        if self.step % self.history_freq == 0 or self.step == 1:
+            self.monitor()
+        if self.step % self.exp.param_save_it == 0:
+            self.save_checkpoint()
+        if self.preview_volume is not None and self.runtime / 3600 >= self.next_preview_h:
+            self.preview()
+            self.next_preview_h += self.exp.prev_save_h
+        self.status.update(self.status_text())
+
+    def status_text(self) -> str:
+        m = self.model
+        steps_per_s = 1.0 / m.time_per_step if m.time_per_step > 0 else math.nan
+        out = m.prediction_node.shape if m.prediction_node is not None else None
+        voxels = self.exp.batch_size * (out.spatial_size or 1) if out is not None else 0
+        return (f"step {self.step:>7d}  loss {m._last_losses[-1] if m._last_losses else math.nan:.4f}"
+                f"  smooth {m.loss_smooth:.4f}  train_err {self.last_monitor.get('train_err', math.nan):.3f}"
+                f"  valid_err {self.last_monitor.get('valid_err', math.nan):.3f}  lr {m.lr:.2e}"
+                f"  {steps_per_s:.2f} it/s  {voxels * steps_per_s / 1e6:.2f} MVx/s")
+
+    # --- monitoring, previews, checkpoints ------------------------------------------------
+    def _evaluate(self, source: str) -> dict:
+        """Mean loss, errors and debug outputs on monitor_batch_size examples of ``source``."""
+        m = self.model
+        error_node = m.error_node or next((n for n in m.prediction_ext
+                                           if type(n).__name__ == 'Errors'), None)
+        nodes = [m.loss_node] + ([error_node] if error_node is not None else []) + m.debug_outputs
+        fn = m.function(nodes, training=False)
+        sums: dict = {}
+        remaining = self.exp.monitor_batch_size
+        while remaining > 0:
+            n = min(remaining, self.exp.batch_size)
+            batch = self.data.getbatch(n, source=source, **self.batch_args)
+            for node, value in zip(nodes, fn.numpy(*batch[:len(fn.inputs)])):
+                sums[node.name] = sums.get(node.name, 0.0) + float(np.mean(value)) * n
+            remaining -= n
+        values = {k: v / self.exp.monitor_batch_size for k, v in sums.items()}
+        result = {f"{source}_loss": values[m.loss_node.name]}
+        if error_node is not None:
+            result[f"{source}_err"] = values[error_node.name]
+        if source == 'train':
+            result.update({n.name: values[n.name] for n in m.debug_outputs})
+        return result
+
+    def monitor(self) -> dict:
+        """Append a history row (train and valid loss/errors), redraw plots, keep good params."""
+        row = {'step': self.step, 'time_h': self.runtime / 3600, 'loss_smooth': self.model.loss_smooth,
+               'lr': self.model.lr, 'mom': self.model.mom, 'wd': self.model.wd,
+               'steps_per_s': 1.0 / self.model.time_per_step,
+               'data_wait_fraction': self.batches.stats.wait_fraction}
+        row.update(self._evaluate('train'))
+        try:
+            row.update(self._evaluate('valid'))
+        except DataError as err:
+            logger.debug("No validation monitoring: %s", err)
+        self.history.append(row)
+        self.history.plot(self.run_dir)
+        self.batches.reset_stats()
+        self.last_monitor = row
+        if all(math.isfinite(v) for v in row.values()):
+            self._good_state = self._snapshot()
+        return row
+
+    def preview(self) -> list:
+        """Write preview PNGs of the preview volume now."""
+        if self.preview_volume is None:
+            logger.warning("No preview_data_path configured")
+            return []
+        kwargs = {k: v for k, v in self.exp.preview_kwargs.items() if k in ('export_class', 'max_z_pred')}
+        return save_preview(self.model, self.preview_volume, self.run_dir / 'previews', self.step, **kwargs)
+
+    def save_checkpoint(self) -> Path | None:
+        state = {'step': self.step, 'runtime': self.runtime, 'history_rows': len(self.history.rows),
+                 'next_preview_h': self.next_preview_h, 'history_freq': self.history_freq,
+                 'batch_args': self.batch_args,
+                 'schedules': {s.variable: s.state() for s in self.schedules}}
+        try:
+            path = checkpoint.save(self.run_dir, self.model, state)
+        except ModelFileError as err:
+            logger.error("%s", err)
+            return None
+        logger.debug("Checkpoint %s", path)
+        return path
+
+    def _restore(self, state: dict) -> None:
+        self.step = int(state['step'])
+        self.elapsed_before = float(state['runtime'])
+        self.next_preview_h = float(state['next_preview_h'])
+        self.history_freq = int(state['history_freq'])
+        self.batch_args.update(state['batch_args'])
+        for schedule in self.schedules:
+            schedule.load_state(state['schedules'].get(schedule.variable, {}))
+        params = list(self.model.loss_node.all_trainable_params.values())
+        self.model.optimisers.load_state_dict(state['optimisers'], params)
+        self.model.iterations = int(state['iterations'])
+        self.model.elapsed_time = float(state['elapsed_time'])
+        checkpoint.set_rng_state(state['rng'])
+        self.history.truncate_after(self.step)
+        logger.info("Resumed %s at step %d", self.run_dir, self.step)
+
+    # --- non-finite losses -----------------------------------------------------------------
+    def _snapshot(self) -> dict:
+        return {'params': {k: p.detach().clone() for k, p in self.model.all_params().items()},
+                'optimisers': copy.deepcopy(self.model.optimisers.state_dict())}
+
+    def _recover_from_nonfinite(self, loss: float) -> None:
+        self.status.clear()
+        new_lr = self.model.lr * LR_FACTOR_ON_NAN
+        if self._good_state is None:
+            logger.error("Loss %s at step %d and no good parameters to return to", loss, self.step)
+        else:
+            with torch.no_grad():
+                for key, param in self.model.all_params().items():
+                    param.copy_(self._good_state['params'][key])
+            params = list(self.model.loss_node.all_trainable_params.values())
+            self.model.optimisers.load_state_dict(copy.deepcopy(self._good_state['optimisers']), params)
+        self.model.lr = new_lr
+        logger.warning("Loss %s at step %d: parameters rolled back to the last monitoring point, "
+                       "lr lowered to %.3g", loss, self.step, new_lr)
+        if self._is_interactive():
+            self._interrupted = True
+
+    def _is_interactive(self) -> bool:
+        import sys
+        return self.interactive if self.interactive is not None else sys.stdin.isatty()
+
+    # --- the shell --------------------------------------------------------------------------
+    def _pause(self) -> None:
+        from .shell import TrainingShell
+        self.status.clear()
+        shell = TrainingShell(self)
+        if self.remote is not None and self.remote.pending():
+            action = self.remote.serve(shell)
+        elif self._is_interactive():
+            action = shell.run_local()
+        else:
+            logger.warning("Interrupted without a terminal: saving and stopping")
+            action = 'kill'
+        self._interrupted = False
+        if action == 'kill':
+            self._stop = True
+
+    def debug_batch(self, path: Path | None = None) -> Path:
+        """Save a picture of the current batch (image, target, overlay)."""
+        from ..data.debug import save_batch_picture
+        if self.batch is None:
+            self.batch = self.batches.next()
+        path = path or self.run_dir / f"debug_batch_step{self.step}.png"
+        save_batch_picture(self.batch[0], self.batch[1], path)
+        return Path(path)

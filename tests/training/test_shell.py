@@ -1,0 +1,50 @@
+"""The interactive shell under a real pseudo-terminal (pexpect)."""
+import os
+
+import pexpect
+
+from elektronn2.training import checkpoint
+
+PROMPT = 'elektronn2 >>>'
+
+
+def test_ctrl_c_shell_setlr_continue_and_kill(tmp_path, write_config, train_cmd):
+    config = write_config(tmp_path / 'c.py', tmp_path / 'runs', n_steps=100000, history_freq=25,
+                          param_save_it=10000, preview_data_path=None)
+    cmd = train_cmd(config, '--gpu', 'none')
+    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR='1', PYTHONUNBUFFERED='1')
+    child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding='utf-8', timeout=90,
+                          dimensions=(40, 200))
+    child.logfile_read = open(tmp_path / 'session.log', 'w')
+    try:
+        child.expect(r'step +\d+ +loss')
+        child.sendcontrol('c')
+        child.expect('Training paused at step')
+        child.expect(PROMPT)
+        child.sendline('setlr 0.0001')
+        child.expect('lr = 0.0001')
+        child.expect(PROMPT)
+        child.sendline('print(model.lr)')
+        child.expect(r'(?<![\d.])0\.0001\r\n')
+        child.expect(PROMPT)
+        child.sendline('1/0')  # errors are shown and do not end the training
+        child.expect('ZeroDivisionError')
+        child.expect(PROMPT)
+        child.sendline('q')
+        child.expect('Continuing training.')
+        child.expect(r'lr 1\.00e-04')
+        child.sendcontrol('c')
+        child.expect(PROMPT)
+        child.sendline('kill')
+        child.expect('Stopping training.')
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        child.logfile_read.close()
+    assert child.exitstatus == 0, (tmp_path / 'session.log').read_text()[-3000:]
+    run = tmp_path / 'runs' / 'run'
+    ckpts = checkpoint.list_checkpoints(run)
+    assert len(ckpts) == 1 and (run / 'model-final.mdl').exists()
+    state = checkpoint.load_state(ckpts[0])
+    assert state['optimisers']['hyper_params']['lr'] == 0.0001
+    assert 'Training ends (kill)' in (run / 'train.log').read_text()
