@@ -112,3 +112,19 @@ def test_nonfinite_loss_rolls_back_and_lowers_lr(tmp_path, write_config, capsys)
         import elektronn2.neuromancer as nm
         params = nm.modelload(ckpt / 'model.mdl').all_params()
         assert all(torch.isfinite(p).all() for p in params.values())
+
+
+def test_history_rows_plots_and_custom_targets(tmp_path):
+    from elektronn2.training.history import History
+    history = History(tmp_path, extra_columns=('boundary_fraction',))
+    for step in (1, 10, 20):
+        history.append({'step': step, 'train_loss': 1.0 / step, 'valid_err': 0.1,
+                        'boundary_fraction': 0.2 + step / 100})
+    written = {p.name for p in history.plot(tmp_path)}
+    assert written == {'loss.png', 'errors.png', 'timeline.png', 'custom.png'}
+    history.truncate_after(10)
+    history.close()
+    reread = History(tmp_path, extra_columns=('boundary_fraction',), tensorboard=False)
+    assert [r['step'] for r in reread.rows] == [1, 10]
+    assert reread.column('boundary_fraction')[-1] == pytest.approx(0.3)
+    assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
