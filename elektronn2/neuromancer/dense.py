@@ -4,8 +4,11 @@ A network with output stride S evaluated on a patch starting at input position
 q gives outputs for the dense positions ``q + j * S`` (j < O, the output size),
 where dense position d is centred at input coordinate ``offset + d``. Evaluating
 all S shifts of a patch placement covers O * S consecutive dense positions; the
-placements tile the image. With max-fragment pooling (a FragmentsToDense output)
-S is 1 and one evaluation per placement suffices.
+placements tile the image, starting on the grid of the network's internal
+strides (so U-Nets pool as if the whole image were one patch), and the image is
+mirrored at its end where the last tile reaches past it. With max-fragment
+pooling (a FragmentsToDense output) S is 1 and one evaluation per placement
+suffices.
 """
 from __future__ import annotations
 
@@ -31,13 +34,33 @@ def as_float_image(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def _placements(dense: int, out: int, stride: int) -> list[int]:
-    """Patch start positions along one axis covering ``dense`` outputs."""
-    tile = out * stride
-    bases = list(range(0, dense - tile + 1, tile))
-    if not bases or bases[-1] + tile < dense:
-        bases.append(dense - tile)
-    return [b + s for b in bases for s in range(stride)]
+def _pooling_grid(node) -> np.ndarray:
+    """Per spatial axis, the lcm of the strides of every node up to ``node``.
+
+    Patches must start on this grid: a network that pools inside and up-samples
+    again (a U-Net) gives outputs that depend on where its pooling windows lie.
+    """
+    from .node import topological_order
+    grid = np.ones(len(node.shape.spatial_axes), dtype=int)
+    for ancestor in topological_order([node]):
+        if ancestor.shape.spatial_tags == node.shape.spatial_tags:
+            grid = np.lcm(grid, np.array(ancestor.shape.strides, dtype=int))
+    return grid
+
+
+def _placements(dense: int, out: int, stride: int, grid: int) -> tuple[list[int], int]:
+    """Patch starts along one axis covering ``dense`` outputs, and the dense extent they
+    reach (at least ``dense``; the image is padded at the end to provide it).
+
+    Tiles of ``out * stride`` outputs (rounded down to the pooling grid) start on the
+    grid; each is evaluated at all ``stride`` shifts.
+    """
+    tile = (out * stride) // grid * grid
+    if tile < 1:
+        raise ShapeError(f"the output ({out} x stride {stride}) is smaller than the network's "
+                         f"internal pooling grid {grid}: use a larger patch")
+    bases = list(range(0, dense, tile))
+    return [b + s for b in bases for s in range(stride)], bases[-1] + out * stride
 
 
 def predict_dense(node, raw_img: np.ndarray, as_uint8: bool = False, pad_raw: bool = False,
@@ -93,13 +116,17 @@ def predict_dense(node, raw_img: np.ndarray, as_uint8: bool = False, pad_raw: bo
                          f"prediction with patch {tuple(patch)} and output stride "
                          f"{tuple(stride)}: it needs at least {tuple(border + out * stride)} "
                          f"(or pad_raw=True)")
-    starts = list(itertools.product(*(_placements(int(d), int(o), int(s))
-                                      for d, o, s in zip(dense, out, stride))))
+    per_axis = [_placements(int(d), int(o), int(s), int(g))
+                for d, o, s, g in zip(dense, out, stride, _pooling_grid(node))]
+    reach = np.array([r for _, r in per_axis])
+    if np.any(reach > dense):  # the last tiles reach past the image: extend it at the end
+        raw = np.pad(raw, [(0, 0)] + [(0, int(e)) for e in reach - dense], mode='symmetric')
+    starts = list(itertools.product(*(p for p, _ in per_axis)))
     if batch_size is None:
         batch_size = min(int(np.prod(stride)), 16)
     if in_sh.batch_size is not None and inp.hardcoded_shape:
         batch_size = in_sh.batch_size
-    result = np.zeros((out_sh['f'],) + tuple(int(d) for d in dense), dtype=np.float32)
+    result = np.zeros((out_sh['f'],) + tuple(int(r) for r in reach), dtype=np.float32)
     fn = node.model.function([node], training=False)
     chunks = [starts[i:i + batch_size] for i in range(0, len(starts), batch_size)]
     with torch.no_grad():
@@ -114,6 +141,7 @@ def predict_dense(node, raw_img: np.ndarray, as_uint8: bool = False, pad_raw: bo
                 region = (slice(None),) + tuple(slice(q, q + o * s, s)
                                                 for q, o, s in zip(start, out, stride))
                 result[region] = pred[k]
+    result = result[(slice(None),) + tuple(slice(0, int(d)) for d in dense)]
     logger.info("predict_dense %r: %s -> %s with %d evaluations", node.name, raw_img.shape,
                 result.shape, len(starts))
     if as_uint8:

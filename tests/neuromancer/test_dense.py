@@ -101,8 +101,10 @@ def test_predict_dense_errors():
         even.predict_dense(np.zeros((1, 40), np.float32))
 
 
-def test_unet_predict_dense_equals_one_large_patch():
-    """A stride-1 U-Net tiled by predict_dense equals the same net on the whole image."""
+@pytest.mark.parametrize('image', [50, 53])
+def test_unet_predict_dense_equals_one_large_patch(image):
+    """A stride-1 U-Net tiled by predict_dense equals the same net on the whole image: patches
+    start on its pooling grid, also when the image is not a whole number of tiles."""
     def unet(size):
         nm.model_manager.newmodel('unet')
         inp = nm.Input((None, 1, size, size), 'b,f,x,y', name='raw')
@@ -110,8 +112,11 @@ def test_unet_predict_dense_equals_one_large_patch():
         c1 = nm.Conv(nm.Pool(c0, 2), 4, 3)
         return nm.Softmax(nm.Conv(nm.UpConvMerge(c0, c1, 4), 2, 1, activation_func='lin'))
     small = unet(26)
-    raw = np.random.rand(1, 50, 50).astype(np.float32)
+    raw = np.random.rand(1, image, image).astype(np.float32)
     dense = small.predict_dense(raw)
     big = unet(50)
     copy_params(small.model, big.model)
-    np.testing.assert_allclose(dense, big(raw[None])[0], rtol=1e-5, atol=1e-6)
+    whole = big(raw[None, :, :50, :50])[0]
+    border = 50 - whole.shape[1]
+    assert dense.shape == (2, image - border, image - border)
+    np.testing.assert_allclose(dense[:, :whole.shape[1], :whole.shape[2]], whole, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,144 @@
+"""Blended sliding-window prediction for nets that pad inside ('same' convolutions).
+
+Such nets are least reliable near their patch borders, so windows overlap and each
+output voxel is the importance-weighted mean of all windows covering it (as MONAI's
+``sliding_window_inference`` does). Two small pieces, kept apart:
+
+* :class:`WindowGrid` says where the windows are: a grid over the whole output region,
+  step ``int(window * (1 - overlap))``, the last window moved back to end at the region's end.
+* :class:`WeightedMerge` says how results are merged: sums of weighted outputs and of
+  weights over one box, divided at the end.
+
+Because the grid belongs to the whole region, a block evaluates every window that
+touches it and keeps its own part: the result does not depend on the block shape, but
+windows straddling a block face are evaluated once per block they touch. Along an axis
+a block of b voxels evaluates about (b + window - step) / step windows instead of
+b / step, so blocks several windows wide keep this overhead small.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError, ShapeError
+from .geometry import Box, NetGeometry
+from .predictors import evaluate_patches
+
+IMPORTANCE_MODES = ('constant', 'gaussian')
+
+
+def importance_map(shape: tuple[int, ...], mode: str = 'gaussian',
+                   sigma_scale: float = 0.125) -> np.ndarray:
+    """Weights (shape) for one window: all ones, or a Gaussian of sigma
+    ``sigma_scale * size`` per axis centred on the window, peak 1, floored at 1e-3."""
+    if mode not in IMPORTANCE_MODES:
+        raise ConfigError(f"importance mode {mode!r}; valid: {IMPORTANCE_MODES}")
+    if mode == 'constant':
+        return np.ones(shape, np.float32)
+    weights = np.ones((), np.float64)
+    for size in shape:
+        x = np.arange(size) - (size - 1) / 2
+        profile = np.exp(-x ** 2 / (2 * (sigma_scale * size) ** 2))
+        weights = np.multiply.outer(weights, profile)
+    return np.maximum(weights / weights.max(), 1e-3).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """Output windows of shape ``window`` covering ``region`` with fractional ``overlap``."""
+    region: Box
+    window: tuple[int, ...]
+    overlap: float
+
+    def __post_init__(self):
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap={self.overlap}; it must be in [0, 1)")
+
+    def starts(self, axis: int) -> list[int]:
+        """Window starts along one axis (volume coordinates)."""
+        lo, n, w = self.region.lo[axis], self.region.shape[axis], self.window[axis]
+        if n <= w:
+            return [lo]
+        step = max(1, int(w * (1 - self.overlap)))
+        count = -(-(n - w) // step) + 1
+        return [lo + min(i * step, n - w) for i in range(count)]
+
+    def windows_in(self, box: Box) -> list[Box]:
+        """The windows overlapping ``box``, in grid (C) order."""
+        per_axis = []
+        for axis in range(len(self.window)):
+            w = self.window[axis]
+            per_axis.append([s for s in self.starts(axis)
+                             if s < box.hi[axis] and s + w > box.lo[axis]])
+        grids = np.meshgrid(*per_axis, indexing='ij')
+        return [Box.from_shape(self.window, lo) for lo in zip(*(g.ravel() for g in grids))]
+
+
+class WeightedMerge:
+    """Importance-weighted mean of window outputs over ``box`` (f classes)."""
+
+    def __init__(self, box: Box, n_classes: int, weights: np.ndarray):
+        self.box = box
+        self.weights = weights
+        self.total = np.zeros((n_classes,) + box.shape, np.float32)
+        self.weight_sum = np.zeros(box.shape, np.float32)
+
+    def add(self, window: Box, prediction: np.ndarray) -> None:
+        """Accumulate (f, *window.shape) ``prediction``; parts outside the box are dropped."""
+        lo = [max(a, b) for a, b in zip(window.lo, self.box.lo)]
+        hi = [min(a, b) for a, b in zip(window.hi, self.box.hi)]
+        part = Box(lo, hi)
+        src, dst = part.slices_in(window), part.slices_in(self.box)
+        weight = self.weights[src]
+        self.total[(slice(None),) + dst] += prediction[(slice(None),) + src] * weight
+        self.weight_sum[dst] += weight
+
+    def result(self) -> np.ndarray:
+        """(f, *box.shape); zero where no window reached."""
+        return np.divide(self.total, self.weight_sum, out=np.zeros_like(self.total),
+                         where=self.weight_sum > 0)
+
+
+class BlendingPredictor:
+    """Block predictor (see :mod:`.predictors`) blending overlapping windows of a stride-1 net.
+
+    Args:
+        node: prediction node (output stride 1).
+        region: the output region the window grid covers (volume coordinates).
+        mode: 'constant' or 'gaussian' importance weights.
+        overlap: fraction of a window shared with its neighbour along each axis.
+        batch_size: windows per network evaluation.
+    """
+
+    def __init__(self, node, region: Box, mode: str = 'gaussian', overlap: float = 0.25,
+                 batch_size: int = 4):
+        self.node = node
+        self.geometry = NetGeometry.from_node(node)
+        if any(s != 1 for s in self.geometry.strides):
+            raise ShapeError(f"Blending needs an output stride of 1; {node.name!r} has strides "
+                             f"{self.geometry.strides} (z,y,x)")
+        self.grid = WindowGrid(region, self.geometry.out, overlap)
+        self.weights = importance_map(self.geometry.out, mode)
+        self.batch_size = batch_size
+
+    def input_box(self, out_box: Box) -> Box:
+        windows = self.grid.windows_in(out_box)
+        before, after = self.geometry.context
+        return Box(np.min([w.lo for w in windows], 0), np.max([w.hi for w in windows], 0)
+                   ).grow(before, after)
+
+    def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
+        from ..neuromancer.dense import as_float_image
+        raw = as_float_image(raw)
+        in_box = self.input_box(out_box)
+        merge = WeightedMerge(out_box, self.geometry.n_classes, self.weights)
+        windows = self.grid.windows_in(out_box)
+        context = self.geometry.context
+        for i in range(0, len(windows), self.batch_size):
+            chunk = windows[i:i + self.batch_size]
+            batch = np.stack([raw[(slice(None),) + w.grow(*context).slices_in(in_box)]
+                              for w in chunk])
+            for window, pred in zip(chunk, evaluate_patches(self.node, self.geometry, batch)):
+                merge.add(window, pred)
+        return merge.result()

@@ -1,0 +1,238 @@
+"""Prediction of volumes larger than memory, block by block, serially or on dask.
+
+A volume is split into output blocks (:class:`~.geometry.BlockGrid`); each block reads
+only its tile plus the net's context from the input source (mirrored beyond the volume,
+like ``predict_dense(pad_raw=True)``), is predicted by a block predictor
+(:mod:`.predictors`) and goes to a writer (:mod:`.outputs`). Peak memory is that of
+one block per worker, whatever the volume size.
+
+Entry points: :func:`plan_prediction` (geometry and back end), :func:`run_prediction`
+(blocks through an executor into a writer), :func:`predict_volume` (in memory) and
+:func:`predict_to_file` (what ``elektronn2-predict`` runs).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..data.sources import VolumeSource, channel_volume_shape, open_source, read_channel_box
+from ..errors import ConfigError, ShapeError
+from .executors import DaskExecutor, SerialExecutor
+from .geometry import Block, BlockGrid, Box, NetGeometry
+from .outputs import ArrayWriter, BlockWriter, open_writer, output_attributes, source_attributes
+from .predictors import (PredictorSpec, cached_predictor, load_model, model_digest,
+                         resolve_spec)
+
+logger = logging.getLogger('elektronn2')
+
+OUTPUT_DTYPES = ('float32', 'uint8')
+
+
+def mirror_indices(lo: int, hi: int, size: int) -> np.ndarray:
+    """Indices ``lo..hi-1`` reflected into ``[0, size)`` ('symmetric' as np.pad: -1 -> 0)."""
+    period = np.arange(lo, hi) % (2 * size)
+    return np.where(period < size, period, 2 * size - 1 - period)
+
+
+def read_mirrored(source: VolumeSource, box: Box) -> np.ndarray:
+    """(c, *box.shape) input of ``box`` (z, y, x); voxels outside the volume are mirrored.
+
+    Reads only the bounding box of the voxels needed.
+    """
+    n_channels, zyx = channel_volume_shape(source)
+    index = [mirror_indices(lo, hi, n) for lo, hi, n in zip(box.lo, box.hi, zyx)]
+    inner = Box([i.min() for i in index], [i.max() + 1 for i in index])
+    data = read_channel_box(source, inner.lo, inner.hi)
+    if inner == box:
+        return data
+    return data[(slice(None),) + np.ix_(*(i - lo for i, lo in zip(index, inner.lo)))]
+
+
+def to_output_dtype(probabilities: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 as is, or uint8 as round(p * 255)."""
+    if dtype == 'uint8':
+        return np.clip(np.round(probabilities * 255), 0, 255).astype(np.uint8)
+    return probabilities.astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """What every block task needs (picklable): predictor recipe, input, output dtype,
+    the writer when workers write themselves, torch threads per task."""
+    spec: PredictorSpec
+    source: VolumeSource
+    dtype: str
+    writer: BlockWriter | None = None
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """A finished block: its data when the main process writes it, else None."""
+    block: Block
+    seconds: float
+    data: np.ndarray | None
+
+
+def process_block(job: BlockJob, block: Block) -> BlockResult:
+    """Read, predict and (with ``job.writer``) write one block; the data is returned otherwise."""
+    t0 = time.perf_counter()
+    if job.torch_threads and torch.get_num_threads() != job.torch_threads:
+        torch.set_num_threads(job.torch_threads)
+    predictor = cached_predictor(job.spec)
+    raw = read_mirrored(job.source, predictor.input_box(block.compute))
+    probabilities = predictor.predict(raw, block.compute)
+    data = to_output_dtype(probabilities[(slice(None),) + block.write.slices_in(block.compute)],
+                           job.dtype)
+    if job.writer is None:
+        return BlockResult(block, time.perf_counter() - t0, data)
+    job.writer.write(block, data)
+    return BlockResult(block, time.perf_counter() - t0, None)
+
+
+@dataclass(frozen=True)
+class PredictionPlan:
+    """Resolved geometry of one volume prediction.
+
+    ``region``: output voxels in volume coordinates (the whole volume, or its valid part);
+    ``grid``: the blocks; ``spec``: the block predictor; ``geometry``: the net's footprint.
+    """
+    spec: PredictorSpec
+    geometry: NetGeometry
+    grid: BlockGrid
+
+    @property
+    def region(self) -> Box:
+        return self.grid.region
+
+    def manifest(self, source: VolumeSource, dtype: str) -> dict:
+        """Everything a resumed run must share with the first one (JSON-able)."""
+        return {'model_sha256': model_digest(self.spec.model_path), 'input': source.name,
+                'input_shape': list(source.shape), 'predictor': self.spec.describe(),
+                'region': [list(self.region.lo), list(self.region.hi)],
+                'block_shape': list(self.grid.block_shape), 'dtype': dtype}
+
+
+def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
+                    block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
+                    blend: str = 'auto', overlap: float = 0.25,
+                    valid_only: bool = False) -> PredictionPlan:
+    """Choose the back end and lay out the blocks for ``source`` ((z,y,x) or (c,z,y,x)).
+
+    Args:
+        block_shape: output voxels per block (z, y, x); the zarr chunk shape.
+        mfp, blend, overlap: see :func:`.predictors.resolve_spec`.
+        valid_only: predict only where the net's field of view lies inside the volume
+            (else the whole volume, mirrored at the border).
+    """
+    n_channels, zyx = channel_volume_shape(source)
+    geometry = NetGeometry.from_node(load_model(model_path).prediction_node)
+    if n_channels != geometry.n_channels:
+        raise ShapeError(f"{source.name} has {n_channels} channel(s) (shape {source.shape}); "
+                         f"the model {model_path} needs {geometry.n_channels}")
+    if len(block_shape) != 3:
+        raise ConfigError(f"block_shape={tuple(block_shape)} needs 3 sizes (z, y, x)")
+    region = Box.from_shape(zyx)
+    if valid_only:
+        before, after = geometry.context
+        region = Box(before, [n - a for n, a in zip(zyx, after)])
+        if any(hi <= lo for lo, hi in zip(region.lo, region.hi)):
+            raise ShapeError(f"{source.name} (spatial shape {zyx}) has no valid output voxels: "
+                             f"the net needs {geometry.border} context voxels per axis (z,y,x)")
+    spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap)
+    logger.info("Prediction plan: backend %s, blocks %s, region %s", spec.backend, block_shape, region)
+    return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
+
+
+@dataclass(frozen=True)
+class PredictionReport:
+    """What a run did: blocks predicted now, blocks found done, output voxels, seconds."""
+    n_blocks: int
+    n_predicted: int
+    n_resumed: int
+    voxels: int
+    seconds: float
+    backend: str
+    block_shape: tuple[int, ...]
+
+    @property
+    def mvx_per_s(self) -> float:
+        """Output megavoxels per second over the blocks predicted in this run."""
+        return self.voxels / 1e6 / self.seconds if self.seconds > 0 else float('nan')
+
+
+def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWriter,
+                   dtype: str = 'float32', executor: SerialExecutor | DaskExecutor | None = None,
+                   retries: int = 2, progress: bool = True) -> PredictionReport:
+    """Predict every block of ``plan`` not yet done and hand it to ``writer``."""
+    if dtype not in OUTPUT_DTYPES:
+        raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
+    executor = executor or SerialExecutor()
+    done = writer.done()
+    todo = [b for b in plan.grid if b.name not in done]
+    job = BlockJob(plan.spec, source, dtype, writer if writer.parallel_safe else None,
+                   executor.torch_threads)
+    voxels = 0
+    t0 = time.perf_counter()
+    with tqdm(total=len(todo), unit='block', desc='predict', disable=not progress) as bar:
+        for result in executor.map(partial(process_block, job), todo, retries):
+            if result.data is not None:
+                writer.write(result.block, result.data)
+            voxels += result.block.write.size
+            logger.debug("Block %s predicted in %.2f s", result.block.name, result.seconds)
+            bar.update(1)
+            bar.set_postfix_str(f"{voxels / 1e6 / (time.perf_counter() - t0):.2f} MVx/s")
+    writer.finish()
+    report = PredictionReport(len(plan.grid), len(todo), len(done), voxels,
+                              time.perf_counter() - t0, plan.spec.backend, plan.grid.block_shape)
+    logger.info("Predicted %d blocks (%d resumed), %.2f MVx in %.1f s: %.3f MVx/s",
+                report.n_predicted, report.n_resumed, voxels / 1e6, report.seconds,
+                report.mvx_per_s)
+    return report
+
+
+def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndarray,
+                   block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
+                   blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
+                   dtype: str = 'float32', progress: bool = False) -> np.ndarray:
+    """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), in memory."""
+    source = open_source(volume)
+    plan = plan_prediction(model_path, source, block_shape, mfp, blend, overlap, valid_only)
+    writer = ArrayWriter(plan.grid, plan.geometry.n_classes, dtype)
+    run_prediction(plan, source, writer, dtype, progress=progress)
+    return writer.result
+
+
+def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike,
+                    output_path: str | os.PathLike, input_key: str | None = None,
+                    output_key: str = 'probabilities', block_shape: Sequence[int] = (64, 64, 64),
+                    mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
+                    valid_only: bool = False, dtype: str = 'float32', workers: int = 1,
+                    scheduler: str | None = None, retries: int = 2,
+                    progress: bool = True) -> PredictionReport:
+    """Predict a volume file (HDF5, zarr, KNOSSOS) into a zarr or HDF5 output.
+
+    ``workers > 1`` or a ``scheduler`` address run the blocks on dask.distributed
+    (zarr outputs are written by the workers; HDF5 by this process). A zarr output
+    left by a killed run with the same settings is resumed.
+    """
+    if dtype not in OUTPUT_DTYPES:
+        raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
+    # absolute paths: workers of a remote cluster may start elsewhere
+    source = open_source(Path(input_path).resolve(), input_key)
+    plan = plan_prediction(model_path, source, block_shape, mfp, blend, overlap, valid_only)
+    attrs = output_attributes(source_attributes(source), plan.region.lo)
+    writer = open_writer(Path(output_path), output_key, plan.grid, plan.geometry.n_classes,
+                         dtype, attrs, plan.manifest(source, dtype))
+    executor = (DaskExecutor(scheduler, workers) if scheduler or workers > 1
+                else SerialExecutor())
+    return run_prediction(plan, source, writer, dtype, executor, retries, progress)

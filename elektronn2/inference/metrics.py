@@ -1,0 +1,114 @@
+"""Segmentation quality against ground truth: variation of information, adapted Rand error.
+
+Both are computed from a contingency table: for every pair (segment id i, ground-truth
+id j) the number of voxels n_ij labelled i in the segmentation and j in the ground
+truth. Voxels whose ground-truth id is in ``ignore_gt`` (default 0: boundary /
+unlabelled, the FIB-25 and gala convention) are left out; segment id 0 is an ordinary
+segment. Tables of slabs add up, so large volumes are scored slab by slab.
+
+* Variation of information (bits): split = H(seg | gt) (false splits, over-segmentation),
+  merge = H(gt | seg) (false merges); VI = split + merge.
+* Adapted Rand error (SNEMI3D, Arganda-Carreras et al. 2015), over pairs of distinct
+  voxels: precision = pairs together in both / pairs together in seg, recall = pairs
+  together in both / pairs together in gt; error = 1 - 2PR / (P + R).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..data.sources import VolumeSource
+from ..errors import ShapeError
+
+
+@dataclass(frozen=True)
+class Contingency:
+    """Voxel counts per (segment id, ground-truth id) pair present; ids are unique pairs."""
+    seg_ids: np.ndarray
+    gt_ids: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, seg: np.ndarray, gt: np.ndarray, ignore_gt: Sequence[int] = (0,)) -> Contingency:
+        """The table of two id arrays of equal shape."""
+        seg, gt = np.asarray(seg), np.asarray(gt)
+        if seg.shape != gt.shape:
+            raise ShapeError(f"segmentation shape {seg.shape} differs from ground truth "
+                             f"shape {gt.shape}; they must be equal")
+        keep = ~np.isin(gt, list(ignore_gt))
+        seg_u, seg_inv = np.unique(seg[keep], return_inverse=True)
+        gt_u, gt_inv = np.unique(gt[keep], return_inverse=True)
+        pairs, counts = np.unique(seg_inv.astype(np.int64) * len(gt_u) + gt_inv,
+                                  return_counts=True)
+        return cls(seg_u[pairs // max(len(gt_u), 1)], gt_u[pairs % max(len(gt_u), 1)], counts)
+
+    def __add__(self, other: Contingency) -> Contingency:
+        seg = np.concatenate([self.seg_ids, other.seg_ids])
+        gt = np.concatenate([self.gt_ids, other.gt_ids])
+        pairs, inverse = np.unique(np.stack([seg, gt], 1), axis=0, return_inverse=True)
+        counts = np.bincount(inverse.ravel(), np.concatenate([self.counts, other.counts]))
+        return Contingency(pairs[:, 0], pairs[:, 1], counts.astype(np.int64))
+
+    @property
+    def n_voxels(self) -> int:
+        return int(self.counts.sum())
+
+    def sizes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Voxels per segment and per ground-truth object, each also per table row:
+        (segment sizes, object sizes, segment size of each row, object size of each row)."""
+        _, seg_inv = np.unique(self.seg_ids, return_inverse=True)
+        _, gt_inv = np.unique(self.gt_ids, return_inverse=True)
+        seg_size, gt_size = np.bincount(seg_inv, self.counts), np.bincount(gt_inv, self.counts)
+        return seg_size, gt_size, seg_size[seg_inv], gt_size[gt_inv]
+
+
+def variation_of_information(seg: np.ndarray | Contingency, gt: np.ndarray | None = None,
+                             ignore_gt: Sequence[int] = (0,)) -> tuple[float, float]:
+    """(split, merge) in bits: H(seg | gt) and H(gt | seg); see the module docstring."""
+    table = seg if isinstance(seg, Contingency) else Contingency.of(seg, gt, ignore_gt)
+    n = table.n_voxels
+    if n == 0:
+        return 0.0, 0.0
+    p = table.counts / n
+    _, _, seg_of_row, gt_of_row = table.sizes()
+    split = -np.sum(p * np.log2(table.counts / gt_of_row))
+    merge = -np.sum(p * np.log2(table.counts / seg_of_row))
+    return max(0.0, float(split)), max(0.0, float(merge))
+
+
+def adapted_rand_error(seg: np.ndarray | Contingency, gt: np.ndarray | None = None,
+                       ignore_gt: Sequence[int] = (0,)) -> tuple[float, float, float]:
+    """(error, precision, recall) of the adapted Rand index; see the module docstring."""
+    table = seg if isinstance(seg, Contingency) else Contingency.of(seg, gt, ignore_gt)
+    counts = table.counts.astype(np.float64)
+    seg_size, gt_size, _, _ = table.sizes()
+    together = np.sum(counts * (counts - 1))
+    in_seg, in_gt = np.sum(seg_size * (seg_size - 1)), np.sum(gt_size * (gt_size - 1))
+    precision = together / in_seg if in_seg else 1.0
+    recall = together / in_gt if in_gt else 1.0
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return float(1 - f_score), float(precision), float(recall)
+
+
+def scores(table: Contingency) -> dict[str, float]:
+    """All metrics of a table, by name."""
+    split, merge = variation_of_information(table)
+    error, precision, recall = adapted_rand_error(table)
+    return {'voi_split': split, 'voi_merge': merge, 'voi': split + merge,
+            'adapted_rand_error': error, 'rand_precision': precision, 'rand_recall': recall}
+
+
+def evaluate_sources(seg: VolumeSource | np.ndarray, gt: VolumeSource | np.ndarray,
+                     ignore_gt: Sequence[int] = (0,), slab: int = 32) -> dict[str, float]:
+    """:func:`scores` of two id volumes (sources or arrays, (z,y,x)), read ``slab`` z-slices
+    at a time."""
+    if tuple(seg.shape) != tuple(gt.shape):
+        raise ShapeError(f"segmentation {getattr(seg, 'name', '')} has shape {tuple(seg.shape)}, "
+                         f"ground truth {getattr(gt, 'name', '')} {tuple(gt.shape)}; they must be equal")
+    table = None
+    for z in range(0, seg.shape[0], slab):
+        part = Contingency.of(seg[z:z + slab], gt[z:z + slab], ignore_gt)
+        table = part if table is None else table + part
+    return scores(table)

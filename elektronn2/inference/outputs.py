@@ -1,0 +1,213 @@
+"""Where block results go: zarr (parallel, resumable), HDF5 (atomic) or memory.
+
+Writers hold an output array of shape ``(f, *region.shape)`` (channel first, then
+z, y, x) chunked like the block grid, so every block owns exactly one chunk.
+
+* :class:`ZarrBlockWriter`: any process may write its block; after the data, an empty
+  done-marker file ``<array>/.elektronn2_done/<block>`` is created. A killed run resumes
+  by skipping marked blocks and rewriting the others whole; the array's attributes hold
+  the run's manifest (a resumed run must match it) and ``complete`` (True only at the
+  end). Nothing is fsync'ed: this survives killed processes, not power loss.
+* :class:`HDF5BlockWriter`: writes from the main process into ``<file>.partial``,
+  renamed to the final name when every block is in (never a half-written file under
+  the final name); not resumable.
+* :class:`ArrayWriter`: an in-memory numpy array.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from ..data.sources import HDF5_SUFFIXES, HDF5Source, VolumeSource, ZarrSource
+from ..errors import ConfigError, DataError
+from .geometry import Block, BlockGrid
+
+logger = logging.getLogger('elektronn2')
+
+MANIFEST_ATTR = 'elektronn2_predict'
+COMPLETE_ATTR = 'complete'
+MARKER_DIR = '.elektronn2_done'
+_GEOMETRY_ATTRS = ('resolution', 'voxel_size', 'offset')
+
+
+class BlockWriter(ABC):
+    """Receives ``(f, *block.write.shape)`` arrays, one per block of ``grid``."""
+    #: whether workers may write blocks concurrently (else the main process writes)
+    parallel_safe = False
+
+    def __init__(self, grid: BlockGrid, n_classes: int, dtype: str):
+        self.grid = grid
+        self.shape = (n_classes,) + grid.region.shape
+        self.chunks = (n_classes,) + grid.block_shape
+        self.dtype = np.dtype(dtype)
+
+    def done(self) -> set[str]:
+        """Names of blocks already written by an earlier run (resumable writers)."""
+        return set()
+
+    @abstractmethod
+    def write(self, block: Block, data: np.ndarray) -> None:
+        """Store the data of ``block`` at its place in the output."""
+
+    def finish(self) -> None:
+        """Mark the output complete (called once all blocks are written)."""
+
+    def _index(self, block: Block) -> tuple[slice, ...]:
+        return (slice(None),) + block.write.slices_in(self.grid.region)
+
+
+class ArrayWriter(BlockWriter):
+    """Collects the blocks in a numpy array :attr:`result`."""
+
+    def __init__(self, grid: BlockGrid, n_classes: int, dtype: str):
+        super().__init__(grid, n_classes, dtype)
+        self.result = np.zeros(self.shape, self.dtype)
+
+    def write(self, block: Block, data: np.ndarray) -> None:
+        self.result[self._index(block)] = data
+
+
+class ZarrBlockWriter(BlockWriter):
+    """A zarr array ``key`` in the store ``path``, one chunk per block; see the module docstring.
+
+    Creates the array, or reopens it to resume when its manifest equals ``manifest``.
+    """
+    parallel_safe = True
+
+    def __init__(self, path: str | os.PathLike, key: str, grid: BlockGrid, n_classes: int,
+                 dtype: str, attrs: dict, manifest: dict):
+        super().__init__(grid, n_classes, dtype)
+        import zarr
+        self.path, self.key = str(Path(path).expanduser().resolve()), key
+        self.manifest = json.loads(json.dumps(manifest))
+        array = self._existing()
+        if array is None:
+            array = zarr.open_array(store=self.path, path=key, mode='w-', shape=self.shape,
+                                    chunks=self.chunks, dtype=self.dtype, fill_value=0)
+            array.attrs.update({**attrs, MANIFEST_ATTR: self.manifest, COMPLETE_ATTR: False})
+        self.marker_dir = Path(self.path, key, MARKER_DIR)
+        self.marker_dir.mkdir(exist_ok=True)
+
+    def _existing(self):
+        """The array of an earlier run with the same manifest, or None if there is none."""
+        import zarr
+        if not os.path.exists(self.path):
+            return None
+        try:
+            array = zarr.open_array(store=self.path, path=self.key, mode='r+')
+        except Exception:  # zarr raises different errors for a missing or foreign node
+            if os.path.exists(os.path.join(self.path, self.key)):
+                raise DataError(f"{self.path}:{self.key} exists but is not a zarr array; "
+                                f"choose another output path or key") from None
+            return None
+        earlier = array.attrs.get(MANIFEST_ATTR)
+        if earlier is None:
+            raise DataError(f"Output {self.path}:{self.key} exists and was not written by "
+                            f"elektronn2-predict; choose a new output path or key")
+        if earlier != self.manifest:
+            differences = sorted(k for k in set(self.manifest) | set(earlier)
+                                 if earlier.get(k) != self.manifest.get(k))
+            raise ConfigError(f"Output {self.path}:{self.key} exists from another run (differs in "
+                              f"{differences}); resume only with the same model, input and "
+                              f"settings, or choose a new output path")
+        logger.info("Resuming %s:%s", self.path, self.key)
+        return array
+
+    def _array(self):
+        import zarr
+        if getattr(self, '_pid', None) != os.getpid():
+            self._handle = zarr.open_array(store=self.path, path=self.key, mode='r+')
+            self._pid = os.getpid()
+        return self._handle
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ('_handle', '_pid')}
+
+    def done(self) -> set[str]:
+        return {p.name for p in self.marker_dir.iterdir()}
+
+    def write(self, block: Block, data: np.ndarray) -> None:
+        self._array()[self._index(block)] = data
+        (self.marker_dir / block.name).touch()  # only after the data is in
+
+    def finish(self) -> None:
+        self._array().attrs[COMPLETE_ATTR] = True
+
+
+class HDF5BlockWriter(BlockWriter):
+    """Dataset ``key`` of the HDF5 file ``path``, written as ``path.partial`` then renamed."""
+
+    def __init__(self, path: str | os.PathLike, key: str, grid: BlockGrid, n_classes: int,
+                 dtype: str, attrs: dict, manifest: dict):
+        super().__init__(grid, n_classes, dtype)
+        import h5py
+        self.path = Path(path).expanduser()
+        if self.path.exists():
+            raise DataError(f"Output {self.path} exists; HDF5 outputs are never overwritten "
+                            f"(delete it, or write a .zarr output, which can resume)")
+        self.partial = self.path.with_name(self.path.name + '.partial')
+        self.file = h5py.File(self.partial, 'w')
+        self.dataset = self.file.create_dataset(key, shape=self.shape, chunks=self.chunks,
+                                                dtype=self.dtype, compression='gzip')
+        self.dataset.attrs.update({k: json.dumps(v) if isinstance(v, dict) else v
+                                   for k, v in {**attrs, MANIFEST_ATTR: manifest}.items()})
+
+    def write(self, block: Block, data: np.ndarray) -> None:
+        self.dataset[self._index(block)] = data
+
+    def finish(self) -> None:
+        self.file.close()
+        os.replace(self.partial, self.path)
+
+
+def open_writer(path: str | os.PathLike, key: str, grid: BlockGrid, n_classes: int, dtype: str,
+                attrs: dict, manifest: dict) -> BlockWriter:
+    """A zarr writer for ``*.zarr`` paths, an HDF5 writer for ``*.h5``/``.hdf5``/``.hdf``."""
+    suffix = Path(path).suffix.lower()
+    if suffix == '.zarr':
+        return ZarrBlockWriter(path, key, grid, n_classes, dtype, attrs, manifest)
+    if suffix in HDF5_SUFFIXES:
+        return HDF5BlockWriter(path, key, grid, n_classes, dtype, attrs, manifest)
+    raise ConfigError(f"Output {path}: unknown format; name it *.zarr (resumable, parallel) "
+                      f"or one of {HDF5_SUFFIXES}")
+
+
+def source_attributes(source: VolumeSource) -> dict:
+    """Geometry attributes (resolution, voxel_size, offset) stored with an input volume.
+
+    (``data.sources`` does not expose attributes; this reads them with h5py / zarr.)
+    """
+    found = {}
+    if isinstance(source, HDF5Source):
+        import h5py
+        with h5py.File(source.path, 'r') as f:
+            found = dict(f[source.key].attrs)
+    elif isinstance(source, ZarrSource):
+        import zarr
+        node = zarr.open(store=str(source.path), mode='r')
+        found = dict((node[source.key] if source.key else node).attrs)
+    elif hasattr(source, 'confs'):  # KNOSSOS: scale of mag 1, times the magnification
+        found = {'resolution': [s * source.mag for s in source.confs[0]['scale']]}
+    return {k: np.asarray(found[k]).tolist() for k in _GEOMETRY_ATTRS if k in found}
+
+
+def output_attributes(input_attrs: dict, voxel_offset: tuple[int, ...]) -> dict:
+    """Attributes of the output: the input's resolution, the offset of its first voxel.
+
+    ``offset`` is in the input's units (offset + voxel_offset * resolution) when the
+    input had an offset or a resolution; ``voxel_offset`` is always in input voxels.
+    """
+    attrs = {k: v for k, v in input_attrs.items() if k != 'offset'}
+    attrs['axes'] = ['c', 'z', 'y', 'x']
+    attrs['voxel_offset'] = list(voxel_offset)
+    spacing = input_attrs.get('resolution', input_attrs.get('voxel_size'))
+    if 'offset' in input_attrs or spacing is not None:
+        base = np.broadcast_to(input_attrs.get('offset', 0), (3,))
+        step = np.broadcast_to(spacing if spacing is not None else 1, (3,))
+        attrs['offset'] = (base + np.asarray(voxel_offset) * step).tolist()
+    return attrs

@@ -1,0 +1,266 @@
+"""Block predictors: how a model turns the input of one block into its class probabilities.
+
+A block predictor has a :class:`~.geometry.NetGeometry`, says which input box an output
+box needs (:meth:`input_box`) and predicts ``(f, *out_box.shape)`` float32 from that
+input (:meth:`predict`). Three back ends:
+
+* ``'tiling'``: the model as saved, its patches placed over the block at every output
+  shift of a strided net, on the grid of its internal strides
+  (:meth:`~.geometry.NetGeometry.patch_bases`; the geometry of
+  :mod:`elektronn2.neuromancer.dense`).
+* ``'mfp'``: the model rebuilt with max-fragment pooling and an input patch of one
+  block (``modelload(override_mfp_to_active=True, imposed_patch_size=...)``): one
+  evaluation gives the dense block.
+* ``'blend'``: overlapping windows merged with importance weights, for nets that pad
+  inside ('same' convolutions); see :mod:`.blending`.
+
+Choosing (:func:`resolve_spec`, ``mfp='auto'``, ``blend='auto'``):
+
+1. A net that pads inside (not :attr:`NetGeometry.exact`) is blended (Gaussian weights).
+2. An exact net with output stride 1 is tiled: MFP would change nothing.
+3. An exact strided net uses MFP when that needs fewer multiply-adds per output voxel:
+   tiling costs ``evaluations(block) * MACs(patch) / voxels(block)``, MFP costs
+   ``MACs(block patch with fragments) / voxels(block)``. Tiling recomputes the lower
+   layers once per output shift, so MFP wins for all but tiny blocks (measured on
+   FIB-25 blocks: see benchmarks/RESULTS.md). The decision is deterministic, so a
+   resumed run repeats it; it is recorded in the output's attributes.
+
+A :class:`PredictorSpec` is the resolved, picklable recipe; workers rebuild the
+predictor from it (:func:`cached_predictor`).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ShapeError
+from .geometry import Box, NetGeometry
+
+logger = logging.getLogger('elektronn2')
+
+MFP_CHOICES = ('auto', 'on', 'off')
+BLEND_CHOICES = ('auto', 'off', 'constant', 'gaussian')
+
+
+class BlockPredictor(Protocol):
+    """Predicts one block; see the module docstring."""
+    geometry: NetGeometry
+
+    def input_box(self, out_box: Box) -> Box:
+        """The input voxels (volume coordinates, may lie outside the volume) ``out_box`` needs."""
+
+    def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
+        """(c, *input_box(out_box).shape) raw -> (f, *out_box.shape) float32 probabilities."""
+
+
+def load_model(path: str | os.PathLike, **modelload_args):
+    """``nm.modelload`` that leaves the caller's current model current."""
+    import elektronn2.neuromancer as nm
+    previous = nm.model_manager.current
+    model = nm.modelload(path, **modelload_args)
+    if previous is not None:
+        nm.model_manager.setmodel(previous)
+    if model.prediction_node is None:
+        raise ConfigError(f"Model file {path} designates no prediction_node; save a model "
+                          f"after model.designate_nodes(prediction_node=...)")
+    return model
+
+
+def model_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a model file (zip) or of the files of a model directory."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob('*') if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else '').encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def evaluate_patches(node, geometry: NetGeometry, batch: np.ndarray) -> np.ndarray:
+    """(b, c, z, y, x) float32 input patches -> (b, f, z, y, x) outputs of ``node``.
+
+    A 2-D net gets patches of depth 1 as single slices; an input with a hardcoded batch
+    size gets the batch padded to it.
+    """
+    function = node.model.function([node], training=False)
+    net = geometry.to_net(batch)
+    if geometry.planar:
+        net = net[:, :, 0]
+    inp = function.inputs[0]
+    fixed = inp.shape.batch_size if inp.hardcoded_shape else None
+    if fixed is not None and len(net) != fixed:
+        net = np.concatenate([net, np.zeros((fixed - len(net),) + net.shape[1:], net.dtype)])
+    out = function.numpy(net)[0][:len(batch)]
+    return geometry.from_net(out[:, :, None] if geometry.planar else out)
+
+
+class TilingPredictor:
+    """Exact tiling of a valid-convolution net over a block (strided or MFP model).
+
+    Patch placements follow :meth:`NetGeometry.patch_bases` (phase-aligned, every output
+    shift); each output voxel is written by the patch that computes it.
+    """
+
+    def __init__(self, node, batch_size: int = 16):
+        self.node = node
+        self.geometry = NetGeometry.from_node(node)
+        if not self.geometry.exact:
+            raise ShapeError(f"{node.name!r} pads inside the network ('same' convolutions): "
+                             f"tiles would show seams; use blending (blend='gaussian')")
+        self.batch_size = batch_size
+
+    def input_box(self, out_box: Box) -> Box:
+        extent = self.geometry.tile_extent(out_box.shape)
+        return Box.from_shape(extent, out_box.lo).grow(*self.geometry.context)
+
+    def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
+        from ..neuromancer.dense import as_float_image
+        g = self.geometry
+        raw = as_float_image(raw)
+        shifts = itertools.product(*(range(s) for s in g.strides))
+        starts = [tuple(b + s for b, s in zip(base, shift)) for shift in shifts
+                  for base in itertools.product(*g.patch_bases(out_box.shape))]
+        result = np.zeros((g.n_classes,) + g.tile_extent(out_box.shape), np.float32)
+        for i in range(0, len(starts), self.batch_size):
+            chunk = starts[i:i + self.batch_size]
+            batch = np.stack([raw[(slice(None),) + tuple(slice(p, p + n) for p, n in
+                                                         zip(start, g.patch))] for start in chunk])
+            for start, pred in zip(chunk, evaluate_patches(self.node, g, batch)):
+                result[(slice(None),) + tuple(slice(p, p + o * s, s) for p, o, s in
+                                              zip(start, g.out, g.strides))] = pred
+        return result[(slice(None),) + tuple(slice(0, t) for t in out_box.shape)]
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """A resolved recipe for a block predictor (picklable, recorded in outputs).
+
+    Args:
+        model_path: the model file.
+        backend: 'tiling', 'mfp' or 'blend'.
+        patch: for 'mfp', the imposed input patch in the network's axis order.
+        blend_mode, overlap: for 'blend', importance weights and window overlap.
+        region: for 'blend', the output region the window grid covers.
+    """
+    model_path: str
+    backend: str
+    patch: tuple[int, ...] | None = None
+    blend_mode: str | None = None
+    overlap: float | None = None
+    region: Box | None = None
+
+    def build(self) -> BlockPredictor:
+        if self.backend == 'mfp':
+            model = load_model(self.model_path, override_mfp_to_active=True,
+                               imposed_patch_size=self.patch)
+            return TilingPredictor(model.prediction_node)
+        model = load_model(self.model_path)
+        if self.backend == 'tiling':
+            return TilingPredictor(model.prediction_node)
+        from .blending import BlendingPredictor
+        return BlendingPredictor(model.prediction_node, self.region, self.blend_mode, self.overlap)
+
+    def describe(self) -> dict:
+        """JSON-able description (without the path), for manifests and logs."""
+        out = {k: v for k, v in asdict(self).items() if k != 'model_path' and v is not None}
+        if self.region is not None:
+            out['region'] = [list(self.region.lo), list(self.region.hi)]
+        if self.patch is not None:
+            out['patch'] = list(self.patch)
+        return out
+
+
+@functools.lru_cache(maxsize=2)
+def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
+    """The predictor of ``spec``, built once per process."""
+    return spec.build()
+
+
+def _mfp_spec(model_path: str, geometry: NetGeometry, block_shape: Sequence[int],
+              ) -> tuple[PredictorSpec, NetGeometry, int]:
+    """The MFP model whose input patch covers one block: (spec, its geometry, MACs)."""
+    patch = geometry.net_sizes([b + c for b, c in zip(block_shape, geometry.border)])
+    model = load_model(model_path, override_mfp_to_active=True, imposed_patch_size=patch)
+    node = model.prediction_node
+    snapped = tuple(node.input_nodes[0].shape.spatial_shape)
+    return PredictorSpec(model_path, 'mfp', patch=snapped), NetGeometry.from_node(node), \
+        node.all_computational_cost
+
+
+def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], region: Box,
+                 mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
+                 ) -> tuple[PredictorSpec, tuple[int, int, int]]:
+    """Choose the back end (module docstring) and the block shape it works with.
+
+    Args:
+        model_path: a model saved by ``Model.save``.
+        block_shape: requested output block (z, y, x); MFP snaps it to a size the
+            network accepts.
+        region: output region (volume coordinates) of the whole prediction.
+        mfp: 'auto', 'on' or 'off'. blend: 'auto', 'off', 'constant' or 'gaussian'.
+        overlap: fraction of a window shared with its neighbour when blending.
+    Returns:
+        (spec, block shape (z, y, x)).
+    """
+    if mfp not in MFP_CHOICES:
+        raise ConfigError(f"mfp={mfp!r}; valid: {MFP_CHOICES}")
+    if blend not in BLEND_CHOICES:
+        raise ConfigError(f"blend={blend!r}; valid: {BLEND_CHOICES}")
+    if not 0 <= overlap < 1:
+        raise ConfigError(f"overlap={overlap}; it must be in [0, 1)")
+    model_path = str(Path(model_path).resolve())
+    node = load_model(model_path).prediction_node
+    geometry = NetGeometry.from_node(node)
+    block_shape = tuple(int(b) for b in block_shape)
+    if blend != 'off' and (blend != 'auto' or not geometry.exact):
+        if any(s != 1 for s in geometry.strides):
+            raise ShapeError(f"Blending needs an output stride of 1; the net has strides "
+                             f"{geometry.strides} (z,y,x): use blend='off'")
+        mode = 'gaussian' if blend == 'auto' else blend
+        return PredictorSpec(model_path, 'blend', blend_mode=mode, overlap=float(overlap),
+                             region=region), block_shape
+    tiling = PredictorSpec(model_path, 'tiling')
+    strided = any(s > 1 for s in geometry.strides)
+    if mfp == 'on' and not strided:
+        raise ConfigError(f"mfp='on' but the net in {model_path} has output stride 1: there "
+                          f"is nothing to fragment; use mfp='auto' or 'off'")
+    if mfp == 'off' or not strided:
+        return tiling, _aligned(block_shape, geometry.phase)
+    try:
+        spec, mfp_geometry, mfp_macs = _mfp_spec(model_path, geometry, block_shape)
+    except ShapeError as err:
+        if mfp == 'on':
+            raise
+        logger.warning("Max-fragment pooling is not possible for %s (%s); tiling instead",
+                       model_path, err)
+        return tiling, _aligned(block_shape, geometry.phase)
+    # a 2-D net predicts any number of slices per block
+    mfp_block = ((block_shape[0],) + mfp_geometry.out[1:] if geometry.planar
+                 else mfp_geometry.out)
+    if mfp == 'on':
+        return spec, mfp_block
+    tiling_block = _aligned(block_shape, geometry.phase)
+    tiling_cost = (geometry.evaluations(tiling_block) * node.all_computational_cost
+                   / np.prod(tiling_block))
+    mfp_cost = mfp_macs / np.prod(mfp_geometry.out)
+    logger.info("MACs per output voxel: tiling %.4g (block %s), MFP %.4g (block %s)",
+                tiling_cost, tiling_block, mfp_cost, mfp_block)
+    return (spec, mfp_block) if mfp_cost < tiling_cost else (tiling, tiling_block)
+
+
+def _aligned(block_shape: Sequence[int], phase: Sequence[int]) -> tuple[int, int, int]:
+    """Block shape rounded up to multiples of the net's phase (blocks start on its grid)."""
+    aligned = tuple(-(-b // q) * q for b, q in zip(block_shape, phase))
+    if aligned != tuple(block_shape):
+        logger.warning("Block shape %s rounded up to %s, a multiple of the net's internal "
+                       "stride %s", tuple(block_shape), aligned, tuple(phase))
+    return aligned
