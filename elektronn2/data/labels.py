@@ -101,7 +101,7 @@ def ids2affinities(ids: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]] 
                           f"needs one row of {ids.ndim} offsets per edge")
     aff = np.zeros((len(nhood),) + ids.shape, np.uint8)
     for k, offset in enumerate(nhood):
-        here, there = _offset_slices(ids.shape, offset)
+        here, there = offset_slices(ids.shape, offset)
         same = ids[here] == ids[there]
         if background_id is not None:
             same &= ids[here] != background_id
@@ -109,7 +109,7 @@ def ids2affinities(ids: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]] 
     return aff
 
 
-def _offset_slices(shape, offset) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+def offset_slices(shape, offset) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """Slices (here, there) so that ``there`` is ``here`` shifted by ``offset``, in bounds."""
     here, there = [], []
     for size, o in zip(shape, offset):
@@ -137,6 +137,6 @@ def nhood_targets(target: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]
     dtype = np.promote_types(target.dtype, np.min_scalar_type(missing))  # room for ``missing``
     out = np.full((target.shape[0], len(nhood)) + spatial, missing, dtype)
     for k, offset in enumerate(nhood):
-        dest, src = _offset_slices(spatial, -offset)
+        dest, src = offset_slices(spatial, -offset)
         out[(slice(None), k) + dest] = target[(slice(None), 0) + src]
     return out

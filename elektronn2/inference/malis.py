@@ -18,18 +18,11 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from ..data.labels import offset_slices
 from ..errors import ShapeError
 
 if TYPE_CHECKING:
     import torch
-
-
-def edge_slices(shape: Sequence[int], offset: Sequence[int]
-                ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-    """(here, there): the voxels p with p + offset inside ``shape``, and those p + offset."""
-    here = tuple(slice(max(0, -o), n - max(0, o)) for n, o in zip(shape, offset))
-    there = tuple(slice(max(0, o), n - max(0, -o)) for n, o in zip(shape, offset))
-    return here, there
 
 
 def _edges(shape: tuple[int, ...], nhood: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -38,7 +31,7 @@ def _edges(shape: tuple[int, ...], nhood: np.ndarray) -> tuple[np.ndarray, np.nd
     index = np.arange(len(nhood) * voxel.size).reshape((len(nhood),) + tuple(shape))
     flat, u, v = [], [], []
     for k, offset in enumerate(nhood):
-        here, there = edge_slices(shape, offset)
+        here, there = offset_slices(shape, offset)
         flat.append(index[k][here].ravel())
         u.append(voxel[here].ravel())
         v.append(voxel[there].ravel())

@@ -22,6 +22,7 @@ import scipy.ndimage as ndi
 import scipy.sparse as sparse
 from scipy.sparse.csgraph import connected_components
 
+from ..data.labels import affinity_nhood, offset_slices
 from ..errors import ConfigError, ShapeError
 
 
@@ -35,8 +36,6 @@ def boundaries_from_affinities(affinities: np.ndarray,
             p + nhood[k] (the convention of :func:`elektronn2.data.labels.ids2affinities`).
         nhood: (k, ndim) offsets; default: the predecessor along every axis.
     """
-    from ..data.labels import affinity_nhood
-    from .malis import edge_slices
     affinities = np.asarray(affinities, np.float32)
     spatial = affinities.shape[1:]
     nhood = affinity_nhood(len(spatial)) if nhood is None else np.asarray(nhood, int)
@@ -46,7 +45,7 @@ def boundaries_from_affinities(affinities: np.ndarray,
     total = np.zeros(spatial, np.float32)
     count = np.zeros(spatial, np.float32)
     for aff, offset in zip(affinities, nhood):
-        here, there = edge_slices(spatial, offset)
+        here, there = offset_slices(spatial, offset)
         for end in (here, there):
             total[end] += aff[here]
             count[end] += 1

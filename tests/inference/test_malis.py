@@ -9,7 +9,8 @@ from scipy.sparse.csgraph import connected_components
 
 from elektronn2.data.labels import ids2affinities
 from elektronn2.errors import ShapeError
-from elektronn2.inference.malis import edge_slices, malis_loss, malis_weights
+from elektronn2.data.labels import offset_slices
+from elektronn2.inference.malis import malis_loss, malis_weights
 
 
 def brute_force_counts(affinities, ids, nhood):
@@ -20,7 +21,7 @@ def brute_force_counts(affinities, ids, nhood):
     edges = []  # (affinity, flat index into affinities, u, v)
     flat_index = np.arange(affinities.size).reshape(affinities.shape)
     for k, offset in enumerate(nhood):
-        here, there = edge_slices(shape, offset)
+        here, there = offset_slices(shape, offset)
         edges += zip(affinities[k][here].ravel(), flat_index[k][here].ravel(),
                      voxel[here].ravel(), voxel[there].ravel())
     edges.sort(key=lambda e: -e[0])
