@@ -123,6 +123,11 @@ class MNISTData:
         """The random generator (its own stream in every worker process)."""
         return self._random.generator
 
+    def reseed(self, seed: int | None = None) -> None:
+        """New random stream (background workers give each worker its own seed)."""
+        self._random.reseed(seed)
+        self._order, self._position = np.zeros(0, int), 0
+
     def __getstate__(self) -> dict:
         """Pickle without the images; they are read again on first use."""
         return {**self.__dict__, '_arrays': None}

@@ -116,3 +116,16 @@ def test_errors(mnist_dir, tmp_path):
     data = MNISTData(*mnist_net(), path=mnist_dir)
     with pytest.raises(ConfigError, match="source='validation' is invalid"):
         data.getbatch(1, 'validation')
+
+
+def test_background_batches_are_reproducible(mnist_dir):
+    """MNISTData.reseed lets BackgroundBatches give the same batches for the same seed."""
+    from elektronn2.data import BackgroundBatches
+    inp = nm.Input((None, 1, 26, 26), 'b,f,y,x', name='raw')
+    data = MNISTData(inp, None, path=mnist_dir)
+    runs = []
+    for _ in range(2):
+        with BackgroundBatches(data, 8, n_workers=2, seed=3) as batches:
+            runs.append([batches.next()[1][:, 0].tolist() for _ in range(4)])
+    assert runs[0] == runs[1]
+    assert runs[0][0] != runs[0][1]
