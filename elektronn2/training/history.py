@@ -94,7 +94,8 @@ class History:
                     ax.set_yscale('log')
             axes[-1, 0].set_xlabel('step')
             if name != 'timeline':
-                axes[0, 0].legend()
+                if axes[0, 0].get_legend_handles_labels()[0]:  # nothing finite: no legend
+                    axes[0, 0].legend()
                 axes[0, 0].set_title(name)
             fig.tight_layout()
             target = Path(out_dir) / f"{name}.png"
