@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 import elektronn2.neuromancer as nm
-from elektronn2.data import BatchCreatorImage, ids2barriers
+from elektronn2.data import BackgroundBatches, BatchCreatorImage, ids2barriers
 from elektronn2.data import augmentation as aug
 
 PATCH = (23, 185, 185)
@@ -130,6 +130,21 @@ def batches_per_second(data_dir: Path, n_batches: int = 40) -> None:
                 creator.getbatch(1, **kwargs)
             rate = n_batches / (time.perf_counter() - start)
             print(f"batch_size 1, {label:38s} {rate:6.1f} batches/s ({1e3 / rate:5.1f} ms/batch)")
+        background_batches_per_second(creator, n_batches)
+
+
+def background_batches_per_second(creator, n_batches: int) -> None:
+    """Warped batches (warp=0.5) per second delivered by 1 and 2 worker processes."""
+    for n_workers in (1, 2):
+        with BackgroundBatches(creator, 1, n_workers=n_workers,
+                               batch_kwargs=dict(warp=0.5), seed=0) as batches:
+            for _ in range(4 * n_workers):  # start-up, JIT and chunk cache
+                batches.next()
+            start = time.perf_counter()
+            for _ in range(n_batches):
+                batches.next()
+            rate = n_batches / (time.perf_counter() - start)
+        print(f"batch_size 1, warp=0.5, {n_workers} background worker(s) {rate:8.1f} batches/s")
 
 
 def main() -> None:

@@ -3,8 +3,9 @@
 ``from elektronn2.config import config``; then e.g. ``config.device = 'cpu'``.
 
 Environment variables read at import: ``ELEKTRONN2_DEVICE``, ``ELEKTRONN2_COMPILE``,
-``ELEKTRONN2_PRECISION``, ``ELEKTRONN2_DATA`` (data directory) and
-``ELEKTRONN2_SAVE_PATH``.
+``ELEKTRONN2_PRECISION``, ``ELEKTRONN2_MEMORY_FORMAT``, ``ELEKTRONN2_DATA`` (data
+directory) and ``ELEKTRONN2_SAVE_PATH``. What the 'auto' values become on a device is
+decided by :mod:`elektronn2.neuromancer.execution`.
 """
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ import torch
 
 from .errors import ConfigError
 
-_CHOICES = {
+#: the valid values of the settings that have a fixed set
+CHOICES = {
     'compile': ('off', 'on', 'auto'),
-    'precision': ('fp32', 'bf16', 'fp16'),
+    'precision': ('auto', 'fp32', 'bf16', 'fp16'),
+    'memory_format': ('auto', 'contiguous', 'channels_last'),
+    'cudnn_benchmark': (True, False),
+    'tf32': (True, False),
     'float_dtype': ('float32', 'float64'),
 }
 _DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
@@ -36,14 +41,24 @@ class Config:
     device: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:i'.
     compile: pass compiled graphs through ``torch.compile`` ('on'), not ('off'),
         or let elektronn2 decide ('auto': on for CUDA, off for CPU).
-    precision: 'fp32', 'bf16' (autocast) or 'fp16' (autocast with grad scaling, GPU).
+    precision: 'fp32', 'bf16' (autocast), 'fp16' (autocast with gradient scaling) or
+        'auto' (bf16 autocast for training steps where the device computes bf16
+        natively, else fp32; every other evaluation fp32).
+    memory_format: layout of 4-D/5-D activations and filters: 'contiguous' (NCHW/NCDHW),
+        'channels_last' (NHWC/NDHWC) or 'auto' (channels-last on CPU, and on CUDA
+        where training runs in bf16/fp16).
+    cudnn_benchmark: let cuDNN pick the fastest convolution algorithms (CUDA).
+    tf32: allow TF32 tensor cores for fp32 matrix products and convolutions (CUDA).
     float_dtype: dtype of parameters and float inputs.
     data_dir: where known datasets are looked up ($ELEKTRONN2_DATA).
     save_path: default parent directory of training runs.
     """
     device: str = 'auto'
-    compile: str = 'off'
-    precision: str = 'fp32'
+    compile: str = 'auto'
+    precision: str = 'auto'
+    memory_format: str = 'auto'
+    cudnn_benchmark: bool = True
+    tf32: bool = True
     float_dtype: str = 'float32'
     data_dir: str = field(default_factory=_default_data_dir)
     save_path: str = os.path.expanduser(os.path.join('~', 'elektronn2_training'))
@@ -53,9 +68,9 @@ class Config:
         if key not in known:
             raise ConfigError(f"elektronn2.config has no setting {key!r}; "
                               f"known settings: {', '.join(sorted(known))}")
-        if key in _CHOICES and value not in _CHOICES[key]:
+        if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"config.{key}={value!r} is invalid; "
-                              f"choose one of {_CHOICES[key]}")
+                              f"choose one of {CHOICES[key]}")
         if key == 'device' and not _DEVICE_PATTERN.match(str(value)):
             raise ConfigError(f"config.device={value!r} is invalid; use 'auto', "
                               f"'cpu', 'cuda' or 'cuda:<index>'")
@@ -75,18 +90,12 @@ class Config:
     def torch_float_dtype(self) -> torch.dtype:
         return getattr(torch, self.float_dtype)
 
-    @property
-    def use_compile(self) -> bool:
-        """Whether graphs go through torch.compile on the current device."""
-        if self.compile == 'auto':
-            return self.torch_device.type == 'cuda'
-        return self.compile == 'on'
-
 
 def _from_environment() -> Config:
     cfg = Config()
     for key, var in (('device', 'ELEKTRONN2_DEVICE'), ('compile', 'ELEKTRONN2_COMPILE'),
-                     ('precision', 'ELEKTRONN2_PRECISION'), ('data_dir', 'ELEKTRONN2_DATA'),
+                     ('precision', 'ELEKTRONN2_PRECISION'),
+                     ('memory_format', 'ELEKTRONN2_MEMORY_FORMAT'), ('data_dir', 'ELEKTRONN2_DATA'),
                      ('save_path', 'ELEKTRONN2_SAVE_PATH')):
         if os.environ.get(var):
             setattr(cfg, key, os.path.expanduser(os.environ[var]))

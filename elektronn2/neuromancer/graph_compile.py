@@ -1,29 +1,22 @@
 """Turn a set of output nodes into one torch function of the Input tensors.
 
 A :class:`GraphFunction` evaluates the ancestors of its outputs in topological
-order. It is built once per (outputs, training mode) and cached by the model;
-with ``config.compile`` on, the evaluation passes through ``torch.compile``.
+order. It is built once per (outputs, training mode) and cached by the model.
+Each call runs with :mod:`.execution` settings resolved at that moment:
+parameters, inputs and results in their layout (e.g. channels-last), autocast
+for reduced precision and, where enabled, the evaluation compiled by
+``torch.compile``.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..config import config
 from ..errors import GraphError
-
-_AUTOCAST_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
-
-def autocast_context(device: torch.device):
-    """The autocast context for the configured precision (a no-op for fp32)."""
-    dtype = _AUTOCAST_DTYPES.get(config.precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from . import execution
 
 
 class GraphFunction:
@@ -49,20 +42,39 @@ class GraphFunction:
         if missing:
             raise GraphError(f"Outputs {[o.name for o in self.outputs]} depend on inputs "
                              f"{missing} that the function does not take")
-        self._evaluate_compiled = (torch.compile(self._evaluate) if config.use_compile
-                                   else self._evaluate)
+        self.device = self.outputs[0].model.device
+        self._compiled: Callable | None = None
 
-    def _evaluate(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        values = dict(zip(self.inputs, tensors))
+    def _evaluate(self, layout: Callable[[torch.Tensor], torch.Tensor],
+                  *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Forward every node; ``layout`` puts inputs and results into the activation
+        layout (a no-op where an operation already kept it)."""
+        values = {node: layout(t) for node, t in zip(self.inputs, tensors)}
         for node in self.order:
-            values[node] = node.forward(*(values[p] for p in node.parents),
-                                        training=self.training)
+            values[node] = layout(node.forward(*(values[p] for p in node.parents),
+                                               training=self.training))
         return tuple(values[o] for o in self.outputs)
 
-    def __call__(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Evaluate on torch tensors (already on the device)."""
-        with autocast_context(config.torch_device):
-            return self._evaluate_compiled(*tensors)
+    def __call__(self, *tensors: torch.Tensor,
+                 settings: execution.ExecutionSettings | None = None) -> tuple[torch.Tensor, ...]:
+        """Evaluate on torch tensors (already on the device).
+
+        ``settings``: how to run (default: ``execution.resolve(device)``, the settings of
+        plain evaluation; ``Model.trainingstep`` passes those of optimiser updates).
+        """
+        settings = settings or execution.resolve(self.device)
+        self.arrange_parameters(settings)
+        evaluate = self._evaluate
+        if settings.compile:
+            if self._compiled is None:
+                self._compiled = torch.compile(self._evaluate)
+            evaluate = self._compiled
+        with settings.autocast():
+            return evaluate(settings.to_layout, *tensors)
+
+    def arrange_parameters(self, settings: execution.ExecutionSettings) -> None:
+        """Store the parameters of the evaluated nodes in the layout of ``settings``."""
+        settings.arrange(p for node in self.order for p in node.params.values())
 
     def to_tensors(self, *arrays: np.ndarray) -> list[torch.Tensor]:
         """Check and convert numpy inputs (one per input node) to device tensors."""
@@ -84,8 +96,8 @@ class GraphFunction:
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """Detached CPU numpy copy; reduced-precision floats come back as float32."""
+    """Detached CPU numpy array in C order; reduced-precision floats come back as float32."""
     tensor = tensor.detach()
     if tensor.dtype in (torch.bfloat16, torch.float16):
         tensor = tensor.float()
-    return tensor.cpu().numpy()
+    return tensor.contiguous().cpu().numpy()

@@ -6,18 +6,19 @@ then ``predict``, ``trainingstep``, ``save`` and :func:`modelload` work on them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from collections import deque
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..config import config
-from ..errors import GraphError, ModelFileError, ShapeError
-from . import modelfile, surgery
+from ..errors import ConfigError, GraphError, ModelFileError, ShapeError
+from . import execution, modelfile, surgery
 from .graph_compile import GraphFunction, to_numpy
 from .optimiser import Optimisers
 
@@ -55,6 +56,11 @@ class Model:
         self._designations: dict = {}
         self._functions: dict[tuple, GraphFunction] = {}
         self.optimisers = Optimisers()
+        #: loss scaler of fp16 training (created by the first fp16 training step)
+        self.grad_scaler: torch.amp.GradScaler | None = None
+        #: wraps the training GraphFunction for data-parallel training (set by
+        #: :mod:`elektronn2.training.distributed`); None runs the function itself
+        self.parallel_wrapper: Callable[[GraphFunction], Callable] | None = None
         self.iterations = 0
         self.elapsed_time = 0.0
         self._last_losses: deque[float] = deque(maxlen=50)
@@ -168,6 +174,10 @@ class Model:
                      update_loss: bool = False) -> tuple[float, float, list | None]:
         """One optimiser update on a batch (data, target, ...).
 
+        Runs with the execution settings of training steps (see :mod:`.execution`;
+        LBFGS always with the contiguous layout); with fp16 the loss is scaled by
+        :attr:`grad_scaler`.
+
         Returns:
             (loss, seconds for the step, debug output values or None). With
             ``update_loss`` the loss is re-evaluated after the update.
@@ -179,18 +189,27 @@ class Model:
         if not params:
             raise GraphError(f"Loss {loss_node.name!r} depends on no trainable parameters")
         opt = self.optimisers.get(optimiser, params)
+        settings = execution.resolve(self.device, update=True)
+        if isinstance(opt, torch.optim.LBFGS):  # it flattens gradients with view(-1)
+            settings = dataclasses.replace(settings, memory_format='contiguous')
+        scaler = self._grad_scaler_for(settings, opt)
+        forward = fn if self.parallel_wrapper is None else self.parallel_wrapper(fn)
         outs: list = []
 
         def closure() -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            outs[:] = fn(*tensors)
+            outs[:] = forward(*tensors, settings=settings)
             loss = outs[0].float().sum()
-            loss.backward()
+            (loss if scaler is None else scaler.scale(loss)).backward()
             return loss
 
         t0 = time.perf_counter()
         if isinstance(opt, torch.optim.LBFGS):
             opt.step(closure)
+        elif scaler is not None:
+            closure()
+            scaler.step(opt)
+            scaler.update()
         else:
             closure()
             opt.step()
@@ -204,6 +223,18 @@ class Model:
         self._last_exec_times.append(elapsed)
         debug = [to_numpy(o) for o in outs[1:]] if self.debug_outputs else None
         return loss_value, elapsed, debug
+
+    def _grad_scaler_for(self, settings: execution.ExecutionSettings,
+                         opt: torch.optim.Optimizer) -> torch.amp.GradScaler | None:
+        """The loss scaler when ``settings`` need one (fp16), created on first use."""
+        if not settings.grad_scaling:
+            return None
+        if isinstance(opt, torch.optim.LBFGS):
+            raise ConfigError("precision 'fp16' needs gradient scaling, which the LBFGS "
+                              "optimiser does not support; use precision 'bf16' or 'fp32'")
+        if self.grad_scaler is None:
+            self.grad_scaler = torch.amp.GradScaler(settings.device.type)
+        return self.grad_scaler
 
     @property
     def loss_smooth(self) -> float:

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError
+from .conv_paths import convolve
 from .layer import NeuralLayer
 from .mfp import fragment_pool, fragmented_shape, pool
 from .node import Node
 from .shape import SPATIAL_TAGS, TaggedShape, as_tuple
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 
@@ -179,8 +179,7 @@ class Conv(NeuralLayer):
         return fragment_pool(y, self.pool_shape) if self.mfp else pool(y, self.pool_shape)
 
     def forward(self, x, training=False):
-        n_sp = x.ndim - 2
-        y = _CONV[n_sp](x, self.params['w'], self.params.get('b'), padding=self._padding())
+        y = convolve(x, self.params['w'], self.params.get('b'), padding=self._padding())
         y = self._normalise(y, 1, training)
         if self.activation.is_monotone and self.activation.name != 'maxout':
             y = self._activate(self._pool(y), 1)

@@ -31,7 +31,8 @@ _PREFIX = 'step-'
 def _split(obj, prefix: str, tensors: dict):
     """JSON-able copy of ``obj`` with tensors moved into ``tensors`` (by key)."""
     if torch.is_tensor(obj):
-        tensors[prefix] = obj.detach().cpu().numpy()
+        # safetensors writes the raw buffer: C order (e.g. channels-last optimiser state)
+        tensors[prefix] = np.ascontiguousarray(obj.detach().cpu().numpy())
         return {'__tensor__': prefix}
     if isinstance(obj, dict):
         if obj and all(isinstance(k, int) for k in obj):

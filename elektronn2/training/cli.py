@@ -1,8 +1,10 @@
-"""``elektronn2-train CONFIG [--gpu auto|none|N] [--resume RUN_DIR] [--save-path DIR]``.
+"""``elektronn2-train CONFIG [--gpu auto|none|N] [--resume RUN_DIR] [--save-path DIR]
+[--distributed]``.
 
 Everything that can be wrong with a config (missing file, syntax error, no model,
 contradicting batch size, missing data or preview files, unknown optimiser) is
-reported before the run directory is created.
+reported before the run directory is created. Started by torchrun with several
+processes, it trains data-parallel (see :mod:`.distributed`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from .. import __version__
 from ..config import config as global_config
 from ..errors import ConfigError, Error
+from . import distributed
+from .distributed import SingleProcess
 
 logger = logging.getLogger('elektronn2')
 
@@ -30,13 +34,15 @@ class _ColourFormatter(logging.Formatter):
         return f"{colour}{text}\033[0m" if colour else text
 
 
-def setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    fmt = '%(asctime)s %(levelname)s %(message)s'
+def setup_logging(verbose: bool, rank: int = 0) -> None:
+    """Console logging; ranks other than 0 of a distributed run report only errors."""
+    handler = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
+    fmt = '%(asctime)s %(levelname)s %(message)s' if rank == 0 else \
+        f'%(asctime)s rank {rank} %(levelname)s %(message)s'
     handler.setFormatter(_ColourFormatter(fmt, '%H:%M:%S') if sys.stdout.isatty()
                          else logging.Formatter(fmt, '%H:%M:%S'))
     logger.handlers[:] = [handler]
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.setLevel(logging.ERROR if rank else logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
 
 
@@ -78,11 +84,14 @@ def _backup_sources(config_path: Path, run_dir: Path) -> None:
             zf.write(file, file.relative_to(package.parent))
 
 
-def prepare(args, overrides: dict | None = None) -> tuple:
+def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None = None) -> tuple:
     """Config, model, data, preview volume, run directory and resume state.
 
-    ``args``: the parsed command line; ``overrides``: settings replacing the config's.
+    ``args``: the parsed command line; ``overrides``: settings replacing the config's;
+    ``parallel``: in data-parallel training, only the chief creates the run directory.
+    The config's execution settings (precision, ...) apply before the model is built.
     """
+    parallel = parallel or SingleProcess()
     from ..neuromancer import modelload
     from . import checkpoint
     from .experiment import ExperimentConfig, build_data, build_model
@@ -97,18 +106,22 @@ def prepare(args, overrides: dict | None = None) -> tuple:
             raise ConfigError(f"--resume {str(run_dir)!r}: no checkpoint found in "
                               f"{str(run_dir / 'checkpoints')!r}")
         exp = ExperimentConfig(Path(args.config) if args.config else run_dir / 'config.py', overrides)
+        exp.apply_execution_settings()
         model = modelload(checkpoints[-1] / 'model.mdl')
         state = checkpoint.load_state(checkpoints[-1])
     else:
         if not args.config:
             raise ConfigError("give a CONFIG file (or --resume RUN_DIR)")
         exp = ExperimentConfig(args.config, overrides)
+        exp.apply_execution_settings()
         model, state, run_dir = build_model(exp), None, None
     data = build_data(exp, model)
     preview = load_preview_volume(exp.preview_data_path) if exp.preview_data_path else None
     if run_dir is None:
-        run_dir = create_run_dir(exp.save_path, exp.save_name)
-        _backup_sources(exp.path, run_dir)
+        if parallel.is_chief:
+            run_dir = create_run_dir(exp.save_path, exp.save_name)
+            _backup_sources(exp.path, run_dir)
+        run_dir = parallel.from_chief(run_dir)
     return exp, model, data, preview, run_dir, state
 
 
@@ -119,24 +132,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--gpu', default='auto', help="'auto' (default), 'none' or a GPU index")
     parser.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its last checkpoint')
     parser.add_argument('--save-path', metavar='DIR', help='parent directory of the run directory')
+    parser.add_argument('--distributed', action='store_true',
+                        help='data-parallel training in the processes started by torchrun '
+                             '(implied when torchrun starts several)')
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     parser.add_argument('--version', action='version', version=f"elektronn2 {__version__}")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     try:
-        global_config.device = _device_from_gpu_flag(args.gpu)
-        exp, model, data, preview, run_dir, state = prepare(args)
+        parallel = distributed.start(args.distributed, args.gpu)
+        if parallel.world_size == 1:
+            global_config.device = _device_from_gpu_flag(args.gpu)
+        setup_logging(args.verbose, parallel.rank)
+        exp, model, data, preview, run_dir, state = prepare(args, parallel=parallel)
     except Error as err:
         print(f"elektronn2-train: error: {err}", file=sys.stderr)
         return 2
     from .remote_shell import RemoteShellServer
     from .trainer import Trainer
-    _log_to_file(run_dir)
-    logger.info("Run directory: %s (device %s)", run_dir, global_config.torch_device)
-    logger.info("Model:\n%s", model.summary())
-    trainer = Trainer(exp, model, data, run_dir, resume_state=state, preview_volume=preview)
-    trainer.remote = RemoteShellServer(run_dir)
-    reason = trainer.run()
+    try:
+        if parallel.is_chief:
+            _log_to_file(run_dir)
+        logger.info("Run directory: %s (device %s, %d process%s)", run_dir,
+                    global_config.torch_device, parallel.world_size,
+                    'es' if parallel.world_size > 1 else '')
+        logger.info("Model:\n%s", model.summary())
+        trainer = Trainer(exp, model, data, run_dir, resume_state=state, preview_volume=preview,
+                          parallel=parallel)
+        if parallel.is_chief:
+            trainer.remote = RemoteShellServer(run_dir)
+        reason = trainer.run()
+    finally:
+        parallel.close()
     logger.info("Finished (%s); results in %s", reason, run_dir)
     return 0
 

@@ -17,6 +17,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+from ..config import CHOICES
 from ..config import config as global_config
 from ..errors import ConfigError
 from ..neuromancer.optimiser import OPTIMISERS
@@ -49,7 +50,13 @@ DEFAULTS: dict[str, Any] = {
     'background_processes': 2,    # batch worker processes (0: in the main process)
     'param_save_it': 1000,        # steps between checkpoints
     'seed': 0,
+    # execution settings (None: keep elektronn2.config's, by default 'auto')
+    'precision': None,            # 'auto', 'fp32', 'bf16' or 'fp16'
+    'memory_format': None,        # 'auto', 'contiguous' or 'channels_last'
+    'compile': None,              # 'auto', 'on' or 'off'
 }
+#: settings of elektronn2.config that a training config may override
+EXECUTION_SETTINGS = ('precision', 'memory_format', 'compile')
 
 _TYPES = {
     'save_path': (str,), 'save_name': (str,), 'model_load_path': (str,),
@@ -61,6 +68,7 @@ _TYPES = {
     'optimiser': (str,), 'optimiser_params': (dict,), 'schedules': (dict,),
     'class_weights': (list, tuple), 'background_processes': (int, bool),
     'param_save_it': (int,), 'seed': (int,),
+    'precision': (str,), 'memory_format': (str,), 'compile': (str,),
 }
 _POSITIVE = ('batch_size', 'n_steps', 'history_freq', 'monitor_batch_size', 'param_save_it')
 
@@ -135,6 +143,10 @@ class ExperimentConfig:
         if values['data_class'] is None:
             raise ConfigError(f"Config {self.path.name}: data_class is missing (e.g. "
                               f"'BatchCreatorImage', 'MNISTData' or ('file.py', 'MyData'))")
+        for key in EXECUTION_SETTINGS:
+            if values[key] is not None and values[key] not in CHOICES[key]:
+                raise ConfigError(f"Config {self.path.name}: {key}={values[key]!r} is invalid; "
+                                  f"choose one of {CHOICES[key]}")
         for name, spec in values['schedules'].items():
             if not isinstance(spec, dict):
                 raise ConfigError(f"Config {self.path.name}: schedules[{name!r}] must be a dict "
@@ -143,6 +155,12 @@ class ExperimentConfig:
     def as_dict(self) -> dict:
         """The settings (without create_model), e.g. for the shell's ``exp_config``."""
         return {k: getattr(self, k) for k in DEFAULTS if k != 'create_model'}
+
+    def apply_execution_settings(self) -> None:
+        """Set ``elektronn2.config``'s precision, memory_format and compile where given."""
+        for key in EXECUTION_SETTINGS:
+            if getattr(self, key) is not None:
+                setattr(global_config, key, getattr(self, key))
 
 
 def _expand_file_spec(spec):

@@ -7,6 +7,10 @@ every ``param_save_it`` steps it writes a checkpoint; previews are written after
 ``initial_prev_h`` and then every ``prev_save_h`` hours. Ctrl+C (SIGINT) pauses
 at the next step boundary and opens the interactive shell; a shell attached
 through ``elektronn2-shell`` pauses it the same way.
+
+In data-parallel training (see :mod:`.distributed`) every rank runs a Trainer; only
+the chief (rank 0) monitors, writes files and pauses, and the others follow its
+decisions.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import torch
 from ..data.workers import BackgroundBatches
 from ..errors import DataError, ModelFileError
 from . import checkpoint
+from .distributed import SingleProcess
 from .experiment import ExperimentConfig
 from .history import History
 from .preview import load_preview_volume, save_preview
@@ -36,12 +41,17 @@ _MODEL_HYPER = ('lr', 'mom', 'beta2', 'wd')
 
 
 class Trainer:
-    """Trains ``model`` on ``data`` as configured by ``exp``, writing into ``run_dir``."""
+    """Trains ``model`` on ``data`` as configured by ``exp``, writing into ``run_dir``.
+
+    ``parallel``: the coordination with other ranks in data-parallel training
+    (:class:`~.distributed.DataParallel`); by default the run is a single process.
+    """
 
     def __init__(self, exp: ExperimentConfig, model, data, run_dir: Path,
                  resume_state: dict | None = None, preview_volume: np.ndarray | None = None,
-                 interactive: bool | None = None):
+                 interactive: bool | None = None, parallel: SingleProcess | None = None):
         self.exp, self.model, self.data = exp, model, data
+        self.parallel = parallel or SingleProcess()
         self.run_dir = Path(run_dir)
         self.history_freq = exp.history_freq
         self.batch_args = dict(exp.data_batch_args)
@@ -53,7 +63,8 @@ class Trainer:
         self.schedules = [Schedule.from_spec(k, v) for k, v in exp.schedules.items()]
         for schedule in self.schedules:
             self._check_schedule_target(schedule.variable)
-        self.history = History(self.run_dir, tuple(n.name for n in model.debug_outputs))
+        self.history = (History(self.run_dir, tuple(n.name for n in model.debug_outputs))
+                        if self.parallel.is_chief else None)
         self.status = StatusLine()
         self.interactive = interactive
         if preview_volume is None and exp.preview_data_path is not None:
@@ -63,9 +74,12 @@ class Trainer:
         self._good_state = None
         self._interrupted = False
         self._stop = False
+        self._share_state = True    # the other ranks take over the chief's state first
         self.remote = None
         if resume_state is not None:
             self._restore(resume_state)
+        self.parallel.seed_generators(exp.seed + self.step)
+        self.parallel.wrap(model)
         self.batches = self._start_batches()
 
     # --- setup ----------------------------------------------------------------------------
@@ -80,7 +94,8 @@ class Trainer:
     def _start_batches(self) -> BackgroundBatches:
         return BackgroundBatches(self.data, self.exp.batch_size,
                                  n_workers=int(self.exp.background_processes),
-                                 batch_kwargs=self.batch_args, seed=self.exp.seed + self.step)
+                                 batch_kwargs=self.batch_args,
+                                 seed=self.parallel.batch_seed(self.exp.seed + self.step))
 
     def restart_batches(self) -> None:
         """Restart the batch workers with the current data object and batch arguments."""
@@ -112,32 +127,48 @@ class Trainer:
 
     def run(self) -> str:
         """Train until n_steps, max_runtime or 'kill'; returns the reason."""
-        previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        reason = 'n_steps'
+        chief = self.parallel.is_chief
+        previous_handler = signal.signal(signal.SIGINT,
+                                         self._on_sigint if chief else signal.SIG_IGN)
         try:
-            while self.step < self.exp.n_steps:
-                if self.runtime > self.exp.max_runtime:
-                    reason = 'max_runtime'
+            while True:
+                reason, share_state = self.parallel.agree(
+                    self._stop_reason() if chief else None, self._share_state)
+                if share_state:
+                    self.parallel.share_state(self)
+                    self._share_state = False
+                if reason is not None:
                     break
-                if self._interrupted or (self.remote is not None and self.remote.pending()):
-                    self._pause()
-                    if self._stop:
-                        reason = 'kill'
-                        break
-                    continue
                 self._train_one_step()
-            self.status.clear()
-            logger.info("Training ends (%s) at step %d after %.2f h", reason, self.step,
-                        self.runtime / 3600)
-            self.save_checkpoint()
-            self.model.save(self.run_dir / 'model-final.mdl')
+            if chief:
+                self.status.clear()
+                logger.info("Training ends (%s) at step %d after %.2f h", reason, self.step,
+                            self.runtime / 3600)
+                self.save_checkpoint()
+                self.model.save(self.run_dir / 'model-final.mdl')
         finally:
             signal.signal(signal.SIGINT, previous_handler)
             self.batches.close()
-            self.history.close()
+            if self.history is not None:
+                self.history.close()
             if self.remote is not None:
                 self.remote.close()
         return reason
+
+    def _stop_reason(self) -> str | None:
+        """Why training ends now ('n_steps', 'max_runtime', 'kill' from the shell), or None;
+        a pending pause is taken first."""
+        while True:
+            if self.step >= self.exp.n_steps:
+                return 'n_steps'
+            if self.runtime > self.exp.max_runtime:
+                return 'max_runtime'
+            if not (self._interrupted or (self.remote is not None and self.remote.pending())):
+                return None
+            self._pause()
+            self._share_state = True
+            if self._stop:
+                return 'kill'
 
     def _on_sigint(self, signum, frame) -> None:
         if self._interrupted:  # a second Ctrl+C while waiting: stop waiting for the batch
@@ -151,14 +182,18 @@ class Trainer:
             self._interrupted = True
             return
         loss, seconds, _ = self.model.trainingstep(*self.batch, optimiser=self.exp.optimiser)
+        loss = self.parallel.mean(loss)
         if not math.isfinite(loss):
-            self._recover_from_nonfinite(loss)
+            if self.parallel.is_chief:
+                self._recover_from_nonfinite(loss)
             return
         self.step += 1
         for schedule in self.schedules:
             value = schedule.value_at(self.step, self.get_variable(schedule.variable))
             if value is not None:
                 self.set_variable(schedule.variable, value)
+        if not self.parallel.is_chief:
+            return
         if self.step % self.history_freq == 0 or self.step == 1:
             self.monitor()
         if self.step % self.exp.param_save_it == 0:
@@ -230,10 +265,12 @@ class Trainer:
         return save_preview(self.model, self.preview_volume, self.run_dir / 'previews', self.step, **kwargs)
 
     def save_checkpoint(self) -> Path | None:
+        scaler = self.model.grad_scaler
         state = {'step': self.step, 'runtime': self.runtime, 'history_rows': len(self.history.rows),
                  'next_preview_h': self.next_preview_h, 'history_freq': self.history_freq,
                  'batch_args': self.batch_args,
-                 'schedules': {s.variable: s.state() for s in self.schedules}}
+                 'schedules': {s.variable: s.state() for s in self.schedules},
+                 'grad_scaler': scaler.state_dict() if scaler is not None else None}
         try:
             path = checkpoint.save(self.run_dir, self.model, state)
         except ModelFileError as err:
@@ -254,8 +291,12 @@ class Trainer:
         self.model.optimisers.load_state_dict(state['optimisers'], params)
         self.model.iterations = int(state['iterations'])
         self.model.elapsed_time = float(state['elapsed_time'])
+        if state.get('grad_scaler'):
+            self.model.grad_scaler = torch.amp.GradScaler(self.model.device.type)
+            self.model.grad_scaler.load_state_dict(state['grad_scaler'])
         checkpoint.set_rng_state(state['rng'])
-        self.history.truncate_after(self.step)
+        if self.history is not None:
+            self.history.truncate_after(self.step)
         logger.info("Resumed %s at step %d", self.run_dir, self.step)
 
     # --- non-finite losses -----------------------------------------------------------------
@@ -275,6 +316,7 @@ class Trainer:
             params = list(self.model.loss_node.all_trainable_params.values())
             self.model.optimisers.load_state_dict(copy.deepcopy(self._good_state['optimisers']), params)
         self.model.lr = new_lr
+        self._share_state = True
         logger.warning("Loss %s at step %d: parameters rolled back to the last monitoring point, "
                        "lr lowered to %.3g", loss, self.step, new_lr)
         if self._is_interactive():

@@ -1,0 +1,49 @@
+"""Convolution, computed the fastest measured way for its kernel and layout.
+
+:func:`convolve` equals ``F.conv{1,2,3}d(x, w, b, padding=padding)`` in values and
+gradients; it replaces that call where a cheaper formulation measured faster
+(``benchmarks/bench_conv_paths.py``; results in ``benchmarks/RESULTS.md``):
+
+* pointwise kernels (1x1, 1x1x1) on channels-last input: a matrix product over the
+  feature axis (``F.linear`` on the NHWC/NDHWC view, no copies);
+* 3-D kernels of extent 1 in the first spatial axis (z) on channels-last input: a 2-D
+  convolution with z folded into the batch (again only views).
+
+With contiguous (NCHW/NCDHW) input both would need transposing copies; plain
+convolutions run there.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .execution import is_channels_last
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+             padding: int | str | tuple = 0) -> torch.Tensor:
+    """``F.conv{n}d(x, w, b, padding=padding)`` for (b, f, *spatial) ``x``."""
+    if is_channels_last(x):
+        if all(k == 1 for k in w.shape[2:]):
+            return pointwise_conv(x, w, b)
+        if x.ndim == 5 and w.shape[2] == 1:
+            return z_folded_conv(x, w, b, padding)
+    return _CONV[x.ndim - 2](x, w, b, padding=padding)
+
+
+def pointwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1(x1) convolution as a matrix product over the feature axis."""
+    y = F.linear(x.movedim(1, -1), w.flatten(1), b)
+    return y.movedim(-1, 1)
+
+
+def z_folded_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                  padding: int | str | tuple = 0) -> torch.Tensor:
+    """A 3-D convolution with kernel extent 1 in z as a 2-D convolution of all z-slices."""
+    n, c, d, height, width = x.shape
+    slices = x.transpose(1, 2).reshape(n * d, c, height, width)
+    padding_2d = padding[1:] if isinstance(padding, tuple) else padding
+    y = F.conv2d(slices, w.squeeze(2), b, padding=padding_2d)
+    return y.reshape(n, d, *y.shape[1:]).transpose(1, 2)

@@ -1,0 +1,63 @@
+"""The convolution replacements equal F.conv in values and gradients (and keep the layout)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from elektronn2.neuromancer.conv_paths import convolve, pointwise_conv, z_folded_conv
+from elektronn2.neuromancer.execution import is_channels_last
+
+CL = {4: torch.channels_last, 5: torch.channels_last_3d}
+PLAIN = {4: F.conv2d, 5: F.conv3d}
+
+
+def values_and_grads(fn, x, w, b):
+    x, w, b = (t.detach().clone().requires_grad_(True) for t in (x, w, b))
+    y = fn(x, w, b)
+    (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+    return y.detach(), x.grad, w.grad, b.grad
+
+
+def assert_same_as_plain(fn, x, w, b, padding=0):
+    expected = values_and_grads(lambda *a: PLAIN[x.ndim](*a, padding=padding), x, w, b)
+    actual = values_and_grads(fn, x, w, b)
+    for name, e, a in zip(('output', 'grad x', 'grad w', 'grad b'), expected, actual):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5, msg=name)
+    return actual[0]
+
+
+@pytest.mark.parametrize('ndim', [4, 5])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_pointwise_conv_is_a_matrix_product(ndim, layout):
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, *(3, 5, 6)[5 - ndim:])
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=CL[ndim])
+    w, b = torch.randn(4, 7, *[1] * (ndim - 2)), torch.randn(4)
+    y = assert_same_as_plain(pointwise_conv, x, w, b)
+    assert is_channels_last(y)     # features innermost: the product's natural layout
+
+
+@pytest.mark.parametrize('padding', [0, 'same', (0, 2, 1)])
+def test_z_folded_conv_is_a_3d_conv(padding):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 9, 8).contiguous(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(5, 3, 1, 3, 3), torch.randn(5)
+    y = assert_same_as_plain(lambda *a: z_folded_conv(*a, padding=padding), x, w, b, padding)
+    assert is_channels_last(y)
+
+
+@pytest.mark.parametrize('kernel', [(1, 1, 1), (1, 3, 3), (2, 3, 3)])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+def test_convolve_equals_conv3d_for_every_kernel_and_layout(kernel, layout):
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 5, 10, 11)
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(6, 4, *kernel), torch.randn(6)
+    assert_same_as_plain(convolve, x, w, b)
+
+
+def test_single_feature_input_is_not_taken_for_channels_last():
+    x = torch.randn(1, 1, 3, 8, 8)  # as contiguous as channels-last, features not innermost
+    assert not is_channels_last(x)
+    assert is_channels_last(torch.randn(1, 2, 3, 8, 8).contiguous(memory_format=torch.channels_last_3d))
