@@ -8,6 +8,7 @@ from .augmentation import (WarpParams, add_noise, blur, grey_augment, random_era
                            random_transform, warp_linear, warp_nearest)
 from .batchcreator import BatchCreatorImage
 from .debug import save_batch_picture
+from .derived import BoundaryLabels, MappedLabels, SubVolume
 from .geometry import PatchGeometry
 from .knossos import KnossosSource, read_knossos_conf, write_knossos_dataset
 from .labels import ids2affinities, ids2barriers, nhood_targets
@@ -16,8 +17,9 @@ from .sources import (ArraySource, HDF5Source, NpySource, VolumeSource, ZarrSour
                       open_source)
 from .workers import BackgroundBatches, BatchStats, WorkerError
 
-__all__ = ['ArraySource', 'BatchCreatorImage', 'HDF5Source', 'KnossosSource', 'MNISTData',
-           'NpySource', 'PatchGeometry', 'VolumeSource', 'WarpParams', 'ZarrSource',
+__all__ = ['ArraySource', 'BatchCreatorImage', 'BoundaryLabels', 'HDF5Source', 'KnossosSource',
+           'MNISTData', 'MappedLabels', 'NpySource', 'PatchGeometry', 'SubVolume', 'VolumeSource',
+           'WarpParams', 'ZarrSource',
            'add_noise', 'blur', 'grey_augment', 'ids2affinities', 'ids2barriers',
            'nhood_targets', 'open_source', 'random_erasing', 'random_transform', 'read_idx',
            'save_batch_picture', 'BackgroundBatches', 'BatchStats', 'WorkerError',
