@@ -101,17 +101,20 @@ class ExperimentConfig:
         except Exception as err:
             raise ConfigError(f"Config {str(path)!r} raised {type(err).__name__} while "
                               f"loading: {err}") from err
-        values = {}
+        from ..legacy.declarative import V1_KEYS, from_v1_settings
+        values, v1_values = {}, {}
         for key, value in namespace.items():
             if key.startswith('_') or isinstance(value, types.ModuleType):
                 continue
             if key in DEFAULTS:
                 values[key] = value
+            elif key in V1_KEYS:  # ELEKTRONN v1's names, translated below
+                v1_values[key] = value
             elif not (inspect.isfunction(value) or inspect.isclass(value)):
                 close = difflib.get_close_matches(key, DEFAULTS, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ''
                 logger.warning("Config %s: unknown setting %r is ignored%s", path.name, key, hint)
-        return values
+        return from_v1_settings(values, v1_values, path.name) if v1_values else values
 
     def _check(self, values: dict) -> None:
         if values['create_model'] is None and values['model_load_path'] is None:
