@@ -4,6 +4,8 @@
    elektronn2's numba kernel vs scipy.ndimage.map_coordinates, scipy.ndimage.affine_transform
    and torch.nn.functional.grid_sample, each checked against the numba result.
 2. Warped batches per second of BatchCreatorImage on FIB-25 (one process).
+3. The same (warp=0.5) delivered by 1 and 2 background worker processes
+   (elektronn2.data.BackgroundBatches) to a consumer that does nothing else.
 
 Run: python benchmarks/bench_augmentation.py  (needs $ELEKTRONN2_DATA or ../shared/data)
 """
@@ -130,7 +132,7 @@ def batches_per_second(data_dir: Path, n_batches: int = 40) -> None:
                 creator.getbatch(1, **kwargs)
             rate = n_batches / (time.perf_counter() - start)
             print(f"batch_size 1, {label:38s} {rate:6.1f} batches/s ({1e3 / rate:5.1f} ms/batch)")
-        background_batches_per_second(creator, n_batches)
+        background_batches_per_second(creator, 3 * n_batches)
 
 
 def background_batches_per_second(creator, n_batches: int) -> None:
@@ -149,7 +151,8 @@ def background_batches_per_second(creator, n_batches: int) -> None:
 
 def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"torch {torch.__version__}, numpy {np.__version__}")
+          f"torch {torch.__version__}, numpy {np.__version__}; load average "
+          f"{os.getloadavg()[0]:.2f}")
     interpolation_tools()
     data_dir = Path(os.environ.get('ELEKTRONN2_DATA',
                                    Path(__file__).resolve().parents[2] / 'shared' / 'data'))

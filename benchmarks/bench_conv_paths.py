@@ -3,15 +3,17 @@
 For every Conv layer whose kernel allows a replacement (extent 1 in z: z folded into the
 batch of a 2-D convolution; 1x1x1: a matrix product), forward + backward of the plain
 ``F.conv3d`` and of the replacement (``elektronn2.neuromancer.conv_paths``) on the
-layer's input shape (batch 1), channels-last input, fp32 and bf16 autocast. Timed in
-interleaved rounds; a ratio below 1 means the replacement is faster.
+layer's input shape (batch 1), channels-last input, fp32 and bf16 autocast (activations
+in bf16 as elektronn2 passes them on). Timed in interleaved rounds; a ratio below 1 means
+the replacement is faster. ``--device cuda`` measures on a GPU.
 
-Run: python benchmarks/bench_conv_paths.py [--rounds 9] [--threads 2]
+Run: python benchmarks/bench_conv_paths.py [--rounds 15] [--threads 2 | --cpu-time] [--device cuda]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import numpy as np
 import torch
@@ -55,50 +57,70 @@ def replaceable_layers(model) -> list[tuple[str, tuple, tuple, str]]:
 
 def forward_backward(conv, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, bf16: bool):
     def run():
-        with torch.autocast('cpu', torch.bfloat16, enabled=bf16):
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
             y = conv(x, w, b)
         y.float().sum().backward()
+        if x.device.type == 'cuda':
+            torch.cuda.synchronize()
     return run
+
+
+def layer_tensors(shape, w_shape, precision: str, device: torch.device):
+    """Input, filters and bias of a layer as elektronn2's graph has them in training: the
+    input channels-last (features innermost also for one feature), in bf16 under bf16
+    autocast except for the net's input, which arrives in float32."""
+    torch.manual_seed(0)
+    x = torch.rand(shape, device=device)
+    if precision == 'bf16' and shape[1] > 1:
+        x = x.to(torch.bfloat16)
+    x = x.clone(memory_format=torch.channels_last_3d).requires_grad_(shape[1] > 1)
+    w = (torch.randn(w_shape, device=device) * 0.1).clone(
+        memory_format=torch.channels_last_3d).requires_grad_(True)
+    return x, w, torch.zeros(w_shape[0], device=device, requires_grad=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--rounds', type=int, default=9)
+    parser.add_argument('--rounds', type=int, default=15)
     parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
+    parser.add_argument('--cpu-time', action='store_true',
+                        help='one torch thread, timed by the CPU time of the main thread: '
+                             'little affected by other jobs on the machine')
+    parser.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda'")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    print(describe_machine())
+    torch.set_num_threads(1 if args.cpu_time else args.threads)
+    clock = time.thread_time if args.cpu_time else time.perf_counter
+    device = torch.device(args.device)
+    print(describe_machine() + (f"; {torch.cuda.get_device_name(device)}"
+                                if device.type == 'cuda' else ''))
     replacements = {'pointwise': pointwise_conv, 'z-folded': z_folded_conv}
     layers = replaceable_layers(build_neuro3d()) + replaceable_layers(unet3d_lite())
-    print(f"forward + backward, median of {args.rounds} interleaved rounds; ratio = "
-          f"replacement / plain F.conv3d (< 1: the replacement is faster)\n")
+    print(f"forward + backward on {device}, "
+          f"{'CPU time of one thread' if args.cpu_time else 'wall time'}, median of "
+          f"{args.rounds} interleaved rounds; ratio = replacement / plain F.conv3d "
+          f"(< 1: the replacement is faster)\n")
     print(f"{'layer':<22} {'input (f, z, y, x)':<22} {'kind':<10} {'fp32 ms':>8} {'ratio':>6} "
           f"{'bf16 ms':>8} {'ratio':>6}")
-    ratios: dict[tuple[str, str], list[float]] = {}
+    ratios: dict[tuple[str, str, str], list[float]] = {}
     for name, shape, w_shape, kind in layers:
-        torch.manual_seed(0)
-        # the layout the graph gives inputs (features innermost also for one feature)
-        x = torch.rand(shape).clone(memory_format=torch.channels_last_3d)
-        x.requires_grad_(shape[1] > 1)
-        w = (torch.randn(w_shape) * 0.1).requires_grad_(True)
-        b = torch.zeros(w_shape[0], requires_grad=True)
         row = f"{name:<22} {str(shape[1:]):<22} {kind:<10}"
         for precision in ('fp32', 'bf16'):
             bf16 = precision == 'bf16'
+            x, w, b = layer_tensors(shape, w_shape, precision, device)
             times = interleaved({'plain': forward_backward(F.conv3d, x, w, b, bf16),
                                  kind: forward_backward(replacements[kind], x, w, b, bf16)},
-                                args.rounds)
+                                args.rounds, clock=clock)
             r = ratio(times, kind, 'plain')
-            ratios.setdefault((kind, precision), []).append(r)
+            inputs = '1 input feature' if shape[1] == 1 else 'more input features'
+            ratios.setdefault((kind, precision, inputs), []).append(r)
             row += f" {np.median(times['plain']) * 1e3:>8.2f} {r:>6.2f}"
         print(row, flush=True)
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    print("geometric mean ratio per replacement (kept only where < 1):")
-    for (kind, precision), rs in ratios.items():
+    print("geometric mean ratio (replacement / plain) per case; kept only where < 1:")
+    for (kind, precision, inputs), rs in sorted(ratios.items()):
         mean = float(np.exp(np.mean(np.log(rs))))
-        print(f"  {kind:<10} {precision}: {mean:.2f} over {len(rs)} layers, worst "
-              f"{max(rs):.2f} -> {'wins' if mean < 1 else 'LOSES'}")
-
+        print(f"  {kind:<10} {precision}, {inputs:<20}: {mean:.2f} over {len(rs):>2} layers "
+              f"(best {min(rs):.2f}, worst {max(rs):.2f}) -> {'wins' if mean < 1 else 'LOSES'}")
 
 if __name__ == '__main__':
     main()

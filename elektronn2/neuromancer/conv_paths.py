@@ -1,16 +1,18 @@
 """Convolution, computed the fastest measured way for its kernel and layout.
 
 :func:`convolve` equals ``F.conv{1,2,3}d(x, w, b, padding=padding)`` in values and
-gradients; it replaces that call where a cheaper formulation measured faster
-(``benchmarks/bench_conv_paths.py``; results in ``benchmarks/RESULTS.md``):
+gradients; it replaces that call where a cheaper formulation measured faster, per layer
+of neuro3d and a 3-D U-Net, forward + backward (``benchmarks/bench_conv_paths.py``;
+results in ``benchmarks/RESULTS.md``). Both replacements need channels-last input (then
+they take views only, no copies) and run on CPU only (not measured on GPUs yet):
 
-* pointwise kernels (1x1, 1x1x1) on channels-last input: a matrix product over the
-  feature axis (``F.linear`` on the NHWC/NDHWC view, no copies);
-* 3-D kernels of extent 1 in the first spatial axis (z) on channels-last input: a 2-D
-  convolution with z folded into the batch (again only views).
-
-With contiguous (NCHW/NCDHW) input both would need transposing copies; plain
-convolutions run there.
+* pointwise kernels (1x1, 1x1x1): a matrix product over the feature axis (``F.linear``
+  on the NHWC/NDHWC view). In float32 0.4-0.8x the time of the plain convolution; under
+  bf16 autocast no gain (0.9-1.1x), so not used there.
+* 3-D kernels of extent 1 in z: a 2-D convolution with z folded into the batch. In
+  float32 0.1-1.0x the time (oneDNN's channels-last 3-D convolution is slow for several
+  of these shapes); under bf16 autocast only for one input feature (the net's input,
+  0.65-0.9x), no gain (0.95-1.05x) with more.
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
              padding: int | str | tuple = 0) -> torch.Tensor:
     """``F.conv{n}d(x, w, b, padding=padding)`` for (b, f, *spatial) ``x``."""
-    if is_channels_last(x):
-        if all(k == 1 for k in w.shape[2:]):
+    if x.device.type == 'cpu' and is_channels_last(x):
+        float32 = x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+        if float32 and all(k == 1 for k in w.shape[2:]):
             return pointwise_conv(x, w, b)
-        if x.ndim == 5 and w.shape[2] == 1:
+        if x.ndim == 5 and w.shape[2] == 1 and (float32 or w.shape[1] == 1):
             return z_folded_conv(x, w, b, padding)
     return _CONV[x.ndim - 2](x, w, b, padding=padding)
 

@@ -181,7 +181,9 @@ class Conv(NeuralLayer):
     def forward(self, x, training=False):
         y = convolve(x, self.params['w'], self.params.get('b'), padding=self._padding())
         y = self._normalise(y, 1, training)
-        if self.activation.is_monotone and self.activation.name != 'maxout':
+        if self.activation.name == 'relu' and not torch.is_grad_enabled():
+            y = torch.relu_(self._pool(y))  # a new tensor of this node: no new allocation
+        elif self.activation.is_monotone and self.activation.name != 'maxout':
             y = self._activate(self._pool(y), 1)
         else:
             y = self._pool(self._activate(y, 1))

@@ -61,3 +61,25 @@ def test_single_feature_input_is_not_taken_for_channels_last():
     x = torch.randn(1, 1, 3, 8, 8)  # as contiguous as channels-last, features not innermost
     assert not is_channels_last(x)
     assert is_channels_last(torch.randn(1, 2, 3, 8, 8).contiguous(memory_format=torch.channels_last_3d))
+
+
+@pytest.mark.parametrize('kernel, in_features, bf16, expected', [
+    ((1, 1, 1), 4, False, 'pointwise'), ((1, 3, 3), 4, False, 'z-folded'),
+    ((1, 3, 3), 1, False, 'z-folded'), ((2, 3, 3), 4, False, 'plain'),
+    ((1, 1, 1), 4, True, 'plain'), ((1, 3, 3), 4, True, 'plain'),
+    ((1, 3, 3), 1, True, 'z-folded')])
+def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, kernel,
+                                                                    in_features, bf16, expected):
+    """The rule from benchmarks/bench_conv_paths.py (CPU, channels-last input): both
+    replacements in float32; under bf16 autocast only z-folding of one input feature."""
+    from elektronn2.neuromancer import conv_paths
+    used = []
+    for name, kind in (('pointwise_conv', 'pointwise'), ('z_folded_conv', 'z-folded')):
+        original = getattr(conv_paths, name)
+        monkeypatch.setattr(conv_paths, name,
+                            lambda *a, _o=original, _k=kind, **kw: used.append(_k) or _o(*a, **kw))
+    x = torch.randn(1, in_features, 3, 8, 8).clone(memory_format=torch.channels_last_3d)
+    w = torch.randn(5, in_features, *kernel).clone(memory_format=torch.channels_last_3d)
+    with torch.autocast('cpu', torch.bfloat16, enabled=bf16):
+        conv_paths.convolve(x, w, None)
+    assert used == ([] if expected == 'plain' else [expected])
