@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 VALID, TEST = slice(22, 25), slice(25, 30)
-THRESHOLDS = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2))
+THRESHOLDS = tuple(np.round(np.arange(0.05, 0.91, 0.05), 2))
 
 
 def pixel_scores(membrane: np.ndarray, truth: np.ndarray) -> dict[str, float]:

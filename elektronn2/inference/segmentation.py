@@ -2,25 +2,39 @@
 
 Pipeline of :func:`segment_boundaries` on a boundary probability map (z, y, x):
 
-1. seeds: connected components (6-connectivity) of ``1 - boundary > seed_threshold``
-   (confident interior), components smaller than ``min_seed_size`` dropped;
-2. seeded watershed (scikit-image) of the boundary map, optionally within a mask;
-3. merging: neighbouring segments whose mean boundary probability along their contact
-   (over all face-adjacent voxel pairs, mean of both voxels) is below ``merge_threshold``
-   are joined (all such contacts at once, i.e. single linkage);
-4. size filter: segments below ``min_size`` voxels are flooded by their neighbours;
-5. ids relabelled 1..n (0 only outside the mask).
+1. interior: ``1 - boundary > seed_threshold``, connected components (6-connectivity)
+   smaller than ``min_seed_size`` voxels dropped;
+2. seeds (:func:`interior_seeds`), either
+
+   * ``'components'``: each connected component of the interior is one seed, or
+   * ``'distance'``: the Euclidean distance of every interior voxel to the nearest
+     non-interior voxel (in units of ``sampling``, the voxel size per axis),
+     optionally Gaussian-smoothed, and one seed per regional maximum of it (plateaus
+     count once; with ``seed_h > 0`` only maxima rising at least ``seed_h`` above the
+     saddle to a higher one, the h-maxima). Two cells whose interiors touch through a
+     gap in the predicted boundary still get a seed each, where components merge them;
+
+3. seeded watershed (scikit-image) of the boundary map, optionally within a mask; with
+   ``distance_weight`` w > 0 it floods ``(1 - w) * boundary + w * (1 - d / max d)``
+   instead, d the interior distance of step 2, so that fronts meet at narrow necks
+   (gaps) rather than pass through them;
+4. merging (:func:`merge_segments`): the two neighbours with the lowest mean boundary
+   probability along their contact (over all face-adjacent voxel pairs, mean of both
+   voxels) are joined, the joined segment's contacts are the unions of its parts', and
+   so on while a contact's mean is below ``merge_threshold`` (mean-linkage
+   agglomeration);
+5. size filter: segments below ``min_size`` voxels are flooded by their neighbours;
+6. ids relabelled 1..n (0 only outside the mask).
 
 Affinity maps are first turned into boundary maps (:func:`boundaries_from_affinities`).
 """
 from __future__ import annotations
 
+import heapq
 from typing import Sequence
 
 import numpy as np
 import scipy.ndimage as ndi
-import scipy.sparse as sparse
-from scipy.sparse.csgraph import connected_components
 
 from ..data.labels import affinity_nhood, offset_slices
 from ..errors import ConfigError, ShapeError
@@ -52,17 +66,103 @@ def boundaries_from_affinities(affinities: np.ndarray,
     return 1 - np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
-def interior_seeds(boundary: np.ndarray, seed_threshold: float = 0.5,
-                   min_seed_size: int = 1) -> np.ndarray:
-    """int32 seeds 1..n: components of ``1 - boundary > seed_threshold`` of at least
-    ``min_seed_size`` voxels; 0 elsewhere."""
-    seeds, _ = ndi.label(1 - np.asarray(boundary) > seed_threshold)
+SEED_METHODS = ('components', 'distance')
+
+
+def confident_interior(boundary: np.ndarray, seed_threshold: float = 0.5,
+                       min_seed_size: int = 1) -> np.ndarray:
+    """bool mask of ``1 - boundary > seed_threshold``, without its connected components
+    (6-connectivity) of fewer than ``min_seed_size`` voxels."""
+    interior = 1 - np.asarray(boundary) > seed_threshold
     if min_seed_size > 1:
-        sizes = np.bincount(seeds.ravel())
-        small = sizes < min_seed_size
+        components, _ = ndi.label(interior)
+        small = np.bincount(components.ravel()) < min_seed_size
         small[0] = True
-        seeds[small[seeds]] = 0
-    return _relabel(seeds)
+        interior[small[components]] = False
+    return interior
+
+
+def interior_distance(interior: np.ndarray, sampling: Sequence[float] | None = None,
+                      smoothing: float = 0.0) -> np.ndarray:
+    """float32 Euclidean distance of each ``interior`` voxel to the nearest other voxel.
+
+    Args:
+        interior: bool mask (z, y, x) or (y, x).
+        sampling: voxel size per axis (default 1 each); distances are in its units.
+        smoothing: sigma of a Gaussian applied to the distance, in the units of
+            ``sampling`` (0: none); the result stays 0 outside the interior.
+    """
+    sampling = _sampling(sampling, interior.ndim)
+    if interior.all():  # no voxel to measure from: every voxel is as deep as any other
+        return np.ones(interior.shape, np.float32)
+    distance = ndi.distance_transform_edt(interior, sampling=sampling).astype(np.float32)
+    if smoothing > 0:
+        distance = ndi.gaussian_filter(distance, [smoothing / s for s in sampling])
+        distance[~interior] = 0
+    return distance
+
+
+def interior_seeds(boundary: np.ndarray, seed_threshold: float = 0.5,
+                   min_seed_size: int = 1, seeds: str = 'components',
+                   sampling: Sequence[float] | None = None, seed_smoothing: float = 0.0,
+                   seed_h: float = 0.0) -> np.ndarray:
+    """int64 seeds 1..n (0 elsewhere) in the confident interior of a boundary map.
+
+    Args:
+        boundary: (z, y, x) or (y, x) boundary probabilities.
+        seed_threshold, min_seed_size: the interior, see :func:`confident_interior`.
+        seeds: ``'components'`` (one seed per connected component of the interior) or
+            ``'distance'`` (one per regional maximum of :func:`interior_distance`,
+            plateaus and 26-connected maxima counting once).
+        sampling, seed_smoothing: of the distance (``'distance'`` only).
+        seed_h: keep only maxima at least this high above the saddle to a higher one
+            (distance units; 0: all regional maxima; ``'distance'`` only).
+    """
+    _check_seed_options(seeds, seed_h)
+    interior = confident_interior(boundary, seed_threshold, min_seed_size)
+    distance = (interior_distance(interior, sampling, seed_smoothing)
+                if seeds == 'distance' else None)
+    return _markers(interior, seeds, distance, seed_h)
+
+
+def _check_seed_options(seeds: str, seed_h: float) -> None:
+    if seeds not in SEED_METHODS:
+        raise ConfigError(f"seeds={seeds!r}; valid: {SEED_METHODS}")
+    if seed_h < 0:
+        raise ConfigError(f"seed_h={seed_h}; it must be >= 0")
+
+
+def _markers(interior: np.ndarray, seeds: str, distance: np.ndarray | None,
+             h: float) -> np.ndarray:
+    """Seeds 1..n: the components of ``interior``, or the maxima of its ``distance``."""
+    if seeds == 'components':
+        return _relabel(ndi.label(interior)[0])
+    return _distance_maxima(distance, interior, h)
+
+
+def _distance_maxima(distance: np.ndarray, interior: np.ndarray, h: float) -> np.ndarray:
+    """Seeds at the regional maxima (or h-maxima) of ``distance`` inside ``interior``."""
+    from skimage.morphology import h_maxima, local_maxima
+    if not interior.any():
+        return np.zeros(interior.shape, np.int64)
+    if h > 0:
+        maxima = h_maxima(distance, h).astype(bool)
+    else:
+        maxima = local_maxima(distance, connectivity=distance.ndim, allow_borders=True)
+    maxima &= interior
+    return _relabel(ndi.label(maxima, np.ones((3,) * distance.ndim, bool))[0])
+
+
+def _sampling(sampling: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    if sampling is None:
+        return (1.0,) * ndim
+    sampling = tuple(float(s) for s in np.atleast_1d(sampling))
+    if len(sampling) == 1:
+        sampling *= ndim
+    if len(sampling) != ndim or min(sampling) <= 0:
+        raise ConfigError(f"sampling={sampling}: give one positive voxel size per axis "
+                          f"({ndim})")
+    return sampling
 
 
 def contact_boundary(ids: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,6 +172,14 @@ def contact_boundary(ids: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray,
         pairs (n, 2) with pairs[:, 0] < pairs[:, 1] (id 0 is never a neighbour), and
         the mean over all face-adjacent voxel pairs of (boundary[p] + boundary[q]) / 2.
     """
+    pairs, sums, counts = _contact_sums(ids, boundary)
+    return pairs, sums / np.maximum(counts, 1)
+
+
+def _contact_sums(ids: np.ndarray, boundary: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neighbouring pairs (n, 2), and per pair the sum of (boundary[p] + boundary[q]) / 2
+    over its face-adjacent voxel pairs and their number."""
     firsts, seconds, values = [], [], []
     for axis in range(ids.ndim):
         lower = tuple(slice(None, -1) if a == axis else slice(None) for a in range(ids.ndim))
@@ -83,23 +191,59 @@ def contact_boundary(ids: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray,
         values.append((boundary[lower][contact] + boundary[upper][contact]) / 2)
     pairs = np.stack([np.concatenate(firsts), np.concatenate(seconds)], 1)
     if not len(pairs):
-        return pairs.reshape(0, 2), np.zeros(0)
+        return pairs.reshape(0, 2), np.zeros(0), np.zeros(0)
     unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
     inverse = inverse.ravel()
-    sums = np.bincount(inverse, np.concatenate(values))
-    return unique, sums / np.bincount(inverse)
+    return (unique, np.bincount(inverse, np.concatenate(values)),
+            np.bincount(inverse).astype(np.float64))
 
 
 def merge_segments(ids: np.ndarray, boundary: np.ndarray, merge_threshold: float) -> np.ndarray:
-    """Join neighbouring segments whose mean contact boundary is below ``merge_threshold``."""
-    pairs, mean = contact_boundary(ids, boundary)
-    joined = pairs[mean < merge_threshold]
-    n = int(ids.max()) + 1
-    graph = sparse.coo_array((np.ones(len(joined)), (joined[:, 0], joined[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    component = component + 1
-    component[0] = 0
-    return _relabel(component[ids])
+    """Agglomerate neighbouring segments while their mean contact boundary is below
+    ``merge_threshold``.
+
+    The pair with the weakest mean contact is joined first; the joined segment's contact
+    with each neighbour is the union of both parts' contacts (mean over all their voxel
+    pairs), and the weakest pair is looked up again. A neuron that touches another
+    through a small gap in the boundary and along a wide, clear boundary elsewhere is
+    therefore not chained to it, as joining every weak contact at once (single linkage)
+    would do.
+    """
+    pairs, sums, counts = _contact_sums(ids, boundary)
+    contacts: dict[int, dict[int, list[float]]] = {}
+    heap = []
+    for (a, b), total, count in zip(pairs.tolist(), sums.tolist(), counts.tolist()):
+        edge = [total, count]  # shared by both directions
+        contacts.setdefault(a, {})[b] = contacts.setdefault(b, {})[a] = edge
+        heap.append((total / count, a, b))
+    heapq.heapify(heap)
+    parent = np.arange(int(ids.max()) + 1)
+    while heap and heap[0][0] < merge_threshold:
+        mean, a, b = heapq.heappop(heap)
+        edge = contacts.get(a, {}).get(b)
+        if edge is None or edge[0] / edge[1] != mean:  # joined already or outdated
+            continue
+        if len(contacts[a]) < len(contacts[b]):
+            a, b = b, a                  # keep the segment with more neighbours
+        parent[b] = a
+        del contacts[a][b]
+        for c, (total, count) in contacts.pop(b).items():
+            if c == a:
+                continue
+            del contacts[c][b]
+            joined = contacts[a].get(c)
+            if joined is None:
+                joined = contacts[a][c] = contacts[c][a] = [total, count]
+            else:
+                joined[0] += total
+                joined[1] += count
+            heapq.heappush(heap, (joined[0] / joined[1], min(a, c), max(a, c)))
+    while True:  # follow every segment to the one it was finally joined into
+        root = parent[parent]
+        if np.array_equal(root, parent):
+            break
+        parent = root
+    return _relabel(parent[ids])
 
 
 def remove_small_segments(ids: np.ndarray, boundary: np.ndarray, min_size: int,
@@ -119,16 +263,30 @@ def remove_small_segments(ids: np.ndarray, boundary: np.ndarray, min_size: int,
 
 def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
                        min_seed_size: int = 1, merge_threshold: float | None = None,
-                       min_size: int = 0, mask: np.ndarray | None = None) -> np.ndarray:
+                       min_size: int = 0, mask: np.ndarray | None = None,
+                       seeds: str = 'components', sampling: Sequence[float] | None = None,
+                       seed_smoothing: float = 0.0, seed_h: float = 0.0,
+                       distance_weight: float = 0.0) -> np.ndarray:
     """uint32 segment ids (z, y, x) from a boundary probability map; see the module docstring.
 
     Args:
         boundary: (z, y, x) or (y, x) boundary probabilities in [0, 1].
-        seed_threshold: interior probability a seed voxel must exceed.
-        min_seed_size: smallest seed (voxels).
+        seed_threshold: interior probability (1 - boundary) a seed region must exceed.
+        min_seed_size: smallest connected interior region that gets seeds (voxels).
         merge_threshold: join neighbours with a lower mean contact boundary (None: no merging).
         min_size: smallest segment kept (voxels); smaller ones are flooded by neighbours.
         mask: where to segment (default everywhere).
+        seeds: ``'components'``: one seed per connected interior region;
+            ``'distance'``: one per maximum of the interior's distance transform, which
+            separates cells joined by a gap in the boundary (:func:`interior_seeds`).
+        sampling: voxel size per axis (z, y, x) for distances, e.g. ``(5, 1, 1)`` for
+            z sections five times thicker than a pixel (default isotropic).
+        seed_smoothing: Gaussian sigma for the distance before its maxima are taken
+            (units of ``sampling``; 0: none); fewer, more robust seeds.
+        seed_h: only maxima at least this much deeper than the saddle to a deeper one
+            (units of ``sampling``; 0: every maximum).
+        distance_weight: in [0, 1]; the watershed floods ``(1 - w) * boundary +
+            w * (1 - d / max d)`` with d the interior distance (0: the boundary map).
     """
     from skimage.segmentation import watershed
     boundary = np.asarray(boundary, np.float32)
@@ -137,14 +295,25 @@ def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
                          f"{boundary.shape}")
     if not 0 <= seed_threshold < 1:
         raise ConfigError(f"seed_threshold={seed_threshold}; it must be in [0, 1)")
-    seeds = interior_seeds(boundary, seed_threshold, min_seed_size)
+    if not 0 <= distance_weight <= 1:
+        raise ConfigError(f"distance_weight={distance_weight}; it must be in [0, 1]")
+    _check_seed_options(seeds, seed_h)
+    _sampling(sampling, boundary.ndim)  # an invalid one is an error whatever the method
+    interior = confident_interior(boundary, seed_threshold, min_seed_size)
+    distance = (interior_distance(interior, sampling, seed_smoothing)
+                if seeds == 'distance' or distance_weight > 0 else None)
+    markers = _markers(interior, seeds, distance, seed_h)
     if mask is not None:
-        seeds[~np.asarray(mask, bool)] = 0
-    if not seeds.any():
+        markers[~np.asarray(mask, bool)] = 0
+    if not markers.any():
         raise ConfigError(f"No seeds: no voxel has interior probability above "
                           f"seed_threshold={seed_threshold} (boundary min {boundary.min():.3f}); "
                           f"lower the threshold")
-    ids = watershed(boundary, seeds, mask=mask)
+    landscape = boundary
+    if distance_weight > 0:
+        depth = distance / max(float(distance.max()), 1e-6)
+        landscape = (1 - distance_weight) * boundary + distance_weight * (1 - depth)
+    ids = watershed(landscape, markers, mask=mask)
     if merge_threshold is not None:
         ids = merge_segments(ids, boundary, merge_threshold)
     if min_size > 1:

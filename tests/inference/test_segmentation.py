@@ -7,7 +7,9 @@ from elektronn2.data.labels import ids2affinities, ids2barriers
 from elektronn2.errors import ConfigError
 from elektronn2.inference.metrics import adapted_rand_error, variation_of_information
 from elektronn2.inference.segmentation import (boundaries_from_affinities, contact_boundary,
-                                               segment_affinities, segment_boundaries)
+                                               interior_distance, interior_seeds,
+                                               merge_segments, segment_affinities,
+                                               segment_boundaries)
 
 
 def three_cells():
@@ -32,6 +34,26 @@ def test_watershed_recovers_cells_and_merges_weak_contacts():
     assert len(np.unique(merged[:, :, :20])) == 1 and merged[0, 0, 0] != merged[0, 0, 25]
 
 
+def test_merging_agglomerates_by_mean_contact_and_does_not_chain_through_gaps():
+    """Fragments A (y < 10, x < 25) and B (y < 10, x >= 25) of one neuron, weak contact;
+    neuron C (y >= 10) touches A along a clear boundary (0.9) and B through a gap (0.1).
+    Joining every contact under 0.3 at once would chain A-B-C; joining A and B first
+    makes their contact with C the mean of both parts (0.77), which stays."""
+    ids = np.full((4, 20, 30), 3)
+    ids[:, :10] = 1
+    ids[:, :10, 25:] = 2
+    boundary = np.full(ids.shape, 0.05, np.float32)
+    boundary[:, 9:11, :25] = 0.9
+    boundary[:, 9:11, 25:] = 0.1
+    pairs, mean = contact_boundary(ids, boundary)
+    assert pairs.tolist() == [[1, 2], [1, 3], [2, 3]] and np.all(mean[[0, 2]] < 0.3)
+    merged = merge_segments(ids, boundary, 0.3)
+    assert merged[0, 0, 0] == merged[0, 0, 29] != merged[0, 19, 0]
+    assert len(np.unique(merged)) == 2
+    assert len(np.unique(merge_segments(ids, boundary, 0.8))) == 1
+    assert len(np.unique(merge_segments(ids, boundary, 0.05))) == 3
+
+
 def test_small_segments_are_flooded_and_no_seeds_is_an_error():
     ids, boundary = three_cells()
     boundary[:, 5:15, 25] = 0.95   # a pocket inside cell 3 (312 voxels with its walls)
@@ -43,6 +65,72 @@ def test_small_segments_are_flooded_and_no_seeds_is_an_error():
     assert len(np.unique(cleaned)) == 3 and np.bincount(cleaned.ravel())[1:].min() >= 400
     with pytest.raises(ConfigError, match='No seeds'):
         segment_boundaries(np.ones((4, 4, 4)), seed_threshold=0.5)
+
+
+def two_cells_with_a_gap():
+    """Ids (10, 40, 60): two touching cells (x < 25, x >= 25) in a closed box; the wall
+    between them (0.9) has a 6-voxel gap (0.1) at y 10-15, off-centre."""
+    ids = np.ones((10, 40, 60), int)
+    ids[:, :, 25:] = 2
+    boundary = np.full(ids.shape, 0.05, np.float32)
+    boundary[:, :, 24:26] = 0.9
+    boundary[:, [0, -1], :] = 0.9
+    boundary[:, :, [0, -1]] = 0.9
+    boundary[:, 10:16, 24:26] = 0.1
+    return ids, boundary
+
+
+def test_distance_seeds_separate_cells_joined_by_a_gap():
+    ids, boundary = two_cells_with_a_gap()
+    merged = segment_boundaries(boundary, seed_threshold=0.5)   # one interior component
+    assert len(np.unique(merged)) == 1
+    for options in ({}, {'seed_smoothing': 2.0}, {'seed_h': 2.0}, {'distance_weight': 0.5}):
+        seg = segment_boundaries(boundary, seed_threshold=0.5, seeds='distance', **options)
+        assert len(np.unique(seg)) == 2, options
+        split, merge = variation_of_information(seg, ids)
+        assert split < 0.1 and merge < 0.1, (options, split, merge)
+    seeds = interior_seeds(boundary, seed_threshold=0.5, seeds='distance')
+    assert seeds.max() == 2 and seeds[:, :, :25].max() != seeds[:, :, 25:].max()
+
+
+def test_interior_distance_respects_sampling_and_smoothing():
+    interior = np.ones((9, 9, 9), bool)
+    interior[4] = False                 # a wall across z
+    distance = interior_distance(interior)
+    assert distance[0, 4, 4] == 4 and distance[4].max() == 0
+    assert interior_distance(interior, sampling=(5, 1, 1))[0, 4, 4] == 20
+    smooth = interior_distance(interior, smoothing=1.0)
+    assert smooth[4].max() == 0 and 2 < smooth[1, 4, 4] < distance[1, 4, 4] + 1
+    assert np.all(interior_distance(np.ones((3, 3), bool)) == 1)
+
+
+def test_anisotropic_sampling_changes_the_seeds():
+    """A box cell (5 slices, 29 x 10 voxels inside) with a flat obstacle in its middle
+    slice. Isotropic voxels: the deepest points lie in the middle slice on either side of
+    the obstacle (two seeds). Slices five times thicker than a pixel: the slices above
+    and below the obstacle are as deep as the middle, one ridge runs past it (one seed)."""
+    boundary = np.zeros((7, 31, 12), np.float32)
+    boundary[[0, -1]] = 1
+    boundary[:, [0, -1]] = 1
+    boundary[:, :, [0, -1]] = 1
+    boundary[3, 10:21, 3:9] = 1
+    assert interior_seeds(boundary, seeds='distance').max() == 2
+    assert interior_seeds(boundary, seeds='distance', sampling=(5, 1, 1)).max() == 1
+    assert segment_boundaries(boundary, seeds='distance', sampling=(5, 1, 1)).max() == 1
+
+
+def test_seed_options_are_checked():
+    _, boundary = two_cells_with_a_gap()
+    with pytest.raises(ConfigError, match="seeds='maxima'; valid: .'components', 'distance'."):
+        segment_boundaries(boundary, seeds='maxima')
+    with pytest.raises(ConfigError, match='seed_h'):
+        segment_boundaries(boundary, seeds='distance', seed_h=-1)
+    with pytest.raises(ConfigError, match='sampling'):
+        segment_boundaries(boundary, sampling=(1, 1))
+    with pytest.raises(ConfigError, match='distance_weight'):
+        segment_boundaries(boundary, distance_weight=2)
+    with pytest.raises(ConfigError, match='No seeds'):
+        segment_boundaries(np.ones((4, 4, 4)), seeds='distance')
 
 
 def test_affinities_to_boundaries_and_segments():
