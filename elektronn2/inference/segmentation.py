@@ -273,7 +273,8 @@ def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
         boundary: (z, y, x) or (y, x) boundary probabilities in [0, 1].
         seed_threshold: interior probability (1 - boundary) a seed region must exceed.
         min_seed_size: smallest connected interior region that gets seeds (voxels).
-        merge_threshold: join neighbours with a lower mean contact boundary (None: no merging).
+        merge_threshold: agglomerate neighbours while their mean contact boundary is
+            lower (mean linkage, :func:`merge_segments`; None: no merging).
         min_size: smallest segment kept (voxels); smaller ones are flooded by neighbours.
         mask: where to segment (default everywhere).
         seeds: ``'components'``: one seed per connected interior region;

@@ -7,12 +7,15 @@ results in ``benchmarks/RESULTS.md``). Both replacements need channels-last inpu
 they take views only, no copies) and run on CPU only (not measured on GPUs yet):
 
 * pointwise kernels (1x1, 1x1x1): a matrix product over the feature axis (``F.linear``
-  on the NHWC/NDHWC view). In float32 0.4-0.8x the time of the plain convolution; under
-  bf16 autocast no gain (0.9-1.1x), so not used there.
+  on the NHWC/NDHWC view). In float32 0.4-0.8x the time of the plain convolution;
+  under bf16 autocast 0.9-1.1x.
 * 3-D kernels of extent 1 in z: a 2-D convolution with z folded into the batch. In
   float32 0.1-1.0x the time (oneDNN's channels-last 3-D convolution is slow for several
-  of these shapes); under bf16 autocast only for one input feature (the net's input,
-  0.65-0.9x), no gain (0.95-1.05x) with more.
+  of these shapes); under bf16 autocast 0.65-0.9x for one input feature and 0.95-1.05x
+  on neuro3d's other layers, but the plain bf16 channels-last 3-D convolution has
+  pathological shapes: its backward pass for a (1, 3, 3) kernel, 150 -> 200 features
+  on 4 x 34 x 34 (neuro3d_lite) did not finish in minutes, the folded one takes 0.1 s.
+  Both replacements are therefore used in every precision.
 """
 from __future__ import annotations
 
@@ -28,10 +31,9 @@ def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
              padding: int | str | tuple = 0) -> torch.Tensor:
     """``F.conv{n}d(x, w, b, padding=padding)`` for (b, f, *spatial) ``x``."""
     if x.device.type == 'cpu' and is_channels_last(x):
-        float32 = x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-        if float32 and all(k == 1 for k in w.shape[2:]):
+        if all(k == 1 for k in w.shape[2:]):
             return pointwise_conv(x, w, b)
-        if x.ndim == 5 and w.shape[2] == 1 and (float32 or w.shape[1] == 1):
+        if x.ndim == 5 and w.shape[2] == 1:
             return z_folded_conv(x, w, b, padding)
     return _CONV[x.ndim - 2](x, w, b, padding=padding)
 

@@ -66,12 +66,12 @@ def test_single_feature_input_is_not_taken_for_channels_last():
 @pytest.mark.parametrize('kernel, in_features, bf16, expected', [
     ((1, 1, 1), 4, False, 'pointwise'), ((1, 3, 3), 4, False, 'z-folded'),
     ((1, 3, 3), 1, False, 'z-folded'), ((2, 3, 3), 4, False, 'plain'),
-    ((1, 1, 1), 4, True, 'plain'), ((1, 3, 3), 4, True, 'plain'),
-    ((1, 3, 3), 1, True, 'z-folded')])
+    ((1, 1, 1), 4, True, 'pointwise'), ((1, 3, 3), 4, True, 'z-folded'),
+    ((1, 3, 3), 1, True, 'z-folded'), ((2, 3, 3), 4, True, 'plain')])
 def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, kernel,
                                                                     in_features, bf16, expected):
     """The rule from benchmarks/bench_conv_paths.py (CPU, channels-last input): both
-    replacements in float32; under bf16 autocast only z-folding of one input feature."""
+    replacements in every precision (see conv_paths' docstring)."""
     from elektronn2.neuromancer import conv_paths
     used = []
     for name, kind in (('pointwise_conv', 'pointwise'), ('z_folded_conv', 'z-folded')):
