@@ -3,18 +3,28 @@ Concat, Add, MultMerge, Crop, Pad, split, Reshape, ApplyFunc."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from types import MappingProxyType
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ShapeError
+from ..errors import ConfigError, ShapeError
 from .node import Node
 from .shape import TaggedShape
 
-_DTYPES = ('float32', 'float64', 'float16', 'bfloat16', 'int8', 'int16', 'int32', 'int64',
-           'uint8', 'bool')
+#: The dtypes of inputs and value nodes, by name.
+TORCH_DTYPES = MappingProxyType({
+    'float32': torch.float32, 'float64': torch.float64, 'float16': torch.float16,
+    'bfloat16': torch.bfloat16, 'int8': torch.int8, 'int16': torch.int16, 'int32': torch.int32,
+    'int64': torch.int64, 'uint8': torch.uint8, 'bool': torch.bool})
+_DTYPES = tuple(TORCH_DTYPES)
+
+
+def _check_dtype(dtype, what: str) -> None:
+    if not isinstance(dtype, str) or dtype not in TORCH_DTYPES:
+        raise ShapeError(f"{what}: unknown dtype {dtype!r}; valid: {_DTYPES}")
 
 
 class Input(Node):
@@ -33,8 +43,7 @@ class Input(Node):
     def __init__(self, shape: Sequence[int | None], tags: str | Sequence[str], strides=None,
                  fov=None, dtype: str = 'float32', hardcoded_shape: bool = False,
                  name: str = 'input', print_repr: bool = True):
-        if dtype not in _DTYPES:
-            raise ShapeError(f"Input {name!r}: unknown dtype {dtype!r}; valid: {_DTYPES}")
+        _check_dtype(dtype, f"Input {name!r}")
         self.dtype = dtype
         self.hardcoded_shape = hardcoded_shape
         self._declared = (tuple(shape), tags, strides, fov)
@@ -45,7 +54,7 @@ class Input(Node):
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return getattr(torch, self.dtype)
+        return TORCH_DTYPES[self.dtype]
 
     def to_tensor(self, array) -> torch.Tensor:
         """Check a numpy array against this input and move it to the model's device."""
@@ -332,55 +341,132 @@ class Reshape(Node):
         return 0
 
 
-_FUNCTION_NAMESPACES = {'torch': torch, 'torch.nn.functional': F, 'torch.special': torch.special}
+#: The functions ApplyFunc accepts, by qualified name: pure element-wise functions and
+#: normalisations along one axis, which keep the shape. None does I/O, takes a callable
+#: or allocates by an argument-given size, so a model file can only describe computation.
+APPLY_FUNCTIONS: MappingProxyType = MappingProxyType({
+    'torch.abs': torch.abs, 'torch.neg': torch.neg, 'torch.sign': torch.sign,
+    'torch.square': torch.square, 'torch.sqrt': torch.sqrt, 'torch.rsqrt': torch.rsqrt,
+    'torch.reciprocal': torch.reciprocal, 'torch.exp': torch.exp, 'torch.expm1': torch.expm1,
+    'torch.log': torch.log, 'torch.log1p': torch.log1p, 'torch.sin': torch.sin,
+    'torch.cos': torch.cos, 'torch.tanh': torch.tanh, 'torch.sigmoid': torch.sigmoid,
+    'torch.relu': torch.relu, 'torch.erf': torch.erf, 'torch.erfc': torch.erfc,
+    'torch.floor': torch.floor, 'torch.ceil': torch.ceil, 'torch.round': torch.round,
+    'torch.trunc': torch.trunc, 'torch.clamp': torch.clamp, 'torch.clip': torch.clip,
+    'torch.pow': torch.pow, 'torch.add': torch.add, 'torch.sub': torch.sub,
+    'torch.mul': torch.mul, 'torch.div': torch.div, 'torch.nan_to_num': torch.nan_to_num,
+    'torch.logit': torch.logit, 'torch.softmax': torch.softmax,
+    'torch.log_softmax': torch.log_softmax,
+    'torch.nn.functional.relu': F.relu, 'torch.nn.functional.relu6': F.relu6,
+    'torch.nn.functional.elu': F.elu, 'torch.nn.functional.selu': F.selu,
+    'torch.nn.functional.celu': F.celu, 'torch.nn.functional.gelu': F.gelu,
+    'torch.nn.functional.silu': F.silu, 'torch.nn.functional.mish': F.mish,
+    'torch.nn.functional.softsign': F.softsign, 'torch.nn.functional.softplus': F.softplus,
+    'torch.nn.functional.hardtanh': F.hardtanh, 'torch.nn.functional.hardsigmoid': F.hardsigmoid,
+    'torch.nn.functional.hardswish': F.hardswish, 'torch.nn.functional.leaky_relu': F.leaky_relu,
+    'torch.nn.functional.logsigmoid': F.logsigmoid, 'torch.nn.functional.tanhshrink': F.tanhshrink,
+    'torch.nn.functional.softshrink': F.softshrink, 'torch.nn.functional.hardshrink': F.hardshrink,
+    'torch.nn.functional.threshold': F.threshold, 'torch.nn.functional.softmax': F.softmax,
+    'torch.nn.functional.log_softmax': F.log_softmax, 'torch.nn.functional.softmin': F.softmin,
+    'torch.special.expit': torch.special.expit, 'torch.special.logit': torch.special.logit,
+    'torch.special.erf': torch.special.erf, 'torch.special.erfc': torch.special.erfc,
+    'torch.special.erfinv': torch.special.erfinv, 'torch.special.ndtr': torch.special.ndtr,
+    'torch.special.ndtri': torch.special.ndtri, 'torch.special.log_ndtr': torch.special.log_ndtr,
+    'torch.special.expm1': torch.special.expm1, 'torch.special.exp2': torch.special.exp2,
+    'torch.special.log1p': torch.special.log1p, 'torch.special.sinc': torch.special.sinc,
+    'torch.special.entr': torch.special.entr, 'torch.special.i0': torch.special.i0,
+    'torch.special.softmax': torch.special.softmax,
+    'torch.special.log_softmax': torch.special.log_softmax,
+})
+#: Longest string ApplyFunc passes to its function (e.g. ``approximate='tanh'``).
+MAX_APPLY_STRING = 32
 
 
-def _resolve_function(functor) -> tuple[str, object]:
-    """A torch function given by qualified name or object -> (name, function)."""
-    if isinstance(functor, str):
-        module, _, attr = functor.rpartition('.')
-        fn = getattr(_FUNCTION_NAMESPACES.get(module), attr, None) if module else None
-        if fn is None:
-            raise ShapeError(f"ApplyFunc: {functor!r} is not a function of "
-                             f"{sorted(_FUNCTION_NAMESPACES)}; e.g. 'torch.sigmoid'")
-        return functor, fn
-    for module_name, module in _FUNCTION_NAMESPACES.items():
-        name = getattr(functor, '__name__', None)
-        if name and getattr(module, name, None) is functor:
-            return f"{module_name}.{name}", functor
-    raise ShapeError(f"ApplyFunc: {functor!r} is not a function of {sorted(_FUNCTION_NAMESPACES)}; "
-                     f"only those can be saved in a model file and restored without running code")
+def resolve_function(functor, node_name: str = 'apply') -> tuple[str, Callable]:
+    """An allowed function, given by qualified name or as the object -> (name, function)."""
+    if isinstance(functor, str) and functor in APPLY_FUNCTIONS:
+        return functor, APPLY_FUNCTIONS[functor]
+    name = next((n for n, fn in APPLY_FUNCTIONS.items() if fn is functor), None)
+    if name is not None:
+        return name, functor
+    hint = ("only those can be saved in a model file and restored without running code"
+            if callable(functor) else "give a qualified name from it")
+    raise ShapeError(f"ApplyFunc {node_name!r}: {functor!r:.100} is not a function of the "
+                     f"allow-list elektronn2.neuromancer.basic.APPLY_FUNCTIONS "
+                     f"({len(APPLY_FUNCTIONS)} element-wise functions and normalisations such "
+                     f"as 'torch.sigmoid', 'torch.nn.functional.softsign', 'torch.softmax'); "
+                     f"{hint}")
+
+
+def _check_apply_arguments(args, kwargs, name: str) -> None:
+    """ApplyFunc passes only numbers, bools, None and short strings to its function."""
+    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+        raise ConfigError(f"ApplyFunc {name!r}: args must be a sequence and kwargs a dict, "
+                          f"got {type(args).__name__} and {type(kwargs).__name__}")
+    for key in kwargs:
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith('_'):
+            raise ConfigError(f"ApplyFunc {name!r}: keyword {key!r} is not a plain argument name")
+    values = [(f"args[{i}]", v) for i, v in enumerate(args)] + [(f"kwargs[{k!r}]", v)
+                                                                 for k, v in kwargs.items()]
+    for where, value in values:
+        plain = (value is None or isinstance(value, (bool, int, float, np.integer, np.floating))
+                 or (isinstance(value, str) and len(value) <= MAX_APPLY_STRING))
+        if not plain:
+            raise ConfigError(f"ApplyFunc {name!r}: {where} = {value!r:.80} is not a plain "
+                              f"value; only numbers, bools, None and strings of up to "
+                              f"{MAX_APPLY_STRING} characters are passed to the function")
 
 
 class ApplyFunc(Node):
-    """Apply a torch function, e.g. ``ApplyFunc(node, 'torch.sigmoid')`` or ``F.softsign``.
+    """Apply an allowed torch function, e.g. ``ApplyFunc(node, 'torch.sigmoid')`` or
+    ``ApplyFunc(node, F.softsign)``.
 
-    Only functions of torch, torch.nn.functional and torch.special are accepted (so
-    that a saved model can be restored without executing stored code). ``args`` and
-    ``kwargs`` are passed after the tensor. The number of axes must not change.
+    Only the functions of :data:`APPLY_FUNCTIONS` are accepted (element-wise functions
+    and softmax-like normalisations of torch, torch.nn.functional and torch.special),
+    so that a saved model is restored without executing stored code. ``args`` and
+    ``kwargs`` (numbers, bools, None or short strings) are passed after the tensor.
+    The shape must not change and the function must not work in place.
     """
 
     def __init__(self, parent: Node, functor, args: Sequence = (), kwargs: dict | None = None,
                  name: str = 'apply', print_repr: bool = True):
-        self.functor_name, self.functor = _resolve_function(functor)
+        self.functor_name, self.functor = resolve_function(functor, name)
         self._call_args['functor'] = self.functor_name
-        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        kwargs = {} if kwargs is None else kwargs
+        _check_apply_arguments(args, kwargs, name)
+        self.args, self.kwargs = tuple(args), dict(kwargs)
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
-        probe = [2 if s is None else s for s in sh.shape]
-        out = self.functor(torch.empty(probe, device='meta'), *self.args, **self.kwargs)
-        if out.ndim != sh.ndim:
-            raise ShapeError(f"{self.functor_name} changes the number of axes "
-                             f"({sh.ndim} -> {out.ndim}); use Reshape afterwards")
-        shape = tuple(None if s is None else o for s, o in zip(sh.shape, out.shape))
-        return TaggedShape(shape, sh.tags, sh.strides, sh.fov, sh.offsets, sh.mfp_pools)
+        probe = torch.empty([2 if s is None else s for s in sh.shape], device='meta')
+        out = self.functor(probe, *self.args, **self.kwargs)
+        if out is probe:
+            raise ConfigError(f"{self.functor_name} works in place (on its parent's output); "
+                              f"drop inplace=True")
+        if tuple(out.shape) != tuple(probe.shape):
+            raise ShapeError(f"{self.functor_name} changes the shape {tuple(probe.shape)} -> "
+                             f"{tuple(out.shape)}; ApplyFunc keeps shapes")
+        return sh
 
     def forward(self, x, training=False):
         return self.functor(x, *self.args, **self.kwargs)
 
     def _repr_details(self) -> str:
         return self.functor_name
+
+
+def _filled(value, shape: tuple, dtype: str, what: str) -> torch.Tensor:
+    """``value`` (None: zeros, a number or an array) broadcast to ``shape`` as ``dtype``.
+
+    A torch tensor of the default device, so that a model file built on the meta
+    device allocates nothing before its sizes are checked.
+    """
+    fill = torch.zeros(()) if value is None else torch.as_tensor(np.asarray(value))
+    try:
+        return fill.to(TORCH_DTYPES[dtype]).expand(shape)
+    except RuntimeError:
+        raise ShapeError(f"{what}: value of shape {tuple(fill.shape)} does not broadcast to "
+                         f"{tuple(shape)}") from None
 
 
 class ValueNode(Node):
@@ -392,6 +478,7 @@ class ValueNode(Node):
     def __init__(self, shape: Sequence[int], tags: str | Sequence[str], strides=None, fov=None,
                  dtype: str = 'float32', apply_train: bool = False, value=None,
                  name: str = 'value', print_repr: bool = True):
+        _check_dtype(dtype, f"ValueNode {name!r}")
         self._declared = (tuple(shape), tags, strides, fov)
         self.dtype, self.apply_train, self._value = dtype, apply_train, value
         super().__init__(None, name, print_repr)
@@ -403,10 +490,8 @@ class ValueNode(Node):
         return sh
 
     def _make_params(self):
-        shape = self.shape.shape
-        value = np.zeros(shape) if self._value is None else np.broadcast_to(self._value, shape)
-        return {'value': self._new_param(np.asarray(value, dtype=self.dtype),
-                                         trainable=self.apply_train)}
+        value = _filled(self._value, self.shape.shape, self.dtype, f"ValueNode {self.name!r}")
+        return {'value': self._new_param(value, trainable=self.apply_train)}
 
     def forward(self, training=False):
         return self.params['value']
@@ -422,6 +507,7 @@ class InitialState_like(Node):  # noqa: N801  (ELEKTRONN2's name)
                  name: str = 'initial_state', print_repr: bool = True, value=None,
                  apply_train: bool = True):
         self.n_f, self.dtype = int(override_f), dtype or 'float32'
+        _check_dtype(self.dtype, f"InitialState_like {name!r}")
         self._value, self.apply_train = value, apply_train
         super().__init__(parent, name, print_repr)
 
@@ -429,8 +515,8 @@ class InitialState_like(Node):  # noqa: N801  (ELEKTRONN2's name)
         return TaggedShape((sh.batch_size if sh.hasbatch else 1, self.n_f), 'b,f')
 
     def _make_params(self):
-        value = np.zeros(self.n_f) if self._value is None else np.broadcast_to(self._value, self.n_f)
-        return {'value': self._new_param(np.asarray(value, dtype=self.dtype), self.apply_train)}
+        value = _filled(self._value, (self.n_f,), self.dtype, f"InitialState_like {self.name!r}")
+        return {'value': self._new_param(value, self.apply_train)}
 
     def forward(self, x, training=False):
         batch = x.shape[self.parent.shape.tag2index('b')] if self.parent.shape.hasbatch else 1
