@@ -15,7 +15,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -25,6 +25,8 @@ from ..errors import DataError
 logger = logging.getLogger('elektronn2')
 
 HDF5_SUFFIXES = ('.h5', '.hdf5', '.hdf', '.he5')
+#: dtype kinds of volumes a network can read: bool, signed and unsigned integers, floats
+REAL_KINDS = 'biuf'
 
 
 def normalise_index(key: Any, shape: tuple[int, ...], name: str) -> tuple[tuple[slice, ...], tuple]:
@@ -337,3 +339,29 @@ def read_channel_box(source: VolumeSource, lo: Sequence[int], hi: Sequence[int],
             raise DataError(f"Box {lo.tolist()}..{hi.tolist()} does not overlap {source.name}")
         return np.pad(data, pad, mode='symmetric')
     return np.pad(data, pad, mode='constant')
+
+
+def require_real(name: str, dtype, what: str) -> None:
+    """DataError unless ``dtype`` is real-numeric (bool, integer or float)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind not in REAL_KINDS:
+        raise DataError(f"{what} {name} has dtype {dtype}; volumes must hold real numbers "
+                        f"(bool, integer or float), not strings, complex or compound values")
+
+
+def first_nonfinite(values: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first NaN or Inf in ``values``; None if there is none (or no floats)."""
+    if values.dtype.kind != 'f':
+        return None
+    finite = np.isfinite(values)
+    return None if finite.all() else tuple(int(i) for i in np.argwhere(~finite)[0])
+
+
+def channel_slabs(source: VolumeSource, max_bytes: int = 2 ** 26
+                  ) -> Iterator[tuple[int, np.ndarray]]:
+    """The whole source as ``(z_start, slab)`` pieces: (c, z, y, x) arrays of whole z slices,
+    about ``max_bytes`` each."""
+    n_channels, (nz, ny, nx) = channel_volume_shape(source)
+    step = max(1, max_bytes // max(1, n_channels * ny * nx * source.dtype.itemsize))
+    for z in range(0, nz, step):
+        yield z, read_channel_box(source, (z, 0, 0), (min(z + step, nz), ny, nx))

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError
 from .geometry import Box, NetGeometry
-from .predictors import evaluate_patches
+from .predictors import evaluate_patches, evaluation_bytes
 
 IMPORTANCE_MODES = ('constant', 'gaussian')
 
@@ -64,14 +64,14 @@ class WindowGrid:
         count = -(-(n - w) // step) + 1
         return [lo + min(i * step, n - w) for i in range(count)]
 
+    def starts_in(self, box: Box) -> list[list[int]]:
+        """Per axis, the (ascending) starts of the windows overlapping ``box``."""
+        return [[s for s in self.starts(axis) if s < box.hi[axis] and s + w > box.lo[axis]]
+                for axis, w in enumerate(self.window)]
+
     def windows_in(self, box: Box) -> list[Box]:
         """The windows overlapping ``box``, in grid (C) order."""
-        per_axis = []
-        for axis in range(len(self.window)):
-            w = self.window[axis]
-            per_axis.append([s for s in self.starts(axis)
-                             if s < box.hi[axis] and s + w > box.lo[axis]])
-        grids = np.meshgrid(*per_axis, indexing='ij')
+        grids = np.meshgrid(*self.starts_in(box), indexing='ij')
         return [Box.from_shape(self.window, lo) for lo in zip(*(g.ravel() for g in grids))]
 
 
@@ -123,10 +123,9 @@ class BlendingPredictor:
         self.batch_size = batch_size
 
     def input_box(self, out_box: Box) -> Box:
-        windows = self.grid.windows_in(out_box)
-        before, after = self.geometry.context
-        return Box(np.min([w.lo for w in windows], 0), np.max([w.hi for w in windows], 0)
-                   ).grow(before, after)
+        starts = self.grid.starts_in(out_box)
+        return Box([s[0] for s in starts], [s[-1] + w for s, w in zip(starts, self.grid.window)]
+                   ).grow(*self.geometry.context)
 
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
         from ..neuromancer.dense import as_float_image
@@ -142,3 +141,7 @@ class BlendingPredictor:
             for window, pred in zip(chunk, evaluate_patches(self.node, self.geometry, batch)):
                 merge.add(window, pred)
         return merge.result()
+
+    def activation_bytes(self, out_box: Box) -> int:
+        windows = int(np.prod([len(s) for s in self.grid.starts_in(out_box)]))
+        return evaluation_bytes(self.node, min(self.batch_size, windows))

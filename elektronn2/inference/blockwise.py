@@ -9,6 +9,11 @@ one block per worker, whatever the volume size.
 Entry points: :func:`plan_prediction` (geometry and back end), :func:`run_prediction`
 (blocks through an executor into a writer), :func:`predict_volume` (in memory) and
 :func:`predict_to_file` (what ``elektronn2-predict`` runs).
+
+Bad input is refused before anything is written where it can be: an input that is not
+numeric, has the wrong channel count or is smaller than the net's field of view (plan),
+a block shape whose estimated memory (:mod:`.memory`) does not fit; NaN or Inf input
+voxels are refused as each block reads them (:func:`read_mirrored`).
 """
 from __future__ import annotations
 
@@ -21,13 +26,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from ..data.sources import VolumeSource, channel_volume_shape, open_source, read_channel_box
-from ..errors import ConfigError, ShapeError
-from .executors import DaskExecutor, SerialExecutor
+from ..data.sources import (VolumeSource, channel_volume_shape, first_nonfinite, open_source,
+                            read_channel_box, require_real)
+from ..errors import ConfigError, DataError, ShapeError
+from .executors import DaskExecutor, SerialExecutor, check_counts
 from .geometry import Block, BlockGrid, Box, NetGeometry
+from .memory import check_block_memory
 from .outputs import ArrayWriter, BlockWriter, open_writer, output_attributes, source_attributes
 from .predictors import (PredictorSpec, cached_predictor, load_model, model_digest,
                          resolve_spec)
@@ -43,15 +49,29 @@ def mirror_indices(lo: int, hi: int, size: int) -> np.ndarray:
     return np.where(period < size, period, 2 * size - 1 - period)
 
 
+def require_finite(data: np.ndarray, source: VolumeSource, lo: Sequence[int]) -> None:
+    """Raise a DataError naming the first NaN/Inf voxel of ``data`` ((c, z, y, x) read from
+    ``source`` at spatial offset ``lo``), in the source's own axis order."""
+    bad = first_nonfinite(data)
+    if bad is not None:
+        c, *zyx = bad
+        index = ((c,) + tuple(int(a + o) for a, o in zip(zyx, lo)))[-source.ndim:]
+        axes = 'c,z,y,x'[-(2 * source.ndim - 1):]
+        raise DataError(f"{source.name} holds {data[bad]} at voxel {index} ({axes}) (the first "
+                        f"non-finite voxel of the block read at {tuple(lo)}); prediction needs "
+                        f"finite input: replace NaN/Inf in the volume")
+
+
 def read_mirrored(source: VolumeSource, box: Box) -> np.ndarray:
     """(c, *box.shape) input of ``box`` (z, y, x); voxels outside the volume are mirrored.
 
-    Reads only the bounding box of the voxels needed.
+    Reads only the bounding box of the voxels needed; NaN or Inf in it raise a DataError.
     """
     n_channels, zyx = channel_volume_shape(source)
     index = [mirror_indices(lo, hi, n) for lo, hi, n in zip(box.lo, box.hi, zyx)]
     inner = Box([i.min() for i in index], [i.max() + 1 for i in index])
     data = read_channel_box(source, inner.lo, inner.hi)
+    require_finite(data, source, inner.lo)
     if inner == box:
         return data
     return data[(slice(None),) + np.ix_(*(i - lo for i, lo in zip(index, inner.lo)))]
@@ -67,12 +87,11 @@ def to_output_dtype(probabilities: np.ndarray, dtype: str) -> np.ndarray:
 @dataclass(frozen=True)
 class BlockJob:
     """What every block task needs (picklable): predictor recipe, input, output dtype,
-    the writer when workers write themselves, torch threads per task."""
+    the writer when workers write themselves."""
     spec: PredictorSpec
     source: VolumeSource
     dtype: str
     writer: BlockWriter | None = None
-    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,8 +105,6 @@ class BlockResult:
 def process_block(job: BlockJob, block: Block) -> BlockResult:
     """Read, predict and (with ``job.writer``) write one block; the data is returned otherwise."""
     t0 = time.perf_counter()
-    if job.torch_threads and torch.get_num_threads() != job.torch_threads:
-        torch.set_num_threads(job.torch_threads)
     predictor = cached_predictor(job.spec)
     raw = read_mirrored(job.source, predictor.input_box(block.compute))
     probabilities = predictor.predict(raw, block.compute)
@@ -134,23 +151,31 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
         valid_only: predict only where the net's field of view lies inside the volume
             (else the whole volume, mirrored at the border).
     """
-    n_channels, zyx = channel_volume_shape(source)
+    if len(block_shape) != 3 or min(block_shape) < 1:
+        raise ConfigError(f"block_shape={tuple(block_shape)} (--block-shape) needs 3 positive "
+                          f"sizes (z, y, x)")
     geometry = NetGeometry.from_node(load_model(model_path).prediction_node)
-    if n_channels != geometry.n_channels:
-        raise ShapeError(f"{source.name} has {n_channels} channel(s) (shape {source.shape}); "
-                         f"the model {model_path} needs {geometry.n_channels}")
-    if len(block_shape) != 3:
-        raise ConfigError(f"block_shape={tuple(block_shape)} needs 3 sizes (z, y, x)")
+    zyx = check_input(source, geometry, model_path)
     region = Box.from_shape(zyx)
     if valid_only:
         before, after = geometry.context
         region = Box(before, [n - a for n, a in zip(zyx, after)])
-        if any(hi <= lo for lo, hi in zip(region.lo, region.hi)):
-            raise ShapeError(f"{source.name} (spatial shape {zyx}) has no valid output voxels: "
-                             f"the net needs {geometry.border} context voxels per axis (z,y,x)")
     spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap)
     logger.info("Prediction plan: backend %s, blocks %s, region %s", spec.backend, block_shape, region)
     return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
+
+
+def check_input(source: VolumeSource, geometry: NetGeometry,
+                model_path: str | os.PathLike) -> tuple[int, int, int]:
+    """The spatial shape (z, y, x) of ``source`` once it is known to suit the net: a
+    numeric dtype, the net's channel count and at least its field of view per axis."""
+    require_real(source.name, source.dtype, 'Input')
+    n_channels, zyx = channel_volume_shape(source)
+    if n_channels != geometry.n_channels:
+        raise ShapeError(f"{source.name} has {n_channels} channel(s) (shape {source.shape}); "
+                         f"the model {model_path} needs {geometry.n_channels}")
+    geometry.check_volume(zyx, source.name)
+    return zyx
 
 
 @dataclass(frozen=True)
@@ -179,18 +204,21 @@ def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWrit
     executor = executor or SerialExecutor()
     done = writer.done()
     todo = [b for b in plan.grid if b.name not in done]
-    job = BlockJob(plan.spec, source, dtype, writer if writer.parallel_safe else None,
-                   executor.torch_threads)
+    job = BlockJob(plan.spec, source, dtype, writer if writer.parallel_safe else None)
     voxels = 0
     t0 = time.perf_counter()
-    with tqdm(total=len(todo), unit='block', desc='predict', disable=not progress) as bar:
-        for result in executor.map(partial(process_block, job), todo, retries):
-            if result.data is not None:
-                writer.write(result.block, result.data)
-            voxels += result.block.write.size
-            logger.debug("Block %s predicted in %.2f s", result.block.name, result.seconds)
-            bar.update(1)
-            bar.set_postfix_str(f"{voxels / 1e6 / (time.perf_counter() - t0):.2f} MVx/s")
+    try:
+        with tqdm(total=len(todo), unit='block', desc='predict', disable=not progress) as bar:
+            for result in executor.map(partial(process_block, job), todo, retries):
+                if result.data is not None:
+                    writer.write(result.block, result.data)
+                voxels += result.block.write.size
+                logger.debug("Block %s predicted in %.2f s", result.block.name, result.seconds)
+                bar.update(1)
+                bar.set_postfix_str(f"{voxels / 1e6 / (time.perf_counter() - t0):.2f} MVx/s")
+    except BaseException:
+        writer.abort()
+        raise
     writer.finish()
     report = PredictionReport(len(plan.grid), len(todo), len(done), voxels,
                               time.perf_counter() - t0, plan.spec.backend, plan.grid.block_shape)
@@ -206,7 +234,10 @@ def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndar
                    dtype: str = 'float32', progress: bool = False) -> np.ndarray:
     """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), in memory."""
     source = open_source(volume)
-    plan = plan_prediction(model_path, source, block_shape, mfp, blend, overlap, valid_only)
+    replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
+                     overlap=overlap, valid_only=valid_only)
+    plan = replan(block_shape)
+    check_block_memory(plan, source, 1, replan)
     writer = ArrayWriter(plan.grid, plan.geometry.n_classes, dtype)
     run_prediction(plan, source, writer, dtype, progress=progress)
     return writer.result
@@ -223,13 +254,19 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
 
     ``workers > 1`` or a ``scheduler`` address run the blocks on dask.distributed
     (zarr outputs are written by the workers; HDF5 by this process). A zarr output
-    left by a killed run with the same settings is resumed.
+    left by a killed run with the same settings is resumed. Without a scheduler, a block
+    shape whose ``workers`` blocks at once would not fit into memory is refused.
     """
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
+    check_counts(workers, retries)
     # absolute paths: workers of a remote cluster may start elsewhere
     source = open_source(Path(input_path).resolve(), input_key)
-    plan = plan_prediction(model_path, source, block_shape, mfp, blend, overlap, valid_only)
+    replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
+                     overlap=overlap, valid_only=valid_only)
+    plan = replan(block_shape)
+    if not scheduler:  # a remote cluster's memory is unknown here
+        check_block_memory(plan, source, workers, replan)
     attrs = output_attributes(source_attributes(source), plan.region.lo)
     writer = open_writer(Path(output_path), output_key, plan.grid, plan.geometry.n_classes,
                          dtype, attrs, plan.manifest(source, dtype))

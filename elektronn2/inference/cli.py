@@ -3,6 +3,10 @@
 elektronn2-predict MODEL INPUT OUTPUT [--key KEY] [--output-key KEY]
     [--block-shape Z Y X] [--workers N] [--scheduler ADDRESS] [--dtype float32|uint8]
     [--mfp auto|on|off] [--blend auto|off|constant|gaussian] [--overlap F] [--valid-only]
+    [--retries N]
+
+Exit status 0 on success; 2 with ``elektronn2-predict: error: ...`` on stderr for bad
+arguments (argparse) and for refused input, model or output (elektronn2's errors).
 
 elektronn2-evaluate SEG GT [--seg-key KEY] [--gt-key KEY] [--ignore-gt ID ...]
 """
@@ -11,48 +15,97 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import Error
 from .blockwise import OUTPUT_DTYPES, predict_to_file
 from .predictors import BLEND_CHOICES, MFP_CHOICES
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (as logging's last resort)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+
+
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+    """Log to stderr (one handler, however often a command runs in this process)."""
     logger = logging.getLogger('elektronn2')
-    logger.addHandler(handler)
+    logger.addHandler(_HANDLER)
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {minimum} "
+                                             f"or more")
+        return value
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be in [0, 1)")
+    return value
 
 
 def predict_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='elektronn2-predict',
         description="Dense class probabilities (c, z, y, x) of a volume, block by block. "
-                    "Resumes a zarr output left by a killed run with the same settings.")
+                    "Resumes a zarr output left by a killed run with the same settings. "
+                    "Refuses (exit status 2) an input that is not numeric, holds NaN/Inf "
+                    "or is smaller than the network's field of view, and outputs where "
+                    "something else already is.")
     parser.add_argument('model', help="model file saved by Model.save")
     parser.add_argument('input', help="input volume: HDF5 file, zarr store or KNOSSOS directory")
     parser.add_argument('output', help="output: *.zarr (resumable, parallel) or *.h5")
     parser.add_argument('--key', help="dataset of the input (required for HDF5)")
     parser.add_argument('--output-key', default='probabilities', help="dataset of the output")
-    parser.add_argument('--block-shape', type=int, nargs=3, default=(64, 64, 64),
+    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=(64, 64, 64),
                         metavar=('Z', 'Y', 'X'),
-                        help="output voxels per block and zarr chunk (default 64 64 64); "
-                             "larger blocks amortise the net's context, smaller ones need "
-                             "less memory")
-    parser.add_argument('--workers', type=int, default=1,
-                        help="dask LocalCluster worker processes (1: run in this process)")
+                        help="output voxels per block and zarr chunk, each 1 or more (default "
+                             "64 64 64); larger blocks amortise the net's context, smaller "
+                             "ones need less memory: a shape whose blocks would not fit into "
+                             "the available memory (estimated) is refused with a suggestion")
+    parser.add_argument('--workers', type=_int_at_least(1), default=1,
+                        help="dask LocalCluster worker processes, 1 or more (1: run in this "
+                             "process); each runs one block at a time with cores/N torch "
+                             "threads")
     parser.add_argument('--scheduler', help="address of a running dask scheduler")
     parser.add_argument('--dtype', choices=OUTPUT_DTYPES, default='float32')
     parser.add_argument('--mfp', choices=MFP_CHOICES, default='auto',
                         help="max-fragment pooling for strided nets (auto: fewer MACs wins)")
     parser.add_argument('--blend', choices=BLEND_CHOICES, default='auto',
                         help="blend overlapping windows (auto: for nets with 'same' padding)")
-    parser.add_argument('--overlap', type=float, default=0.25, help="window overlap when blending")
+    parser.add_argument('--overlap', type=_fraction, default=0.25,
+                        help="window overlap when blending, in [0, 1) (default 0.25)")
     parser.add_argument('--valid-only', action='store_true',
                         help="predict only where the field of view lies inside the volume")
-    parser.add_argument('--retries', type=int, default=2, help="retries of a failing block")
+    parser.add_argument('--retries', type=_int_at_least(0), default=2,
+                        help="retries of a block failing for other reasons than bad input, "
+                             "0 or more (default 2)")
     parser.add_argument('--quiet', action='store_true', help="no progress bar")
     parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
     return parser

@@ -154,6 +154,23 @@ class NetGeometry:
         return tuple(p - (o - 1) * s - 1 for p, o, s in zip(self.patch, self.out, self.strides))
 
     @property
+    def fov(self) -> tuple[int, int, int]:
+        """Input voxels one output voxel depends on, per axis (its field of view)."""
+        return tuple(b + 1 for b in self.border)
+
+    def check_volume(self, zyx: Sequence[int], name: str) -> None:
+        """Raise a ShapeError naming the axis where a volume of spatial shape ``zyx`` is
+        smaller than the field of view (mirroring would invent most of the context)."""
+        short = [(a, n, f) for a, n, f in zip(DATA_AXES, zyx, self.fov) if n < f]
+        if short:
+            axis, size, needed = short[0]
+            hint = " (a 2-D (y, x) volume into a 3-D network)" if axis == 'z' and size == 1 else ''
+            raise ShapeError(f"{name} has spatial shape {tuple(zyx)} (z,y,x){hint}: axis "
+                             f"{axis!r} has {size} voxel(s), the network's field of view "
+                             f"needs at least {needed} (fov {self.fov}, z,y,x); there are no "
+                             f"valid output voxels", axis=axis)
+
+    @property
     def context(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(before, after): input voxels an output tile needs beyond itself."""
         return self.offsets, tuple(b - o for b, o in zip(self.border, self.offsets))

@@ -10,8 +10,12 @@ z, y, x) chunked like the block grid, so every block owns exactly one chunk.
   end). Nothing is fsync'ed: this survives killed processes, not power loss.
 * :class:`HDF5BlockWriter`: writes from the main process into ``<file>.partial``,
   renamed to the final name when every block is in (never a half-written file under
-  the final name); not resumable.
+  the final name), deleted when the run fails; not resumable.
 * :class:`ArrayWriter`: an in-memory numpy array.
+
+:func:`open_writer` writes nothing where something else is: an existing HDF5 file, a
+file or non-zarr directory at a zarr path, a foreign array or one of a run with other
+settings are refused (a DataError or ConfigError) and left as they are.
 """
 from __future__ import annotations
 
@@ -56,6 +60,9 @@ class BlockWriter(ABC):
 
     def finish(self) -> None:
         """Mark the output complete (called once all blocks are written)."""
+
+    def abort(self) -> None:
+        """Clean up after a failed run (resumable outputs keep what is done)."""
 
     def _index(self, block: Block) -> tuple[slice, ...]:
         return (slice(None),) + block.write.slices_in(self.grid.region)
@@ -164,17 +171,37 @@ class HDF5BlockWriter(BlockWriter):
         self.file.close()
         os.replace(self.partial, self.path)
 
+    def abort(self) -> None:
+        self.file.close()
+        self.partial.unlink(missing_ok=True)
+
 
 def open_writer(path: str | os.PathLike, key: str, grid: BlockGrid, n_classes: int, dtype: str,
                 attrs: dict, manifest: dict) -> BlockWriter:
     """A zarr writer for ``*.zarr`` paths, an HDF5 writer for ``*.h5``/``.hdf5``/``.hdf``."""
-    suffix = Path(path).suffix.lower()
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise DataError(f"Output {path}: its directory {path.parent} does not exist; create it "
+                        f"first")
+    suffix = path.suffix.lower()
     if suffix == '.zarr':
+        _require_zarr_or_nothing(path)
         return ZarrBlockWriter(path, key, grid, n_classes, dtype, attrs, manifest)
     if suffix in HDF5_SUFFIXES:
         return HDF5BlockWriter(path, key, grid, n_classes, dtype, attrs, manifest)
     raise ConfigError(f"Output {path}: unknown format; name it *.zarr (resumable, parallel) "
                       f"or one of {HDF5_SUFFIXES}")
+
+
+def _require_zarr_or_nothing(path: Path) -> None:
+    """Refuse a zarr output path where a file or a non-empty non-zarr directory is."""
+    if path.exists() and not path.is_dir():
+        raise DataError(f"Output {path} exists as a file, not a zarr store (a directory); "
+                        f"choose another output path")
+    if (path.is_dir() and any(path.iterdir())
+            and not any((path / m).exists() for m in ('zarr.json', '.zgroup', '.zarray'))):
+        raise DataError(f"Output {path} is a directory that is not a zarr store; choose "
+                        f"another output path (an empty or new directory, or a zarr store)")
 
 
 def source_attributes(source: VolumeSource) -> dict:

@@ -27,6 +27,10 @@ Choosing (:func:`resolve_spec`, ``mfp='auto'``, ``blend='auto'``):
 
 A :class:`PredictorSpec` is the resolved, picklable recipe; workers rebuild the
 predictor from it (:func:`cached_predictor`).
+
+Models are built under one process-wide lock (:func:`load_model`): building registers
+nodes in neuromancer's current model, which is global to the process, so two threads
+building at once would mix their nodes.
 """
 from __future__ import annotations
 
@@ -35,13 +39,14 @@ import hashlib
 import itertools
 import logging
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, ModelFileError, ShapeError
 from .geometry import Box, NetGeometry
 
 logger = logging.getLogger('elektronn2')
@@ -49,9 +54,14 @@ logger = logging.getLogger('elektronn2')
 MFP_CHOICES = ('auto', 'on', 'off')
 BLEND_CHOICES = ('auto', 'off', 'constant', 'gaussian')
 
+#: held while a model is built or a predictor is built or looked up (re-entrant: building
+#: a predictor loads its model)
+_MODEL_LOCK = threading.RLock()
+
 
 class BlockPredictor(Protocol):
-    """Predicts one block; see the module docstring."""
+    """Predicts one block with ``node`` (a prediction node); see the module docstring."""
+    node: object
     geometry: NetGeometry
 
     def input_box(self, out_box: Box) -> Box:
@@ -60,14 +70,20 @@ class BlockPredictor(Protocol):
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
         """(c, *input_box(out_box).shape) raw -> (f, *out_box.shape) float32 probabilities."""
 
+    def activation_bytes(self, out_box: Box) -> int:
+        """Bytes of the network activations while predicting ``out_box``."""
+
 
 def load_model(path: str | os.PathLike, **modelload_args):
-    """``nm.modelload`` that leaves the caller's current model current."""
+    """``nm.modelload`` that leaves the caller's current model current (thread-safe)."""
     import elektronn2.neuromancer as nm
-    previous = nm.model_manager.current
-    model = nm.modelload(path, **modelload_args)
-    if previous is not None:
-        nm.model_manager.setmodel(previous)
+    with _MODEL_LOCK:
+        previous = nm.model_manager.current
+        try:
+            model = nm.modelload(path, **modelload_args)
+        finally:
+            if previous is not None:
+                nm.model_manager.setmodel(previous)
     if model.prediction_node is None:
         raise ConfigError(f"Model file {path} designates no prediction_node; save a model "
                           f"after model.designate_nodes(prediction_node=...)")
@@ -101,6 +117,19 @@ def evaluate_patches(node, geometry: NetGeometry, batch: np.ndarray) -> np.ndarr
         net = np.concatenate([net, np.zeros((fixed - len(net),) + net.shape[1:], net.dtype)])
     out = function.numpy(net)[0][:len(batch)]
     return geometry.from_net(out[:, :, None] if geometry.planar else out)
+
+
+def evaluation_bytes(node, batch_size: int) -> int:
+    """float32 bytes of the outputs of all nodes ``node`` depends on, for ``batch_size``
+    examples (max-fragment-pooling fragments included): a graph function keeps them all
+    until it returns. An input with a hardcoded batch size is always filled to it."""
+    from ..neuromancer.node import topological_order
+    inp = node.input_nodes[0]
+    if inp.hardcoded_shape and inp.shape.batch_size is not None:
+        batch_size = inp.shape.batch_size
+    elements = sum(n.shape.n_fragments * n.shape.stripbatch_prod
+                   for n in topological_order([node]))
+    return 4 * batch_size * elements
 
 
 class TilingPredictor:
@@ -138,6 +167,10 @@ class TilingPredictor:
                 result[(slice(None),) + tuple(slice(p, p + o * s, s) for p, o, s in
                                               zip(start, g.out, g.strides))] = pred
         return result[(slice(None),) + tuple(slice(0, t) for t in out_box.shape)]
+
+    def activation_bytes(self, out_box: Box) -> int:
+        evaluations = self.geometry.evaluations(out_box.shape)
+        return evaluation_bytes(self.node, min(self.batch_size, evaluations))
 
 
 @dataclass(frozen=True)
@@ -180,16 +213,25 @@ class PredictorSpec:
 
 
 @functools.lru_cache(maxsize=2)
-def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
-    """The predictor of ``spec``, built once per process."""
+def _built_predictor(spec: PredictorSpec) -> BlockPredictor:
     return spec.build()
+
+
+def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
+    """The predictor of ``spec``, built once per process, also when threads ask at once."""
+    with _MODEL_LOCK:
+        return _built_predictor(spec)
 
 
 def _mfp_spec(model_path: str, geometry: NetGeometry, block_shape: Sequence[int],
               ) -> tuple[PredictorSpec, NetGeometry, int]:
     """The MFP model whose input patch covers one block: (spec, its geometry, MACs)."""
     patch = geometry.net_sizes([b + c for b, c in zip(block_shape, geometry.border)])
-    model = load_model(model_path, override_mfp_to_active=True, imposed_patch_size=patch)
+    try:
+        model = load_model(model_path, override_mfp_to_active=True, imposed_patch_size=patch)
+    except ModelFileError as err:  # the file loaded as saved: its size limits refuse the patch
+        raise ShapeError(f"block_shape={tuple(block_shape)} (--block-shape) needs an MFP "
+                         f"input patch {patch}: {err}") from None
     node = model.prediction_node
     snapped = tuple(node.input_nodes[0].shape.spatial_shape)
     return PredictorSpec(model_path, 'mfp', patch=snapped), NetGeometry.from_node(node), \
