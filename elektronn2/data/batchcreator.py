@@ -19,14 +19,17 @@ from . import augmentation as aug
 from .geometry import PatchGeometry, class_count
 from .labels import ids2affinities, nhood_targets as make_nhood_targets
 from .rng import ProcessRandom
-from .sources import (HDF5Source, VolumeSource, channel_volume_shape, open_source,
-                      read_channel_box)
+from .sources import (HDF5Source, VolumeSource, channel_slabs, channel_volume_shape,
+                      first_nonfinite, open_source, read_channel_box, require_real)
 
 logger = logging.getLogger('elektronn2')
 
 BORDER_MODES = ('crop', 'mirror', '0-pad')
 #: Warps that do not fit into a cube are redrawn this often before a plain crop is used.
 MAX_WARP_TRIES = 20
+#: Float volumes up to this size are checked for NaN/Inf (and fractional class labels)
+#: when loaded; every patch is checked as it is cut.
+SCAN_BYTES = 2 ** 28
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Cube:
 
     @classmethod
     def from_sources(cls, image: VolumeSource, labels: VolumeSource) -> Cube:
+        require_real(image.name, image.dtype, 'Image')
+        require_real(labels.name, labels.dtype, 'Labels')
         n_channels, image_shape = channel_volume_shape(image)
         n_label_channels, label_shape = channel_volume_shape(labels)
         difference = np.subtract(image_shape, label_shape)
@@ -62,6 +67,36 @@ def _resolve(directory: str | None, entry, what: str) -> VolumeSource:
     if not path.exists():
         raise DataError(f"{what} file {path} (key {key!r}) does not exist")
     return open_source(path, key)
+
+
+def _check_values(values: np.ndarray, source: VolumeSource, lo: Sequence[int],
+                  integer: np.ndarray | None = None) -> None:
+    """DataError naming ``source`` and the voxel if ``values`` -- a (c, z, y, x) box of it
+    starting at spatial position ``lo`` -- holds NaN/Inf, or non-integers in the channels
+    marked ``integer`` (class labels)."""
+    bad = first_nonfinite(values)
+    if bad is not None:
+        raise DataError(f"{source.name} holds {values[bad]} at channel {bad[0]}, (z,y,x) "
+                        f"{tuple(int(p) for p in np.add(lo, bad[1:]))}: NaN/Inf cannot be "
+                        f"trained on; replace them (e.g. np.nan_to_num) in the file")
+    if integer is None or not integer.any() or values.dtype.kind != 'f':
+        return
+    classes = values[integer]
+    fractional = classes != np.round(classes)
+    if fractional.any():
+        c, *zyx = np.argwhere(fractional)[0]
+        raise DataError(f"{source.name} holds the fractional class label {classes[(c, *zyx)]} at "
+                        f"channel {np.flatnonzero(integer)[c]}, (z,y,x) "
+                        f"{tuple(int(p) for p in np.add(lo, zyx))}: class labels must be "
+                        f"integers; round the labels, or train regression on this channel "
+                        f"(target_discrete_ix without it)")
+
+
+def _scan(source: VolumeSource, integer: np.ndarray | None = None) -> None:
+    """:func:`_check_values` on a whole float volume that is at most SCAN_BYTES large."""
+    if source.dtype.kind == 'f' and np.prod(source.shape) * source.dtype.itemsize <= SCAN_BYTES:
+        for z, slab in channel_slabs(source):
+            _check_values(slab, source, (z, 0, 0), integer)
 
 
 def _lazy_label_mask(labels: VolumeSource, n_class: int) -> np.ndarray:
@@ -154,6 +189,8 @@ class BatchCreatorImage:
         self.train_weights = self._sampling_weights(cube_prios)
         for i, cube in enumerate(self.cubes):
             self._check_patch_fits(i, cube)
+            _scan(cube.image)
+            _scan(cube.labels, self.discrete)
         self.ll_masks = [_lazy_label_mask(cube.labels, self.n_class or n_label_channels)
                          for cube in self.cubes]
         self.n_warped = self.n_warp_fallbacks = 0
@@ -199,6 +236,10 @@ class BatchCreatorImage:
                     f"output region {extent[a]}, labels {cube.label_shape[a]} (starting "
                     f"{cube.label_offset[a]} into the image)"
                     for a, tag in enumerate('zyx') if lo[a] > hi[a]]
+        flat = [s.name for s in (cube.image, cube.labels) if s.ndim == 2]
+        if flat and g.patch_shape[0] > 1:
+            problems.append(f"2-D (y,x) volume {' and '.join(flat)}, but the network is 3-D: "
+                            f"it needs (z,y,x) volumes of at least {g.patch_shape[0]} slices")
         largest = g.net_order(tuple(min(p, s) for p, s in zip(g.patch_shape, cube.image_shape)))
         raise DataError(f"The patch does not fit into cube {index} (image {cube.image.name}, "
                         f"labels {cube.labels.name}, border_mode {self.border_mode!r}): "
@@ -251,6 +292,7 @@ class BatchCreatorImage:
             start = np.round(matrix[:3, 3]).astype(int)
             image = read_channel_box(cube.image, start, start + geometry.patch_shape,
                                      self.border_mode)
+            _check_values(image, cube.image, start)
         else:
             points = aug.map_points(matrix, aug.box_corners(geometry.patch_shape))
             lo = np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int)
@@ -258,6 +300,7 @@ class BatchCreatorImage:
             if self.border_mode == 'crop':
                 lo, hi = np.maximum(lo, 0), np.minimum(hi, cube.image_shape)
             box = read_channel_box(cube.image, lo, hi, self.border_mode)
+            _check_values(box, cube.image, lo)
             image = aug.warp_linear(box, aug.translation(-lo) @ matrix, geometry.patch_shape)
         image = _scale_to_unit(image, cube.image.dtype)
         target_matrix = (aug.translation(-cube.label_offset) @ matrix
@@ -270,6 +313,7 @@ class BatchCreatorImage:
         hi = np.minimum(np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2,
                         cube.label_shape)
         box = read_channel_box(cube.labels, lo, hi)
+        _check_values(box, cube.labels, lo, self.discrete)
         matrix = aug.translation(-lo) @ matrix
         if self.discrete.all():
             return aug.warp_nearest(box, matrix, out_shape)

@@ -111,6 +111,7 @@ class MNISTData:
                 if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or len(images) != len(labels):
                     raise DataError(f"{self.path / names[0]} holds {images.shape} images and "
                                     f"{len(labels)} labels; expected (n, 28, 28) and n")
+                _check_labels(self.path / names[1], labels)
                 found[split] = (images, labels.astype(np.int16))
             train_images, train_labels = found['train']
             self._arrays = {'train': (train_images[:-N_VALID], train_labels[:-N_VALID]),
@@ -184,6 +185,13 @@ class MNISTData:
         images, labels = self.arrays[source]
         return self._as_batch(np.stack([self._crop(images[i], source == 'train') for i in index]),
                               labels[index])
+
+
+def _check_labels(path: Path, labels: np.ndarray) -> None:
+    """DataError unless ``labels`` are integers 0..9."""
+    if labels.size and (labels.dtype.kind not in 'iu' or labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path} holds labels of dtype {labels.dtype} in "
+                        f"{labels.min()}..{labels.max()}; MNIST labels are integers 0..9")
 
 
 def _crop_geometry(input_node) -> tuple[tuple[int, int], bool]:

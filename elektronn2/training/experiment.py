@@ -3,24 +3,32 @@
 A config is a Python file whose top-level names are the settings (see
 :data:`DEFAULTS`); ``create_model()`` builds the model. Loading checks every
 setting before any work starts: unknown names warn with the closest known one;
-missing required settings, wrong types and unknown optimisers raise a
-:class:`~elektronn2.errors.ConfigError` naming the setting.
+missing required settings, wrong types, values out of range, malformed schedules and
+unknown optimisers raise a :class:`~elektronn2.errors.ConfigError` naming the setting.
+:func:`build_model`, :func:`check_schedule_targets` and :func:`build_data` check what
+needs the model or the data class: batch sizes, schedule variables, and the keys of
+``data_init_kwargs``, ``data_batch_args`` and ``model_load_args`` against the
+signatures they are passed to.
 """
 from __future__ import annotations
 
 import difflib
 import inspect
 import logging
+import math
+import numbers
 import os
 import runpy
+import traceback
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config import CHOICES
 from ..config import config as global_config
-from ..errors import ConfigError
+from ..errors import ConfigError, Error
 from ..neuromancer.optimiser import OPTIMISERS
+from .schedules import Schedule
 
 logger = logging.getLogger('elektronn2')
 
@@ -70,7 +78,35 @@ _TYPES = {
     'param_save_it': (int,), 'seed': (int,),
     'precision': (str,), 'memory_format': (str,), 'compile': (str,),
 }
-_POSITIVE = ('batch_size', 'n_steps', 'history_freq', 'monitor_batch_size', 'param_save_it')
+#: numeric settings: (test of a valid value, its description)
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    **{key: (lambda v: v >= 1, '>= 1') for key in
+       ('batch_size', 'n_steps', 'history_freq', 'monitor_batch_size', 'param_save_it')},
+    'max_runtime': (lambda v: v > 0, '> 0 seconds (inf: no limit)'),
+    'initial_prev_h': (lambda v: v >= 0, '>= 0 hours (inf: no previews)'),
+    'prev_save_h': (lambda v: v > 0, '> 0 hours'),
+    'background_processes': (lambda v: v >= 0, '>= 0 (0: batches in the main process)'),
+    'seed': (lambda v: v >= 0, '>= 0'),
+}
+#: optimiser_params and the variables of the same name in schedules
+OPTIMISER_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    'lr': (lambda v: 0 < v < math.inf, '> 0 and finite'),
+    'mom': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'beta2': (lambda v: 0 <= v < 1, 'in [0, 1)'),
+    'wd': (lambda v: 0 <= v < math.inf, '>= 0 and finite'),
+}
+#: what schedules may change besides data_batch_args entries and numeric model attributes
+SCHEDULE_VARIABLES = (*OPTIMISER_RANGES, 'dropout')
+
+
+def closest_hint(name: str, choices) -> str:
+    """'; did you mean X?' naming the choice closest to ``name``, or '' if none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ''
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class ExperimentConfig:
@@ -111,49 +147,116 @@ class ExperimentConfig:
             elif key in V1_KEYS:  # ELEKTRONN v1's names, translated below
                 v1_values[key] = value
             elif not (inspect.isfunction(value) or inspect.isclass(value)):
-                close = difflib.get_close_matches(key, DEFAULTS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ''
-                logger.warning("Config %s: unknown setting %r is ignored%s", path.name, key, hint)
+                logger.warning("Config %s: unknown setting %r is ignored%s", path.name, key,
+                               closest_hint(key, DEFAULTS))
         return from_v1_settings(values, v1_values, path.name) if v1_values else values
+
+    def error(self, message: str) -> ConfigError:
+        """A ConfigError whose message starts with this config's file name."""
+        return ConfigError(f"Config {self.path.name}: {message}")
 
     def _check(self, values: dict) -> None:
         if values['create_model'] is None and values['model_load_path'] is None:
-            raise ConfigError(f"Config {self.path.name}: define create_model() or set "
-                              f"model_load_path")
+            raise self.error("define create_model() or set model_load_path")
         if values['create_model'] is not None and not callable(values['create_model']):
-            raise ConfigError(f"Config {self.path.name}: create_model must be a function")
-        for key, allowed in _TYPES.items():
-            value = values[key]
-            if value is None or (isinstance(value, bool) and bool not in allowed):
-                if value is not None:
-                    raise ConfigError(f"Config {self.path.name}: {key}={value!r} must be of type "
-                                      f"{' or '.join(t.__name__ for t in allowed)}")
-                continue
-            if not isinstance(value, allowed):
-                raise ConfigError(f"Config {self.path.name}: {key}={value!r} must be of type "
-                                  f"{' or '.join(t.__name__ for t in allowed)}, not "
-                                  f"{type(value).__name__}")
-        for key in _POSITIVE:
-            if values[key] < 1:
-                raise ConfigError(f"Config {self.path.name}: {key}={values[key]} must be >= 1")
-        if values['optimiser'] not in OPTIMISERS:
-            raise ConfigError(f"Config {self.path.name}: unknown optimiser "
-                              f"{values['optimiser']!r}; choose one of {sorted(OPTIMISERS)}")
-        unknown = set(values['optimiser_params']) - {'lr', 'mom', 'beta2', 'wd'}
-        if unknown:
-            raise ConfigError(f"Config {self.path.name}: optimiser_params has unknown keys "
-                              f"{sorted(unknown)}; valid: lr, mom, beta2, wd")
-        if values['data_class'] is None:
-            raise ConfigError(f"Config {self.path.name}: data_class is missing (e.g. "
-                              f"'BatchCreatorImage', 'MNISTData' or ('file.py', 'MyData'))")
+            raise self.error("create_model must be a function")
+        self._check_types(values)
+        self._check_ranges(values)
+        self._check_optimiser(values)
+        self._check_file_specs(values)
+        self._check_preview_kwargs(values['preview_kwargs'])
         for key in EXECUTION_SETTINGS:
             if values[key] is not None and values[key] not in CHOICES[key]:
-                raise ConfigError(f"Config {self.path.name}: {key}={values[key]!r} is invalid; "
-                                  f"choose one of {CHOICES[key]}")
-        for name, spec in values['schedules'].items():
+                raise self.error(f"{key}={values[key]!r} is invalid; choose one of "
+                                 f"{CHOICES[key]}")
+        self._check_schedules(values['schedules'])
+
+    def _check_types(self, values: dict) -> None:
+        for key, allowed in _TYPES.items():
+            value = values[key]
+            if value is None:
+                continue
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise self.error(f"{key}={value!r} must be of type "
+                                 f"{' or '.join(t.__name__ for t in allowed)}, not "
+                                 f"{type(value).__name__}")
+
+    def _check_ranges(self, values: dict) -> None:
+        for key, (valid, description) in _RANGES.items():
+            if values[key] is None or not valid(values[key]):
+                raise self.error(f"{key}={values[key]!r} must be {description}")
+        weights = values['class_weights']
+        if weights is not None and not (weights and all(_is_real(w) and 0 <= w < math.inf
+                                                        for w in weights)):
+            raise self.error(f"class_weights={weights!r} must be a non-empty list of finite "
+                             f"numbers >= 0, one per class")
+        name = values['save_name']
+        if name is not None and (name in ('', '.', '..') or '/' in name or os.sep in name):
+            raise self.error(f"save_name={name!r} must be a plain directory name (no path "
+                             f"separators); the run directory is save_path/save_name")
+
+    def _check_optimiser(self, values: dict) -> None:
+        if values['optimiser'] not in OPTIMISERS:
+            raise self.error(f"unknown optimiser {values['optimiser']!r}; choose one of "
+                             f"{sorted(OPTIMISERS)}")
+        unknown = set(values['optimiser_params']) - set(OPTIMISER_RANGES)
+        if unknown:
+            raise self.error(f"optimiser_params has unknown keys {sorted(unknown)}; valid: "
+                             f"{', '.join(OPTIMISER_RANGES)}")
+        for key, value in values['optimiser_params'].items():
+            self._check_optimiser_value(f"optimiser_params[{key!r}]={value!r}", key, value)
+
+    def _check_optimiser_value(self, what: str, key: str, value) -> None:
+        valid, description = OPTIMISER_RANGES[key]
+        if not (_is_real(value) and valid(value)):
+            raise self.error(f"{what} is invalid; {key} must be a number {description}")
+
+    def _check_file_specs(self, values: dict) -> None:
+        if values['data_class'] is None:
+            raise self.error("data_class is missing (e.g. 'BatchCreatorImage', 'MNISTData' or "
+                             "('file.py', 'MyData'))")
+        for key, form in (('data_class', "('file.py', 'ClassName')"),
+                          ('preview_data_path', "('file.h5', 'key')")):
+            spec = values[key]
+            if isinstance(spec, (tuple, list)) and not (
+                    len(spec) == 2 and all(isinstance(part, str) for part in spec)):
+                raise self.error(f"{key}={spec!r} must be a string or a pair {form}")
+
+    def _check_preview_kwargs(self, kwargs: dict) -> None:
+        export, max_z = kwargs.get('export_class', 'all'), kwargs.get('max_z_pred', 5)
+        if export != 'all' and not (isinstance(export, (list, tuple)) and all(
+                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in export)):
+            raise self.error(f"preview_kwargs['export_class']={export!r} must be 'all' or a "
+                             f"list of class indices, e.g. [1]")
+        if isinstance(max_z, bool) or not isinstance(max_z, int) or max_z < 1:
+            raise self.error(f"preview_kwargs['max_z_pred']={max_z!r} must be an int >= 1")
+
+    def _check_schedules(self, schedules: dict) -> None:
+        for name, spec in schedules.items():
             if not isinstance(spec, dict):
-                raise ConfigError(f"Config {self.path.name}: schedules[{name!r}] must be a dict "
-                                  f"like {{'dec': 0.995}}, got {spec!r}")
+                raise self.error(f"schedules[{name!r}] must be a dict like {{'dec': 0.995}}, "
+                                 f"got {spec!r}")
+            try:
+                schedule = Schedule.from_spec(name, spec)
+            except ConfigError as err:
+                raise self.error(str(err)) from None
+            if name in OPTIMISER_RANGES:
+                for value in schedule.targets():
+                    self._check_optimiser_value(f"schedules[{name!r}] value {value!r}", name,
+                                                value)
+
+    def check_save_path(self) -> None:
+        """ConfigError unless a run directory can be made in ``save_path`` (which may not
+        exist yet: its nearest existing ancestor must be a writable directory)."""
+        existing = Path(self.save_path)
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise self.error(f"save_path {self.save_path!r} cannot be created: "
+                             f"{str(existing)!r} is a file, not a directory")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise self.error(f"save_path {self.save_path!r}: {str(existing)!r} is not "
+                             f"writable; choose another save_path (or --save-path)")
 
     def as_dict(self) -> dict:
         """The settings (without create_model), e.g. for the shell's ``exp_config``."""
@@ -173,25 +276,61 @@ def _expand_file_spec(spec):
     return os.path.expanduser(spec)
 
 
+def _run_user_code(exp: ExperimentConfig, what: str, function: Callable, *args, **kwargs):
+    """``function(*args, **kwargs)``; an exception that is not an elektronn2 error becomes a
+    ConfigError naming the config, ``what`` and the config line (traceback: debug log)."""
+    try:
+        return function(*args, **kwargs)
+    except Error:
+        raise
+    except Exception as err:
+        logger.debug("%s (config %s) raised:", what, exp.path, exc_info=True)
+        lines = [frame.lineno for frame in traceback.extract_tb(err.__traceback__)
+                 if frame.filename == str(exp.path)]
+        where = f" at line {lines[-1]}" if lines else ''
+        raise exp.error(f"{what} raised {type(err).__name__}{where}: {err}") from err
+
+
+def _check_kwargs(exp: ExperimentConfig, setting: str, kwargs: dict, function: Callable,
+                  n_positional: int, reserved: tuple[str, ...] = ()) -> None:
+    """ConfigError for a key of ``kwargs`` that ``function`` does not take; its first
+    ``n_positional`` parameters and ``reserved`` ones are passed by the caller. A function
+    taking ``**kwargs`` accepts every key."""
+    try:
+        params = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):     # no signature to check against
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    valid = [p.name for p in params[n_positional:] if p.name not in reserved
+             and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in valid:
+            raise exp.error(f"{setting} has the unknown key {key!r}{closest_hint(key, valid)} "
+                            f"(valid keys of {getattr(function, '__qualname__', function)}: "
+                            f"{', '.join(valid) or 'none'})")
+
+
 def build_model(exp: ExperimentConfig):
-    """The model: ``create_model()`` or ``modelload(model_load_path, **model_load_args)``."""
-    from ..neuromancer import model_manager, modelload
+    """The model: ``create_model()`` (run with torch, numpy and random seeded from the
+    config's ``seed``, so that its initial parameters are reproducible) or
+    ``modelload(model_load_path, **model_load_args)``."""
+    from ..neuromancer import model_manager
+    from ..data.rng import seed_global_generators
     if exp.model_load_path is not None:
-        model = modelload(os.path.expanduser(exp.model_load_path), **exp.model_load_args)
+        model = _load_model(exp)
     else:
         model_manager.newmodel(exp.save_name)
-        model = exp.create_model()
+        seed_global_generators(exp.seed)
+        model = _run_user_code(exp, 'create_model()', exp.create_model)
     if model is None or not hasattr(model, 'trainingstep'):
-        raise ConfigError(f"Config {exp.path.name}: create_model() must return the Model "
-                          f"(nm.model_manager.getmodel() after designate_nodes)")
+        raise exp.error("create_model() must return the Model (nm.model_manager.getmodel() "
+                        "after designate_nodes)")
     for purpose in ('input_node', 'loss_node'):
         if getattr(model, purpose) is None:
-            raise ConfigError(f"Config {exp.path.name}: the model has no {purpose}; call "
-                              f"model.designate_nodes({purpose}=...) in create_model()")
-    fixed = model.input_node.shape.batch_size
-    if fixed is not None and model.input_node.hardcoded_shape and fixed != exp.batch_size:
-        raise ConfigError(f"Config {exp.path.name}: batch_size={exp.batch_size}, but the model's "
-                          f"input {model.input_node.name!r} has the fixed batch size {fixed}")
+            raise exp.error(f"the model has no {purpose}; call "
+                            f"model.designate_nodes({purpose}=...) in create_model()")
+    _check_batch_size(exp, model.input_node)
     for key, value in exp.optimiser_params.items():
         setattr(model, key, value)
     if exp.class_weights is not None:
@@ -199,32 +338,79 @@ def build_model(exp: ExperimentConfig):
     return model
 
 
+def _load_model(exp: ExperimentConfig):
+    from ..neuromancer import modelload
+    path = os.path.expanduser(exp.model_load_path)
+    _check_kwargs(exp, 'model_load_args', exp.model_load_args, modelload, n_positional=1)
+    try:
+        return modelload(path, **exp.model_load_args)
+    except Error as err:
+        raise exp.error(f"model_load_path {path!r} cannot be loaded: {err}") from err
+
+
+def _check_batch_size(exp: ExperimentConfig, node) -> None:
+    """A fixed (hardcoded) input batch size must be batch_size and divide
+    monitor_batch_size; a declared one that differs only warns."""
+    declared = node.shape.batch_size
+    if node.hardcoded_shape and declared is not None:
+        if declared != exp.batch_size:
+            raise exp.error(f"batch_size={exp.batch_size}, but the model's input {node.name!r} "
+                            f"has the fixed batch size {declared}")
+        if exp.monitor_batch_size % declared:
+            raise exp.error(f"monitor_batch_size={exp.monitor_batch_size} must be a multiple of "
+                            f"the fixed batch size {declared} of the model's input {node.name!r}")
+    elif declared not in (None, exp.batch_size):
+        logger.warning("Config %s: the model's input %r declares batch size %d; training uses "
+                       "batch_size=%d", exp.path.name, node.name, declared, exp.batch_size)
+
+
+def check_schedule_targets(exp: ExperimentConfig, model) -> None:
+    """ConfigError for a schedule of something other than lr, mom, beta2, wd, dropout, a
+    data_batch_args entry or a numeric attribute of ``model``."""
+    for name in exp.schedules:
+        if name in SCHEDULE_VARIABLES or name in exp.data_batch_args or \
+                _is_real(getattr(model, name, None)):
+            continue
+        valid = [*SCHEDULE_VARIABLES, *exp.data_batch_args]
+        raise exp.error(f"schedules[{name!r}]: no such variable (schedules change "
+                        f"{', '.join(SCHEDULE_VARIABLES)}, a data_batch_args entry "
+                        f"({', '.join(exp.data_batch_args) or 'none set'}) or a numeric model "
+                        f"attribute){closest_hint(name, valid)}")
+
+
 def _set_class_weights(model, exp: ExperimentConfig) -> None:
     import numpy as np
     nodes = [n for n in model.nodes.values() if 'class_weights' in n.params]
     if not nodes:
-        raise ConfigError(f"Config {exp.path.name}: class_weights is set, but the model has no "
-                          f"MultinoulliNLL with class weights")
+        raise exp.error("class_weights is set, but the model has no MultinoulliNLL with class "
+                        "weights")
     for node in nodes:
         if node.params['class_weights'].numel() != len(exp.class_weights):
-            raise ConfigError(f"Config {exp.path.name}: {len(exp.class_weights)} class_weights "
-                              f"for {node.params['class_weights'].numel()} classes of {node.name!r}")
+            raise exp.error(f"{len(exp.class_weights)} class_weights for "
+                            f"{node.params['class_weights'].numel()} classes of {node.name!r}")
         node.set_param_values({'class_weights': np.asarray(exp.class_weights, np.float32)})
 
 
 def build_data(exp: ExperimentConfig, model):
-    """The data object: ``data_class(input_node, target_node, **data_init_kwargs)``."""
+    """The data object: ``data_class(input_node, target_node, **data_init_kwargs)``; the
+    keys of data_init_kwargs and data_batch_args are checked against its signatures."""
     from .. import data as data_package
     spec = exp.data_class
     if isinstance(spec, str):
         cls = getattr(data_package, spec, None)
         if cls is None:
-            raise ConfigError(f"Config {exp.path.name}: data_class {spec!r} is not in "
-                              f"elektronn2.data; known: BatchCreatorImage, MNISTData, or give "
-                              f"('file.py', 'ClassName')")
+            raise exp.error(f"data_class {spec!r} is not in elektronn2.data (known: "
+                            f"BatchCreatorImage, MNISTData; or give ('file.py', 'ClassName'))"
+                            f"{closest_hint(spec, data_package.__all__)}")
     else:
         cls = _class_from_file(exp, *spec)
-    return cls(model.input_node, model.target_node, **exp.data_init_kwargs)
+    if not (inspect.isclass(cls) and hasattr(cls, 'getbatch')):
+        raise exp.error(f"data_class {spec!r} is not a data class (a class with getbatch())")
+    _check_kwargs(exp, 'data_init_kwargs', exp.data_init_kwargs, cls, n_positional=2)
+    _check_kwargs(exp, 'data_batch_args', exp.data_batch_args, cls.getbatch, n_positional=2,
+                  reserved=('source',))
+    return _run_user_code(exp, f"data_class {cls.__name__}(...)", cls, model.input_node,
+                          model.target_node, **exp.data_init_kwargs)
 
 
 def _class_from_file(exp: ExperimentConfig, file: str, name: str):
@@ -236,11 +422,16 @@ def _class_from_file(exp: ExperimentConfig, file: str, name: str):
     if not path.is_absolute():
         path = exp.path.parent / path
     if not path.is_file():
-        raise ConfigError(f"Config {exp.path.name}: data_class file {str(path)!r} does not exist")
+        raise exp.error(f"data_class file {str(path)!r} does not exist")
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
-    module = importlib.import_module(path.stem)
+    module = _run_user_code(exp, f"importing data_class file {str(path)!r}",
+                            importlib.import_module, path.stem)
+    if Path(getattr(module, '__file__', None) or '').resolve() != path.resolve():
+        raise exp.error(f"data_class file {str(path)!r} cannot be imported as {path.stem!r}: "
+                        f"that module name is taken by {module}; rename the file")
     cls = getattr(module, name, None)
     if cls is None:
-        raise ConfigError(f"Config {exp.path.name}: {str(path)!r} defines no {name!r}")
+        raise exp.error(f"{str(path)!r} defines no {name!r}"
+                        f"{closest_hint(name, [k for k in vars(module) if not k.startswith('_')])}")
     return cls

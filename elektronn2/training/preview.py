@@ -14,31 +14,44 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..data.sources import first_nonfinite, hdf5_dataset_keys, require_real
 from ..errors import DataError
 
 logger = logging.getLogger('elektronn2')
 
 
 def load_preview_volume(spec) -> np.ndarray:
-    """Read the preview volume (ch, z, y, x); clear errors for missing files or keys."""
+    """Read the preview volume (ch, z, y, x); clear errors for missing files or keys and for
+    volumes that are not real numbers or hold NaN/Inf."""
     path, key = (spec[0], spec[1]) if isinstance(spec, (tuple, list)) else (spec, None)
     if not os.path.isfile(path):
         raise DataError(f"Preview file {path!r} (preview_data_path) does not exist")
-    with h5py.File(path, 'r') as f:
+    try:
+        file = h5py.File(path, 'r')
+    except OSError as err:
+        raise DataError(f"Preview file {path!r} (preview_data_path) cannot be read as HDF5: "
+                        f"{err}") from None
+    with file as f:
         if key is None:
             keys = [k for k in f.keys() if isinstance(f[k], h5py.Dataset)]
             if not keys:
                 raise DataError(f"Preview file {path!r} has no top-level dataset; give "
                                 f"preview_data_path = ({path!r}, 'key')")
             key = keys[0]
-        if key not in f:
-            raise DataError(f"Preview file {path!r} has no dataset {key!r}")
+        if not isinstance(f.get(key), h5py.Dataset):
+            raise DataError(f"Preview file {path!r} has no dataset {key!r}; its datasets are: "
+                            f"{', '.join(hdf5_dataset_keys(f)) or '(none)'}")
+        require_real(f"{path}:{key}", f[key].dtype, 'Preview volume')
         volume = f[key][()]
     if volume.ndim == 3:
         volume = volume[None]
     if volume.ndim != 4:
         raise DataError(f"Preview volume {path!r}:{key} has shape {volume.shape}; expected "
                         f"(z, y, x) or (ch, z, y, x)")
+    bad = first_nonfinite(volume)
+    if bad is not None:
+        raise DataError(f"Preview volume {path!r}:{key} holds {volume[bad]} at (ch,z,y,x) {bad}; "
+                        f"NaN/Inf cannot be predicted on")
     return volume
 
 

@@ -12,11 +12,27 @@ Because 'dec' multiplies the *current* value, a value changed by hand (e.g.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 
 DEC_INTERVAL = 1000
+FORMS = ('dec', 'updates', 'lindec')
+FORM_HELP = {'dec': 'a factor > 0, e.g. 0.995',
+             'updates': 'a list of (step, value) pairs with steps >= 0, e.g. [(1000, 1e-4)]',
+             'lindec': '[n_steps, value] with n_steps >= 1, e.g. [10000, 1e-5]'}
+
+
+def _number(value, integer: bool = False, above: float = -math.inf) -> float:
+    """``value`` as a finite float (an int if ``integer``) greater than ``above``, else
+    ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(value)
+    if (integer and value != int(value)) or value <= above:
+        raise ValueError(value)
+    return int(value) if integer else float(value)
 
 
 @dataclass
@@ -30,24 +46,29 @@ class Schedule:
 
     @classmethod
     def from_spec(cls, variable: str, spec: dict) -> Schedule:
-        forms = [k for k in ('dec', 'updates', 'lindec') if k in spec]
-        unknown = set(spec) - {'dec', 'updates', 'lindec'}
+        """The schedule of ``variable`` from its config entry, e.g. ``{'dec': 0.995}``."""
+        forms = [k for k in FORMS if k in spec]
+        unknown = [k for k in spec if k not in FORMS]
         if len(forms) != 1 or unknown:
+            extra = f" ({', '.join(map(repr, unknown))} is none of them)" if unknown else ''
             raise ConfigError(f"schedules[{variable!r}] = {spec!r}: give exactly one of 'dec', "
-                              f"'updates', 'lindec'")
-        if 'updates' in spec:
-            try:
-                updates = sorted((int(s), float(v)) for s, v in spec['updates'])
-            except (TypeError, ValueError):
-                raise ConfigError(f"schedules[{variable!r}]['updates'] must be a list of "
-                                  f"(step, value) pairs, got {spec['updates']!r}") from None
-            return cls(variable, updates=updates)
-        if 'lindec' in spec:
-            steps, value = spec['lindec']
-            if int(steps) < 1:
-                raise ConfigError(f"schedules[{variable!r}]['lindec'] needs >= 1 steps")
-            return cls(variable, lindec=(int(steps), float(value)))
-        return cls(variable, dec=float(spec['dec']))
+                              f"'updates', 'lindec'{extra}")
+        form, value = forms[0], spec[forms[0]]
+        try:
+            if form == 'dec':
+                return cls(variable, dec=_number(value, above=0))
+            if form == 'updates':
+                return cls(variable, updates=sorted((_number(s, integer=True, above=-1),
+                                                     _number(v)) for s, v in value))
+            steps, end = value
+            return cls(variable, lindec=(_number(steps, integer=True, above=0), _number(end)))
+        except (TypeError, ValueError):
+            raise ConfigError(f"schedules[{variable!r}]['{form}'] = {value!r} is invalid; it must "
+                              f"be {FORM_HELP[form]}") from None
+
+    def targets(self) -> list[float]:
+        """The values this schedule sets explicitly ('updates' values, the 'lindec' end)."""
+        return [v for _, v in self.updates] + ([self.lindec[1]] if self.lindec else [])
 
     def value_at(self, step: int, current: float) -> float | None:
         """The new value after ``step`` steps, or None to leave ``current`` unchanged."""
