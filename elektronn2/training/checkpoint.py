@@ -4,7 +4,10 @@ A checkpoint is a directory ``checkpoints/step-<N>/`` holding ``model.mdl``
 (graph + parameters), ``state.json`` (step, timing, hyper-parameters, schedule
 states, RNG states, the optimisers' non-tensor state) and ``tensors.safetensors``
 (optimiser tensors, torch RNG states). It is written to a temporary directory
-and renamed into place, so a directory named ``step-<N>`` is always complete.
+and renamed into place, so a directory named ``step-<N>`` is complete unless the disk
+lost it (a crash before the data reached the disk); :func:`load_newest` then falls back
+to an older one. A save interrupted by kill -9 leaves a ``.tmp-*`` directory that
+``--resume`` removes (:func:`remove_temporaries`).
 """
 from __future__ import annotations
 
@@ -12,20 +15,27 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import safetensors.numpy
 import torch
 
-from ..errors import ModelFileError
+from ..errors import ConfigError, Error, ModelFileError
+
+if TYPE_CHECKING:
+    from ..neuromancer.model import Model
 
 logger = logging.getLogger('elektronn2')
 
 KEEP = 3  # most recent checkpoints kept
 _PREFIX = 'step-'
+_NAME = re.compile(rf'{_PREFIX}(\d+)')
 
 
 def _split(obj, prefix: str, tensors: dict):
@@ -112,14 +122,78 @@ def save(run_dir: Path, model, state: dict) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """The checkpoint directories ``step-<N>``, oldest first; other names are ignored."""
     root = Path(run_dir) / 'checkpoints'
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX))
+    found = [(int(match[1]), path) for path in root.iterdir()
+             if (match := _NAME.fullmatch(path.name)) and path.is_dir()]
+    return [path for _, path in sorted(found)]
 
 
 def load_state(checkpoint: Path) -> dict:
-    """The trainer state of a checkpoint (tensors restored)."""
-    tensors = safetensors.numpy.load_file(str(Path(checkpoint) / 'tensors.safetensors'))
-    return _join(json.loads((Path(checkpoint) / 'state.json').read_text()), tensors)
+    """The trainer state of a checkpoint (tensors restored); ModelFileError if it is
+    missing or corrupt."""
+    checkpoint = Path(checkpoint)
+    try:
+        tensors = safetensors.numpy.load_file(str(checkpoint / 'tensors.safetensors'))
+        state = _join(json.loads((checkpoint / 'state.json').read_text()), tensors)
+    except Exception as err:  # missing files, JSON, safetensors and structure errors alike
+        raise ModelFileError(f"checkpoint {str(checkpoint)!r}: state.json or tensors.safetensors "
+                             f"is missing or corrupt ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or not isinstance(state.get('step'), int):
+        raise ModelFileError(f"checkpoint {str(checkpoint)!r}: state.json holds no 'step'")
+    return state
+
+
+def load_newest(run_dir: Path, set_aside_broken: bool = True) -> tuple[Path, Model, dict]:
+    """(checkpoint, model, trainer state) of the newest intact checkpoint of ``run_dir``.
+
+    Broken newer ones are skipped with a warning and, with ``set_aside_broken``, renamed
+    to ``step-<N>.broken-<time>`` (kept for inspection, no longer listed). ConfigError
+    when there is no intact checkpoint.
+    """
+    from ..neuromancer import modelload
+    checkpoints = list_checkpoints(run_dir)
+    broken: list[str] = []
+    for path in reversed(checkpoints):
+        try:
+            state = load_state(path)
+            model = modelload(path / 'model.mdl')
+        except Error as err:
+            logger.warning("Skipping broken checkpoint %s: %s", path, err)
+            broken.append(f"{path.name}: {err}")
+            continue
+        if broken:
+            logger.warning("Resuming from %s, the newest intact checkpoint", path)
+            if set_aside_broken:
+                _set_aside(checkpoints[checkpoints.index(path) + 1:])
+        return path, model, state
+    where = str(Path(run_dir) / 'checkpoints')
+    if not checkpoints:
+        raise ConfigError(f"--resume {str(run_dir)!r}: no checkpoint found in {where!r}")
+    raise ConfigError(f"--resume {str(run_dir)!r}: no intact checkpoint in {where!r} "
+                      f"({'; '.join(broken)})")
+
+
+def _set_aside(paths: list[Path]) -> None:
+    stamp = int(time.time())
+    for path in paths:
+        target = path.with_name(f"{path.name}.broken-{stamp}")
+        os.replace(path, target)
+        logger.warning("Broken checkpoint %s kept as %s", path.name, target.name)
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete ``checkpoints/.tmp-*``, left by interrupted saves; only while holding the
+    run directory's lock (then no save is in progress)."""
+    root = Path(run_dir) / 'checkpoints'
+    leftovers = sorted(root.glob('.tmp-*')) if root.is_dir() else []
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if leftovers:
+        logger.info("Removed %d leftover(s) of interrupted checkpoint saves in %s",
+                    len(leftovers), root)

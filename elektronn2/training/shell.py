@@ -79,8 +79,8 @@ class TrainingShell:
         source = self._pending + line
         try:
             code = codeop.compile_command(source, '<shell>', 'single')
-        except (SyntaxError, OverflowError, ValueError):
-            self._pending = ''
+        except (SyntaxError, OverflowError, ValueError, MemoryError, RecursionError):
+            self._pending = ''  # (the last two: the compiler on very deeply nested code)
             return traceback.format_exc(limit=0)
         if code is None:  # incomplete: wait for more lines
             self._pending = source + '\n'
@@ -91,7 +91,7 @@ class TrainingShell:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             try:
                 exec(code, self.namespace)
-            except Exception:
+            except BaseException:  # SystemExit and Ctrl+C too: they end the line, not the training
                 traceback.print_exc()
         return buffer.getvalue()
 
