@@ -38,3 +38,7 @@ class DataError(Error, ValueError):
 
 class ModelFileError(Error, ValueError):
     """A model file that is missing, corrupt, truncated, foreign or unsafe."""
+
+
+class TrainingError(Error, RuntimeError):
+    """A training run that cannot go on, e.g. a loss that stays non-finite."""

@@ -66,7 +66,7 @@ def barrier_file(tmp_path_factory, data_dir) -> Path:
     return out
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def write_config(barrier_file):
     """write_config(path, save_path, **settings) -> path of a config for the small
     anisotropic 3-D boundary net; ``settings`` override its values."""
@@ -92,7 +92,7 @@ def _write_config(path: Path, barrier_file: Path, save_path: Path, **settings) -
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def train():
     """train(*args) runs elektronn2-train in a subprocess and returns the CompletedProcess."""
     return _train
@@ -107,7 +107,7 @@ def train_command(*args) -> list[str]:
     return [sys.executable, '-m', 'elektronn2.training.cli', *map(str, args)]
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def train_cmd():
     """train_cmd(*args) -> the command line of elektronn2-train (for pexpect / Popen)."""
     return train_command

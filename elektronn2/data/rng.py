@@ -1,9 +1,25 @@
-"""A random generator that gives every (forked) worker process its own stream."""
+"""Seeding: a random generator that gives every (forked) worker process its own stream,
+and the seeding of the global generators (numpy, random, torch) from a tuple of ints."""
 from __future__ import annotations
 
 import os
+import random
 
 import numpy as np
+import torch
+
+
+def seed_of(*entropy: int) -> int:
+    """A 64-bit seed from non-negative ints (the same ints, the same seed)."""
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+
+
+def seed_global_generators(*entropy: int) -> None:
+    """Seed numpy's global generator, :mod:`random` and torch from non-negative ints."""
+    words = np.random.SeedSequence(entropy).generate_state(8)
+    np.random.seed(words[:4])
+    random.seed(int.from_bytes(words[4:6].tobytes(), 'little'))
+    torch.manual_seed(int.from_bytes(words[6:8].tobytes(), 'little'))
 
 
 class ProcessRandom:

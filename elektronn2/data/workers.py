@@ -10,15 +10,19 @@ and sends only a small description (slot, segment name, dtypes, shapes, offsets)
 through its pipe; the main process copies the arrays out and hands the slot back.
 A slot is reused for the following batches (grown when a batch does not fit).
 
-Order and reproducibility: batch ``i`` is always worker ``i % n_workers``'s
-``(i // n_workers)``-th batch, and worker ``k`` seeds numpy's global generator,
-:mod:`random`, torch's CPU generator and, if the data object has a method
-``reseed(seed: int)``, the object's own generator, from ``(seed, k, restart_count)``.
-For a fixed seed and number of workers the sequence of batches therefore does not
-depend on timing. ``n_workers=0`` (batches made synchronously in the main process,
-with the global generator states kept apart from the main process's own) gives the
-same sequence as ``n_workers=1``. Randomness from anywhere else (e.g. a generator
-held by a data object without ``reseed``) is the same pickled state in every worker.
+Order and reproducibility: batch ``i`` is worker ``i % n_workers``'s, and before making
+it the worker seeds numpy's global generator, :mod:`random`, torch's CPU generator and,
+if the data object has a method ``reseed(seed: int)``, the object's own generator, from
+``(seed, i)`` alone (:func:`make_batch`). The sequence of batches therefore depends
+neither on timing nor on the number of workers, and a run that starts at batch ``i``
+(``start=i``, e.g. a resumed training) gets exactly the batches an uninterrupted run
+got from ``i`` on. ``n_workers=0`` (batches made synchronously in the main process,
+with the main process's own generator states kept apart) gives the same sequence.
+Randomness from anywhere else (e.g. a generator held by a data object without
+``reseed``) is the same pickled state in every worker. Since ``reseed`` starts every
+batch afresh, state a data object keeps from one batch to the next through it (e.g.
+:class:`~elektronn2.data.mnist.MNISTData`'s epoch order) does not carry over: each
+batch is drawn independently.
 
 Workers are forked from multiprocessing's 'forkserver' process (which imports torch
 and this module once, has no threads, and so forks safely and fast) and receive a
@@ -38,6 +42,7 @@ traceback, in the position of the batch that failed.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -60,6 +65,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .rng import seed_global_generators, seed_of
 
 logger = logging.getLogger('elektronn2')
 
@@ -138,15 +144,38 @@ class _RandomState:
         torch.set_rng_state(self.torch)
 
 
-def _seed(data: Any, entropy: tuple[int, int, int]) -> None:
+@dataclass(frozen=True)
+class _Stream:
+    """The batches one worker makes: indices ``first, first + step, ...`` of ``seed``."""
+    seed: int
+    first: int
+    step: int
+
+
+def _seed(data: Any, entropy: tuple[int, ...]) -> None:
     """Seed numpy's global generator, random, torch and ``data.reseed`` (where it exists)
-    from (seed, worker, restart)."""
-    words = np.random.SeedSequence(entropy).generate_state(10)
-    np.random.seed(words[:4])
-    random.seed(int.from_bytes(words[4:6].tobytes(), 'little'))
-    torch.manual_seed(int.from_bytes(words[6:8].tobytes(), 'little'))
+    from ``entropy``."""
+    seed_global_generators(*entropy)
     if callable(getattr(data, 'reseed', None)):
-        data.reseed(int.from_bytes(words[8:10].tobytes(), 'little'))
+        data.reseed(seed_of(*entropy, 1))
+
+
+def make_batch(data: Any, batch_size: int, source: str, batch_kwargs: dict,
+               entropy: tuple[int, ...]) -> tuple:
+    """``data.getbatch(batch_size, source, **batch_kwargs)`` with every generator seeded
+    from ``entropy`` (a tuple of non-negative ints); the caller's generator states are
+    left as they were. The same entropy gives the same batch, in any process."""
+    caller_state = _RandomState.capture()
+    try:
+        _seed(data, entropy)
+        return _as_tuple(data.getbatch(batch_size, source=source, **batch_kwargs))
+    finally:
+        caller_state.restore()
+
+
+def batch_entropy(seed: int, index: int) -> tuple[int, int, int]:
+    """The entropy of training batch ``index`` of a stream seeded with ``seed``."""
+    return (seed, 0, index)
 
 
 def _as_tuple(batch: Any) -> tuple:
@@ -218,16 +247,15 @@ def _serve_slot_releases(conn: Connection, slots: _SlotWriter) -> None:
         os._exit(0)
 
 
-def _produce(conn: Connection, payload: bytes, entropy: tuple[int, int, int],
-             slots: _SlotWriter) -> None:
-    """Make and send batches; on an exception, send the traceback and return."""
+def _produce(conn: Connection, payload: bytes, stream: _Stream, slots: _SlotWriter) -> None:
+    """Make and send this worker's batches; on an exception, send the traceback and return."""
     phase = 'unpickling the data object'
     try:
         data, batch_size, source, batch_kwargs = pickle.loads(payload)
-        _seed(data, entropy)
-        while True:
+        for index in itertools.count(stream.first, stream.step):
             phase = f'{type(data).__name__}.getbatch'
-            batch = _as_tuple(data.getbatch(batch_size, source=source, **batch_kwargs))
+            batch = make_batch(data, batch_size, source, batch_kwargs,
+                               batch_entropy(stream.seed, index))
             slot = slots.free.get()
             phase = 'sending the batch'
             conn.send(slots.write(slot, batch))
@@ -236,8 +264,7 @@ def _produce(conn: Connection, payload: bytes, entropy: tuple[int, int, int],
                                 traceback.format_exc()))
 
 
-def _worker_main(conn: Connection, payload: bytes, entropy: tuple[int, int, int],
-                 n_slots: int) -> None:
+def _worker_main(conn: Connection, payload: bytes, stream: _Stream, n_slots: int) -> None:
     """Entry point of a worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
@@ -245,7 +272,7 @@ def _worker_main(conn: Connection, payload: bytes, entropy: tuple[int, int, int]
     threading.Thread(target=_serve_slot_releases, args=(conn, slots),
                      name='elektronn2-slot-releases', daemon=True).start()
     try:
-        _produce(conn, payload, entropy, slots)
+        _produce(conn, payload, stream, slots)
     except OSError:     # the pipe broke: the main process is gone
         pass
     threading.Event().wait()    # keep the slots until the receiver thread ends the process
@@ -279,13 +306,12 @@ def _children_ignore_sigint() -> Iterator[None]:
 class _Worker:
     """The main process's handle of one worker: process, pipe and mapped slots."""
 
-    def __init__(self, index: int, payload: bytes, entropy: tuple[int, int, int],
-                 n_slots: int):
+    def __init__(self, index: int, payload: bytes, stream: _Stream, n_slots: int):
         context = _context()
         self.index = index
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process = context.Process(
-            target=_worker_main, args=(child_conn, payload, entropy, n_slots),
+            target=_worker_main, args=(child_conn, payload, stream, n_slots),
             name=f'elektronn2-batches-{index}', daemon=True)
         self.process.start()
         child_conn.close()
@@ -391,19 +417,22 @@ class BackgroundBatches:
     returning a tuple of numpy arrays; workers receive a pickled copy.
     ``n_workers=0`` makes batches synchronously in the main process with ``data``
     itself (exceptions then propagate unchanged, handy for debugging).
-    ``seed``: batches are reproducible for a given seed and ``n_workers`` (see the
-    module docstring for the order). ``prefetch``: batches each worker keeps ready.
+    ``seed``: batch ``i`` depends only on ``seed`` and ``i`` (see the module docstring);
+    ``start``: the index of the first batch (a resumed run passes the ``position`` it
+    had reached). ``prefetch``: batches each worker keeps ready.
 
     Use as an iterator (``next(batches)`` or ``batches.next()``) and close it, or use
     it as a context manager. ``stats`` tells how long the consumer waited for data.
     """
 
     def __init__(self, data: Any, batch_size: int, n_workers: int = 2, source: str = 'train',
-                 batch_kwargs: dict | None = None, seed: int = 0, prefetch: int = 2):
-        if n_workers < 0 or prefetch < 1 or seed < 0 or batch_size < 1:
+                 batch_kwargs: dict | None = None, seed: int = 0, prefetch: int = 2,
+                 start: int = 0):
+        if n_workers < 0 or prefetch < 1 or seed < 0 or batch_size < 1 or start < 0:
             raise DataError(f"BackgroundBatches needs n_workers >= 0, prefetch >= 1, "
-                            f"seed >= 0 and batch_size >= 1; got n_workers={n_workers}, "
-                            f"prefetch={prefetch}, seed={seed}, batch_size={batch_size}")
+                            f"seed >= 0, batch_size >= 1 and start >= 0; got "
+                            f"n_workers={n_workers}, prefetch={prefetch}, seed={seed}, "
+                            f"batch_size={batch_size}, start={start}")
         self.data = data
         self.batch_size = batch_size
         self.n_workers = n_workers
@@ -412,29 +441,24 @@ class BackgroundBatches:
         self.seed = seed
         self.prefetch = prefetch
         self.restart_count = 0
-        self._sync_random_state: _RandomState | None = None
+        self.position = start   # index of the next batch next() returns
         self.reset_stats()
         self._start()
 
     # -- life cycle -------------------------------------------------------------------
     def _start(self) -> None:
         payload = self._pickle_payload() if self.n_workers else b''
-        self._position = 0
+        self._first = self.position
         self._failure: str | None = None
         self._transfer_interrupted = False
         self._workers: list[_Worker] = []   # the finalizer stops whatever gets started
         self._shutdown = weakref.finalize(self, _stop_workers, self._workers)
         if self.n_workers == 0:
-            main_state = _RandomState.capture()
-            _seed(self.data, (self.seed, 0, self.restart_count))
-            self._sync_random_state = _RandomState.capture()
-            main_state.restore()
             return
         with _children_ignore_sigint():
             for index in range(self.n_workers):
-                self._workers.append(_Worker(index, payload,
-                                             (self.seed, index, self.restart_count),
-                                             self.prefetch))
+                stream = _Stream(self.seed, self.position + index, self.n_workers)
+                self._workers.append(_Worker(index, payload, stream, self.prefetch))
         logger.debug("started %d background batch workers (restart %d)",
                      self.n_workers, self.restart_count)
 
@@ -452,7 +476,7 @@ class BackgroundBatches:
 
         Call it after changing the data object (e.g. its warping settings); pass
         ``data`` or ``batch_kwargs`` to replace them. Batches made before are dropped;
-        the new workers are seeded with the incremented ``restart_count``.
+        the new workers continue at ``position``.
         """
         if data is not None:
             self.data = data
@@ -497,21 +521,15 @@ class BackgroundBatches:
         self._last_return = time.perf_counter()
         self._wait_seconds += self._last_return - started
         self._n_batches += 1
-        self._position += 1
+        self.position += 1
         return batch
 
     def _make_batch(self) -> tuple:
-        main_state = _RandomState.capture()
-        self._sync_random_state.restore()
-        try:
-            return _as_tuple(self.data.getbatch(self.batch_size, source=self.source,
-                                                **self.batch_kwargs))
-        finally:
-            self._sync_random_state = _RandomState.capture()
-            main_state.restore()
+        return make_batch(self.data, self.batch_size, self.source, self.batch_kwargs,
+                          batch_entropy(self.seed, self.position))
 
     def _receive_batch(self) -> tuple:
-        worker = self._workers[self._position % self.n_workers]
+        worker = self._workers[(self.position - self._first) % self.n_workers]
         worker.wait_ready()
         self._transfer_interrupted = True   # cleared unless interrupted mid-transfer
         try:

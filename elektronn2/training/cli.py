@@ -3,12 +3,16 @@
 
 Everything that can be wrong with a config (missing file, syntax error, no model,
 contradicting batch size, missing data or preview files, unknown optimiser) is
-reported before the run directory is created. Started by torchrun with several
-processes, it trains data-parallel (see :mod:`.distributed`).
+reported before the run directory is created. A run directory belongs to one live
+trainer: it holds the directory's lock (:mod:`.rundir`) until it ends, so a second
+trainer or a ``--resume`` of a live run is refused before it touches anything.
+Started by torchrun with several processes, it trains data-parallel (see
+:mod:`.distributed`).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import sys
@@ -20,6 +24,7 @@ from ..config import config as global_config
 from ..errors import ConfigError, Error
 from . import distributed
 from .distributed import SingleProcess
+from .rundir import RunDirLock, create_run_dir
 
 logger = logging.getLogger('elektronn2')
 
@@ -46,10 +51,19 @@ def setup_logging(verbose: bool, rank: int = 0) -> None:
     logger.propagate = False
 
 
-def _log_to_file(run_dir: Path) -> None:
+def _log_to_file(run_dir: Path) -> logging.Handler:
     handler = logging.FileHandler(run_dir / 'train.log')
     handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     logger.addHandler(handler)
+    return handler
+
+
+def _log_fatal(handler: logging.Handler | None, err: BaseException) -> None:
+    """``err`` with its traceback into train.log only (the console gets one line)."""
+    if handler is not None:
+        handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0,
+                                         "Training stopped: %s", (err,),
+                                         (type(err), err, err.__traceback__)))
 
 
 def _device_from_gpu_flag(gpu: str) -> str:
@@ -62,20 +76,6 @@ def _device_from_gpu_flag(gpu: str) -> str:
     raise ConfigError(f"--gpu {gpu!r}: use 'auto', 'none' or a GPU index")
 
 
-def create_run_dir(save_path: str, save_name: str) -> Path:
-    """save_path/save_name, or save_name-1, -2, ... if taken (never reuses a directory)."""
-    parent = Path(save_path).expanduser()
-    parent.mkdir(parents=True, exist_ok=True)
-    candidate, i = parent / save_name, 0
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            i += 1
-            candidate = parent / f"{save_name}-{i}"
-
-
 def _backup_sources(config_path: Path, run_dir: Path) -> None:
     shutil.copy2(config_path, run_dir / 'config.py')
     package = Path(__file__).resolve().parents[1]
@@ -84,42 +84,52 @@ def _backup_sources(config_path: Path, run_dir: Path) -> None:
             zf.write(file, file.relative_to(package.parent))
 
 
-def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None = None) -> tuple:
+def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None = None,
+            hold: contextlib.ExitStack | None = None) -> tuple:
     """Config, model, data, preview volume, run directory and resume state.
 
     ``args``: the parsed command line; ``overrides``: settings replacing the config's;
-    ``parallel``: in data-parallel training, only the chief creates the run directory.
-    The config's execution settings (precision, ...) apply before the model is built.
+    ``parallel``: in data-parallel training, only the chief creates and locks the run
+    directory; ``hold``: receives the run directory's lock (:class:`.RunDirLock`), for
+    the caller to keep while it trains; without it the lock is kept only while preparing.
+    A resume starts from the newest intact checkpoint. The config's execution settings
+    (precision, ...) apply before the model is built.
     """
+    if hold is None:
+        with contextlib.ExitStack() as hold:
+            return prepare(args, overrides, parallel, hold)
     parallel = parallel or SingleProcess()
-    from ..neuromancer import modelload
     from . import checkpoint
-    from .experiment import ExperimentConfig, build_data, build_model
+    from .experiment import ExperimentConfig, build_data, build_model, check_schedule_targets
     from .preview import load_preview_volume
     overrides = dict(overrides or {})
     if args.save_path:
         overrides['save_path'] = args.save_path
     if args.resume:
         run_dir = Path(args.resume).expanduser()
-        checkpoints = checkpoint.list_checkpoints(run_dir)
-        if not checkpoints:
+        if not checkpoint.list_checkpoints(run_dir):  # not a run directory: leave it alone
             raise ConfigError(f"--resume {str(run_dir)!r}: no checkpoint found in "
                               f"{str(run_dir / 'checkpoints')!r}")
+        if parallel.is_chief:  # before anything in the run directory changes
+            hold.enter_context(RunDirLock(run_dir))
+            checkpoint.remove_temporaries(run_dir)
         exp = ExperimentConfig(Path(args.config) if args.config else run_dir / 'config.py', overrides)
         exp.apply_execution_settings()
-        model = modelload(checkpoints[-1] / 'model.mdl')
-        state = checkpoint.load_state(checkpoints[-1])
+        _, model, state = checkpoint.load_newest(run_dir, set_aside_broken=parallel.is_chief)
     else:
         if not args.config:
             raise ConfigError("give a CONFIG file (or --resume RUN_DIR)")
         exp = ExperimentConfig(args.config, overrides)
+        exp.check_save_path()
         exp.apply_execution_settings()
         model, state, run_dir = build_model(exp), None, None
+    check_schedule_targets(exp, model)
     data = build_data(exp, model)
     preview = load_preview_volume(exp.preview_data_path) if exp.preview_data_path else None
     if run_dir is None:
         if parallel.is_chief:
             run_dir = create_run_dir(exp.save_path, exp.save_name)
+            hold.enter_context(RunDirLock(run_dir))
             _backup_sources(exp.path, run_dir)
         run_dir = parallel.from_chief(run_dir)
     return exp, model, data, preview, run_dir, state
@@ -139,20 +149,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--version', action='version', version=f"elektronn2 {__version__}")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    with contextlib.ExitStack() as hold:  # the run directory's lock, held until main returns
+        return _train(args, hold)
+
+
+def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
+    """Prepare and run the training of ``main``; 2 for a config error, 1 for an error
+    that ends the training (diverged, bad data), logged to ``train.log`` as well."""
     try:
         parallel = distributed.start(args.distributed, args.gpu)
         if parallel.world_size == 1:
             global_config.device = _device_from_gpu_flag(args.gpu)
         setup_logging(args.verbose, parallel.rank)
-        exp, model, data, preview, run_dir, state = prepare(args, parallel=parallel)
+        exp, model, data, preview, run_dir, state = prepare(args, parallel=parallel, hold=hold)
     except Error as err:
         print(f"elektronn2-train: error: {err}", file=sys.stderr)
         return 2
     from .remote_shell import RemoteShellServer
     from .trainer import Trainer
+    file_log = _log_to_file(run_dir) if parallel.is_chief else None
     try:
-        if parallel.is_chief:
-            _log_to_file(run_dir)
         logger.info("Run directory: %s (device %s, %d process%s)", run_dir,
                     global_config.torch_device, parallel.world_size,
                     'es' if parallel.world_size > 1 else '')
@@ -162,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         if parallel.is_chief:
             trainer.remote = RemoteShellServer(run_dir)
         reason = trainer.run()
+    except Error as err:
+        _log_fatal(file_log, err)
+        print(f"elektronn2-train: error: {err}", file=sys.stderr)
+        return 1
+    except BaseException as err:
+        _log_fatal(file_log, err)
+        raise
     finally:
         parallel.close()
     logger.info("Finished (%s); results in %s", reason, run_dir)

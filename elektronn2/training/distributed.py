@@ -7,7 +7,7 @@ Start one process per GPU (or CPU worker) with torchrun::
         -m elektronn2.training.cli CONFIG
 
 (``elektronn2-train --distributed`` insists on it). Every process (rank) builds the model
-and draws its own batches: its batch workers are seeded with the rank. Gradients are
+and draws its own batches: its batches and dropout are seeded with the rank. Gradients are
 averaged over the ranks during the backward pass by ``DistributedDataParallel`` (around
 a thin ``nn.Module`` holding the training graph function), so every rank makes the same
 update and the parameters stay identical.
@@ -38,7 +38,7 @@ logger = logging.getLogger('elektronn2')
 
 #: how long ranks wait in a collective (e.g. for the chief, paused in the shell)
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=12)
-STOP_REASONS = ('n_steps', 'max_runtime', 'kill')
+STOP_REASONS = ('n_steps', 'max_runtime', 'kill', 'diverged')
 
 
 class SingleProcess:
@@ -58,12 +58,9 @@ class SingleProcess:
     def share_state(self, trainer) -> None:
         """Give every rank the chief's parameters, optimiser state and batch settings."""
 
-    def batch_seed(self, seed: int) -> int:
-        """The seed of this rank's batch workers for the run's ``seed``."""
+    def rank_seed(self, seed: int) -> int:
+        """This rank's seed (batches, dropout) for the run's ``seed``."""
         return seed
-
-    def seed_generators(self, seed: int) -> None:
-        """Seed torch's generator (dropout) per rank; rank 0 keeps its state."""
 
     def wrap(self, model) -> None:
         """Make ``model.trainingstep`` average gradients over the ranks."""
@@ -115,12 +112,8 @@ class DataParallel(SingleProcess):
             trainer.batch_args = dict(settings['batch_args'])
             trainer.restart_batches()
 
-    def batch_seed(self, seed: int) -> int:
+    def rank_seed(self, seed: int) -> int:
         return int(np.random.SeedSequence((seed, self.rank)).generate_state(1)[0])
-
-    def seed_generators(self, seed: int) -> None:
-        if not self.is_chief:
-            torch.manual_seed(self.batch_seed(seed))
 
     def wrap(self, model) -> None:
         wrapped: dict = {}

@@ -4,9 +4,24 @@ Each step takes a batch from the background workers and updates the model.
 Every ``history_freq`` steps it monitors training and validation loss/errors
 (and the model's ``debug_outputs``) into the history, plots and TensorBoard;
 every ``param_save_it`` steps it writes a checkpoint; previews are written after
-``initial_prev_h`` and then every ``prev_save_h`` hours. Ctrl+C (SIGINT) pauses
-at the next step boundary and opens the interactive shell; a shell attached
-through ``elektronn2-shell`` pauses it the same way.
+``initial_prev_h`` and then every ``prev_save_h`` hours.
+
+Randomness is a function of the run's ``seed`` and the position alone: training batch
+``i`` of ``seed`` (:func:`~elektronn2.data.workers.make_batch`), torch's generator
+(dropout) re-seeded from ``(seed, step)`` before each step, monitoring batches from
+``(seed, step, source)``. A run resumed from a checkpoint therefore continues exactly
+as the uninterrupted run would have (same parameters, bit for bit, on the same machine
+and settings).
+
+A step whose loss is not finite is undone: parameters and optimiser state go back to
+the last good state (the start, or the last monitoring point with finite values) and
+lr is halved. After :data:`MAX_ROLLBACKS` rollbacks without a new good state the run
+stops with a :class:`~elektronn2.errors.TrainingError`; a batch with NaN or Inf input
+stops it at once (:class:`~elektronn2.errors.DataError`). No model or checkpoint with
+non-finite parameters is ever written.
+
+Ctrl+C (SIGINT) pauses at the next step boundary and opens the interactive shell; a
+shell attached through ``elektronn2-shell`` pauses it the same way.
 
 In data-parallel training (see :mod:`.distributed`) every rank runs a Trainer; only
 the chief (rank 0) monitors, writes files and pauses, and the others follow its
@@ -24,8 +39,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.workers import BackgroundBatches
-from ..errors import DataError, ModelFileError
+from ..data.rng import seed_of
+from ..data.workers import BackgroundBatches, make_batch
+from ..errors import DataError, ModelFileError, TrainingError
 from . import checkpoint
 from .distributed import SingleProcess
 from .experiment import ExperimentConfig
@@ -37,7 +53,7 @@ from .status import StatusLine
 logger = logging.getLogger('elektronn2')
 
 LR_FACTOR_ON_NAN = 0.5
-_MODEL_HYPER = ('lr', 'mom', 'beta2', 'wd')
+MAX_ROLLBACKS = 3   # rollbacks to one good state before the run stops as diverged
 
 
 class Trainer:
@@ -61,8 +77,6 @@ class Trainer:
         self.batch: tuple | None = None
         self.last_monitor: dict = {}
         self.schedules = [Schedule.from_spec(k, v) for k, v in exp.schedules.items()]
-        for schedule in self.schedules:
-            self._check_schedule_target(schedule.variable)
         self.history = (History(self.run_dir, tuple(n.name for n in model.debug_outputs))
                         if self.parallel.is_chief else None)
         self.status = StatusLine()
@@ -71,31 +85,30 @@ class Trainer:
             preview_volume = load_preview_volume(exp.preview_data_path)
         self.preview_volume = preview_volume
         self.next_preview_h = exp.initial_prev_h
-        self._good_state = None
+        self._rollbacks = 0         # since the last good state
+        self._diverged: str | None = None   # why the run stops as diverged
         self._interrupted = False
         self._stop = False
         self._share_state = True    # the other ranks take over the chief's state first
         self.remote = None
+        batch_position = 0
         if resume_state is not None:
-            self._restore(resume_state)
-        self.parallel.seed_generators(exp.seed + self.step)
+            batch_position = self._restore(resume_state)
+        self._saved_step = self.step
+        self._good_state = self._snapshot() if self._params_finite() else None
         self.parallel.wrap(model)
-        self.batches = self._start_batches()
+        self.batches = self._start_batches(batch_position)
 
-    # --- setup ----------------------------------------------------------------------------
-    def _check_schedule_target(self, variable: str) -> None:
-        from ..errors import ConfigError
-        if variable in _MODEL_HYPER or variable == 'dropout' or variable in self.batch_args:
-            return
-        if not isinstance(getattr(self.model, variable, None), (int, float)):
-            raise ConfigError(f"schedules[{variable!r}]: not lr, mom, beta2, wd, dropout, a "
-                              f"data_batch_args entry or a numeric model attribute")
+    # --- batches ---------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        """This rank's seed (the run's ``seed`` on a single process)."""
+        return self.parallel.rank_seed(self.exp.seed)
 
-    def _start_batches(self) -> BackgroundBatches:
+    def _start_batches(self, position: int) -> BackgroundBatches:
         return BackgroundBatches(self.data, self.exp.batch_size,
                                  n_workers=int(self.exp.background_processes),
-                                 batch_kwargs=self.batch_args,
-                                 seed=self.parallel.batch_seed(self.exp.seed + self.step))
+                                 batch_kwargs=self.batch_args, seed=self.seed, start=position)
 
     def restart_batches(self) -> None:
         """Restart the batch workers with the current data object and batch arguments."""
@@ -140,12 +153,17 @@ class Trainer:
                 if reason is not None:
                     break
                 self._train_one_step()
+            if reason == 'diverged':
+                raise TrainingError(self._diverged or "the loss is not finite (on rank 0)")
             if chief:
                 self.status.clear()
                 logger.info("Training ends (%s) at step %d after %.2f h", reason, self.step,
                             self.runtime / 3600)
                 self.save_checkpoint()
                 self.model.save(self.run_dir / 'model-final.mdl')
+        except Exception:   # keep the steps since the last checkpoint (if finite)
+            self._save_progress()
+            raise
         finally:
             signal.signal(signal.SIGINT, previous_handler)
             self.batches.close()
@@ -159,6 +177,8 @@ class Trainer:
         """Why training ends now ('n_steps', 'max_runtime', 'kill' from the shell), or None;
         a pending pause is taken first."""
         while True:
+            if self._diverged is not None:
+                return 'diverged'
             if self.step >= self.exp.n_steps:
                 return 'n_steps'
             if self.runtime > self.exp.max_runtime:
@@ -181,6 +201,8 @@ class Trainer:
         except KeyboardInterrupt:
             self._interrupted = True
             return
+        self._check_finite_batch(self.batch, self.batches.position - 1)
+        torch.manual_seed(seed_of(self.seed, 1, self.step))
         loss, seconds, _ = self.model.trainingstep(*self.batch, optimiser=self.exp.optimiser)
         loss = self.parallel.mean(loss)
         if not math.isfinite(loss):
@@ -203,6 +225,19 @@ class Trainer:
             self.next_preview_h += self.exp.prev_save_h
         self.status.update(self.status_text())
 
+    def _check_finite_batch(self, batch: tuple, index: int) -> None:
+        """A DataError naming the first NaN/Inf of a floating-point array in ``batch``."""
+        for i, array in enumerate(batch):
+            if (isinstance(array, np.ndarray) and np.issubdtype(array.dtype, np.floating)
+                    and not np.isfinite(array).all()):
+                position = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
+                raise DataError(
+                    f"training batch {index} from {type(self.data).__name__}.getbatch: array "
+                    f"{i} ({'input' if i == 0 else 'target' if i == 1 else 'extra'}, shape "
+                    f"{array.shape}) holds {np.count_nonzero(~np.isfinite(array))} NaN/Inf "
+                    f"values, the first at index {position}; training on it would make the "
+                    f"parameters NaN. Check the data files (or clean them with np.nan_to_num)")
+
     def status_text(self) -> str:
         m = self.model
         steps_per_s = 1.0 / m.time_per_step if m.time_per_step > 0 else math.nan
@@ -223,9 +258,12 @@ class Trainer:
         fn = m.function(nodes, training=False)
         sums: dict = {}
         remaining = self.exp.monitor_batch_size
+        chunk = 0
         while remaining > 0:
             n = min(remaining, self.exp.batch_size)
-            batch = self.data.getbatch(n, source=source, **self.batch_args)
+            batch = make_batch(self.data, n, source, self.batch_args,
+                               (self.seed, 2, self.step, ('train', 'valid').index(source), chunk))
+            chunk += 1
             for node, value in zip(nodes, fn.numpy(*batch[:len(fn.inputs)])):
                 sums[node.name] = sums.get(node.name, 0.0) + float(np.mean(value)) * n
             remaining -= n
@@ -252,8 +290,9 @@ class Trainer:
         self.history.plot(self.run_dir)
         self.batches.reset_stats()
         self.last_monitor = row
-        if all(math.isfinite(v) for v in row.values()):
+        if math.isfinite(row['train_loss']) and self._params_finite():
             self._good_state = self._snapshot()
+            self._rollbacks = 0
         return row
 
     def preview(self) -> list:
@@ -268,7 +307,8 @@ class Trainer:
         scaler = self.model.grad_scaler
         state = {'step': self.step, 'runtime': self.runtime, 'history_rows': len(self.history.rows),
                  'next_preview_h': self.next_preview_h, 'history_freq': self.history_freq,
-                 'batch_args': self.batch_args,
+                 'batch_args': self.batch_args, 'batch_position': self.batches.position,
+                 'recent_losses': list(self.model._last_losses),
                  'schedules': {s.variable: s.state() for s in self.schedules},
                  'grad_scaler': scaler.state_dict() if scaler is not None else None}
         try:
@@ -276,10 +316,17 @@ class Trainer:
         except ModelFileError as err:
             logger.error("%s", err)
             return None
+        self._saved_step = self.step
         logger.debug("Checkpoint %s", path)
         return path
 
-    def _restore(self, state: dict) -> None:
+    def _save_progress(self) -> None:
+        """After a fatal error: a checkpoint of the steps since the last one."""
+        if self.parallel.is_chief and self.step > self._saved_step:
+            self.save_checkpoint()
+
+    def _restore(self, state: dict) -> int:
+        """Take over a checkpoint's trainer state; returns the index of the next batch."""
         self.step = int(state['step'])
         self.elapsed_before = float(state['runtime'])
         self.next_preview_h = float(state['next_preview_h'])
@@ -291,6 +338,7 @@ class Trainer:
         self.model.optimisers.load_state_dict(state['optimisers'], params)
         self.model.iterations = int(state['iterations'])
         self.model.elapsed_time = float(state['elapsed_time'])
+        self.model._last_losses.extend(state.get('recent_losses', []))  # older checkpoints: none
         if state.get('grad_scaler'):
             self.model.grad_scaler = torch.amp.GradScaler(self.model.device.type)
             self.model.grad_scaler.load_state_dict(state['grad_scaler'])
@@ -298,27 +346,41 @@ class Trainer:
         if self.history is not None:
             self.history.truncate_after(self.step)
         logger.info("Resumed %s at step %d", self.run_dir, self.step)
+        return int(state.get('batch_position', self.step))  # older checkpoints: approximate
 
     # --- non-finite losses -----------------------------------------------------------------
+    def _params_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.all_params().values())
+
     def _snapshot(self) -> dict:
-        return {'params': {k: p.detach().clone() for k, p in self.model.all_params().items()},
+        return {'step': self.step,
+                'params': {k: p.detach().clone() for k, p in self.model.all_params().items()},
                 'optimisers': copy.deepcopy(self.model.optimisers.state_dict())}
 
     def _recover_from_nonfinite(self, loss: float) -> None:
+        """Undo the step (back to the last good state, lr halved) or, when that has been
+        tried :data:`MAX_ROLLBACKS` times, mark the run as diverged."""
         self.status.clear()
-        new_lr = self.model.lr * LR_FACTOR_ON_NAN
-        if self._good_state is None:
-            logger.error("Loss %s at step %d and no good parameters to return to", loss, self.step)
-        else:
-            with torch.no_grad():
-                for key, param in self.model.all_params().items():
-                    param.copy_(self._good_state['params'][key])
-            params = list(self.model.loss_node.all_trainable_params.values())
-            self.model.optimisers.load_state_dict(copy.deepcopy(self._good_state['optimisers']), params)
-        self.model.lr = new_lr
+        if self._good_state is None or self._rollbacks >= MAX_ROLLBACKS:
+            tried = (f"after {self._rollbacks} rollbacks with lr lowered to {self.model.lr:.3g}"
+                     if self._good_state is not None else "and no finite parameters to return to")
+            self._diverged = (f"loss {loss} at step {self.step} {tried}: training diverged. "
+                              f"Lower optimiser_params['lr'] or check the data for extreme "
+                              f"values; no model with non-finite parameters was saved")
+            logger.error("%s", self._diverged)
+            return
+        self._rollbacks += 1
+        lowered_lr = self.model.lr * LR_FACTOR_ON_NAN
+        with torch.no_grad():
+            for key, param in self.model.all_params().items():
+                param.copy_(self._good_state['params'][key])
+        params = list(self.model.loss_node.all_trainable_params.values())
+        self.model.optimisers.load_state_dict(copy.deepcopy(self._good_state['optimisers']), params)
+        self.model.lr = lowered_lr    # after the optimiser state, which holds an lr too
         self._share_state = True
-        logger.warning("Loss %s at step %d: parameters rolled back to the last monitoring point, "
-                       "lr lowered to %.3g", loss, self.step, new_lr)
+        logger.warning("Loss %s at step %d: parameters rolled back to step %d, lr lowered to "
+                       "%.3g (rollback %d of %d)", loss, self.step, self._good_state['step'],
+                       self.model.lr, self._rollbacks, MAX_ROLLBACKS)
         if self._is_interactive():
             self._interrupted = True
 

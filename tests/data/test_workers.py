@@ -124,19 +124,22 @@ def _equal(batch_a, batch_b):
     return all(np.array_equal(a, b) for a, b in zip(batch_a, batch_b))
 
 
-def test_order_is_fixed_by_seed_and_worker_index():
+def test_batch_i_depends_only_on_seed_and_i():
     with BackgroundBatches(RandomData(), 3, n_workers=2, source='valid', seed=7) as batches:
         first = [next(batches) for _ in range(6)]
+        assert batches.position == 6
     with BackgroundBatches(RandomData(), 3, n_workers=2, source='valid', seed=7) as batches:
         second = [batches.next() for _ in range(6)]
     assert all(_equal(a, b) for a, b in zip(first, second))
     assert first[0][4] == 'valid' and first[0][0].shape == (3, 1, 4, 4)
     assert first[0][1].dtype == np.int64
-    for item in range(4):       # the workers' generators, every one, are seeded differently
+    for item in range(4):       # every generator (numpy, random, torch, reseed) differs per batch
         assert not np.array_equal(first[0][item], first[1][item])
-    # batch i is worker i % 2's; worker 0 is seeded like the synchronous mode
+    # the same sequence with any number of workers, and from any start (a resumed run)
     synchronous = BackgroundBatches(RandomData(), 3, n_workers=0, source='valid', seed=7)
-    assert all(_equal(synchronous.next(), first[i]) for i in (0, 2, 4))
+    assert all(_equal(synchronous.next(), batch) for batch in first)
+    with BackgroundBatches(RandomData(), 3, n_workers=3, source='valid', seed=7, start=2) as late:
+        assert all(_equal(late.next(), batch) for batch in first[2:])
     other_seed = BackgroundBatches(RandomData(), 3, n_workers=0, source='valid', seed=8)
     assert not _equal(other_seed.next(), first[0])
 
