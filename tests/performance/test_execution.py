@@ -107,6 +107,8 @@ def test_cli_applies_the_settings_before_building_the_model(tmp_path, restore_co
 
     from elektronn2.training import cli
     (tmp_path / 'batches.py').write_text("class Ones:\n    def __init__(self, *nodes):\n"
+                                         "        pass\n\n"
+                                         "    def getbatch(self, batch_size, source='train'):\n"
                                          "        pass\n")
     (tmp_path / 'exp.py').write_text(CONFIG_CHECKING_SETTINGS)
     args = Namespace(config=str(tmp_path / 'exp.py'), resume=None, save_path=str(tmp_path / 'runs'))
