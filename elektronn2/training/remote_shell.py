@@ -11,7 +11,10 @@ opens with :data:`HELLO` within :data:`HELLO_TIMEOUT` seconds (a connection that
 nothing is dropped and never pauses training); the trainer answers, once paused, with a
 greeting. Then client -> trainer ``{"line": "..."}`` (exactly this key, a string of at
 most :data:`MAX_LINE` characters); trainer -> client ``{"output": "...", "prompt":
-"...", "action": null|"continue"|"kill"}``. A malformed message is answered with an
+"...", "action": null|"continue"|"kill"}`` (the last reply, with an action, says what
+the training does now). Or client -> trainer ``{"complete": "..."}`` (the line before
+the cursor, same rules) -> ``{"completions": [[text, start_position], ...]}``: TAB
+completion of shortcut words and Python names. A malformed message is answered with an
 error output and the session goes on; one over :data:`MAX_MESSAGE` bytes ends the
 session. Whatever a client sends, and however it leaves, training goes on (or stops
 on ``kill``).
@@ -28,10 +31,13 @@ import sys
 import tempfile
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
+from ..console import plain
 from ..errors import ConfigError
 from . import rundir
+from .shell import FAREWELL, ShellCompleter
 
 logger = logging.getLogger('elektronn2')
 
@@ -41,6 +47,7 @@ HELLO = {'hello': 'elektronn2-shell'}
 HELLO_TIMEOUT = 5.0             # seconds a new connection has to send HELLO
 MAX_LINE = 64 * 1024            # characters of one shell line
 MAX_MESSAGE = 16 * MAX_LINE     # bytes of one message (JSON escapes may lengthen a line)
+REQUESTS = {'line', 'complete'}  # the keys of client messages in a session
 _MAX_UNIX_PATH = 100
 _TMP_PREFIX = 'e2shell-'
 
@@ -103,17 +110,19 @@ def _decode(raw: bytes) -> object:
                           f"{raw[:60]!r}") from None
 
 
-def _shell_line(raw: bytes) -> str:
-    """The shell line of a client message; _BadMessage says what is wrong with it."""
+def _request(raw: bytes) -> tuple[str, str]:
+    """('line' or 'complete', the text) of a client message; _BadMessage says what is
+    wrong with it."""
     message = _decode(raw)
-    if not isinstance(message, dict) or set(message) != {'line'}:
-        raise _BadMessage(f'expected {{"line": "..."}} and no other keys, got {raw[:60]!r}')
-    line = message['line']
-    if not isinstance(line, str):
-        raise _BadMessage(f'"line" must be a string, got {type(line).__name__}')
-    if len(line) > MAX_LINE:
-        raise _BadMessage(f"a line of {len(line)} characters; at most {MAX_LINE}")
-    return line
+    if not isinstance(message, dict) or len(message) != 1 or not set(message) <= REQUESTS:
+        raise _BadMessage(f'expected {{"line": "..."}} or {{"complete": "..."}} and no other '
+                          f'keys, got {raw[:60]!r}')
+    (kind, text), = message.items()
+    if not isinstance(text, str):
+        raise _BadMessage(f'"{kind}" must be a string, got {type(text).__name__}')
+    if len(text) > MAX_LINE:
+        raise _BadMessage(f"a line of {len(text)} characters; at most {MAX_LINE}")
+    return kind, text
 
 
 def _handle(shell, line: str) -> tuple[str, str | None]:
@@ -124,6 +133,15 @@ def _handle(shell, line: str) -> tuple[str, str | None]:
     except Exception:
         logger.warning("Shell line %r failed", line[:80], exc_info=True)
         return traceback.format_exc(), None
+
+
+def _completions(shell, text: str) -> list[tuple[str, int]]:
+    """``shell.complete(text)``; none when it fails (completion must never end a session)."""
+    try:
+        return shell.complete(text)
+    except Exception:
+        logger.warning("Shell completion of %r failed", text[:80], exc_info=True)
+        return []
 
 
 class RemoteShellServer:
@@ -224,16 +242,19 @@ class RemoteShellServer:
         (None, None) when the client leaves."""
         while (raw := reader.next()) is not None:
             try:
-                line = _shell_line(raw)
+                kind, text = _request(raw)
             except _BadMessage as err:
                 logger.warning("Shell client sent a bad message: %s", err)
                 _send(conn, {'output': f"error: {err}", 'prompt': shell.prompt, 'action': None})
                 continue
-            output, action = _handle(shell, line)
-            reply = {'output': output, 'prompt': shell.prompt, 'action': action}
+            if kind == 'complete':
+                _send(conn, {'completions': _completions(shell, text)})
+                continue
+            output, action = _handle(shell, text)
             if action is not None:
-                return action, reply
-            _send(conn, reply)
+                farewell = '\n'.join(filter(None, [output.rstrip('\n'), FAREWELL[action]]))
+                return action, {'output': farewell, 'prompt': '', 'action': action}
+            _send(conn, {'output': output, 'prompt': shell.prompt, 'action': None})
         return None, None
 
     def close(self) -> None:
@@ -305,7 +326,7 @@ def connect(run_dir: Path) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     """``elektronn2-shell RUN_DIR``: attach to the shell of a running training."""
-    parser = argparse.ArgumentParser(prog='elektronn2-shell', description=main.__doc__)
+    parser = argparse.ArgumentParser(prog='elektronn2-shell', description=plain(main.__doc__))
     parser.add_argument('run_dir', help='run directory of a running elektronn2-train')
     args = parser.parse_args(argv)
     try:
@@ -314,8 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"elektronn2-shell: {err}", file=sys.stderr)
         return 1
     print("Waiting for the training to pause at the next step ...", flush=True)
-    read = _prompt_reader()
-    for message in _lines(conn):
+    messages = _lines(conn)
+    read = _prompt_reader(remote_completion(conn, messages))
+    for message in messages:
         if message['output']:
             print(message['output'].rstrip('\n'), flush=True)
         if message['action'] is not None:
@@ -329,11 +351,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _prompt_reader():
-    """prompt_toolkit on a terminal, plain input() otherwise."""
+def remote_completion(conn: socket.socket, messages) -> Callable[[str], list[tuple[str, int]]]:
+    """``complete(text)`` asking the trainer over ``conn`` (``messages``: its replies)."""
+    def complete(text: str) -> list[tuple[str, int]]:
+        _send(conn, {'complete': text})
+        return [(str(t), int(start)) for t, start in next(messages).get('completions', [])]
+    return complete
+
+
+def _prompt_reader(complete: Callable[[str], list[tuple[str, int]]]):
+    """prompt_toolkit completing with ``complete`` on a terminal, plain input() otherwise."""
     if sys.stdin.isatty():
         from prompt_toolkit import PromptSession
-        session = PromptSession()
+        session = PromptSession(completer=ShellCompleter(complete))
         return session.prompt
     return input
 

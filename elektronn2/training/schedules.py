@@ -7,8 +7,10 @@ One :class:`Schedule` per variable, in one of three forms:
 * ``{'lindec': [n_steps, value]}``: go linearly from the value at the start to
   ``value`` over ``n_steps`` steps, then stay.
 
-Because 'dec' multiplies the *current* value, a value changed by hand (e.g.
-``setlr`` in the shell) keeps decaying from there.
+A value changed by hand (``setlr`` in the shell, or a rollback after a non-finite
+loss) is where the schedule continues from (:meth:`Schedule.continue_from`): 'dec'
+multiplies it, 'lindec' goes linearly from it to its end value over the remaining
+steps, 'updates' keeps it until the next update.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ class Schedule:
     updates: list = field(default_factory=list)
     lindec: tuple | None = None
     start_value: float | None = None
+    start_step: int = 0
 
     @classmethod
     def from_spec(cls, variable: str, spec: dict) -> Schedule:
@@ -78,16 +81,32 @@ class Schedule:
             return current * self.dec if step > 0 and step % DEC_INTERVAL == 0 else None
         if self.lindec is not None:
             n, end = self.lindec
-            if step > n:
+            if step > n or self.start_step >= n:
                 return None
-            return self.start_value + (end - self.start_value) * step / n
+            return self.start_value + ((end - self.start_value) * (step - self.start_step)
+                                       / (n - self.start_step))
         for at, value in self.updates:
             if at == step:
                 return value
         return None
 
+    def continue_from(self, step: int, value: float) -> str:
+        """Continue from ``value`` set by hand after ``step`` steps; says how, e.g. "the
+        'lindec' schedule now continues from it to 1e-05 at step 2000"."""
+        self.start_value, self.start_step = value, step
+        if self.dec is not None:
+            return f"the 'dec' schedule multiplies it by {self.dec:g} every {DEC_INTERVAL} steps"
+        if self.lindec is not None:
+            n, end = self.lindec
+            return (f"the 'lindec' schedule now continues from it to {end:g} at step {n}"
+                    if step < n else "the 'lindec' schedule has ended; it stays")
+        later = [at for at, _ in self.updates if at > step]
+        return (f"it holds until the 'updates' schedule's next update at step {later[0]}"
+                if later else "the 'updates' schedule has no more updates; it stays")
+
     def state(self) -> dict:
-        return {'start_value': self.start_value}
+        return {'start_value': self.start_value, 'start_step': self.start_step}
 
     def load_state(self, state: dict) -> None:
         self.start_value = state.get('start_value')
+        self.start_step = int(state.get('start_step', 0))  # older checkpoints: none

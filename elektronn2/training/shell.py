@@ -5,22 +5,29 @@ Shortcuts: ``help``, ``q`` (continue), ``kill`` (save and stop), ``setlr X``,
 ``gradstats``, ``actstats``, ``debugbatch``, ``load PATH``. Anything else runs as
 Python with ``model``, ``data``, ``trainer`` (also ``self``), ``batch``,
 ``exp_config``, ``np``, ``torch`` and ``nm`` in scope; exceptions are printed and
-never end the training. Changes take effect at once; the batch workers are
-restarted on leaving the shell so they see changed data settings.
+never end the training; a shortcut with a bad value answers with one line. Changes
+take effect at once, and a variable that a schedule drives continues from the value
+set here (the shortcut says how); the batch workers are restarted on leaving the
+shell so they see changed data settings. Every line is recorded in ``train.log``
+with the step. TAB completes shortcut words and Python names. The module imports
+little at first, so that ``elektronn2-shell`` (which uses :class:`ShellCompleter`)
+starts fast.
 """
 from __future__ import annotations
 
 import codeop
 import contextlib
 import io
+import logging
 import traceback
+from collections.abc import Callable
 
-import jedi
-import numpy as np
-import torch
 from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.history import FileHistory
+
+from ..errors import ConfigError, Error, ModelFileError
+from .status import TRAIN_LOG_ONLY
 
 HELP = """\
 Shortcuts:
@@ -32,14 +39,22 @@ Shortcuts:
   actstats         activation statistics      load PATH     load parameters of a model file
   help             this text
 Anything else is Python; in scope: model, data, trainer (self), batch, exp_config, np, torch, nm.
+TAB completes shortcuts and Python names.
 """
 PROMPT = 'elektronn2 >>> '
+#: what the shell says when it closes, by action
+FAREWELL = {'continue': 'Training continues.', 'kill': 'Training saves a checkpoint and stops.'}
+HISTORY_FREQ_RANGE = (lambda v: v >= 1, 'a positive number of steps (an integer >= 1)')
+action_log = logging.getLogger(TRAIN_LOG_ONLY)
 
 
 class TrainingShell:
     """Executes shell lines against a paused :class:`~elektronn2.training.trainer.Trainer`."""
 
     def __init__(self, trainer):
+        import numpy as np
+        import torch
+
         import elektronn2.neuromancer as nm
         self.trainer = trainer
         self.namespace = {'model': trainer.model, 'data': trainer.data, 'trainer': trainer,
@@ -65,15 +80,40 @@ class TrainingShell:
 
     def handle(self, line: str) -> tuple[str, str | None]:
         """Run one line; returns (output text, action) with action None, 'continue' or 'kill'."""
+        output, action = self._handle(line)
+        if line.strip():
+            said = output.strip() or FAREWELL.get(action, '(no output)')
+            action_log.info("shell at step %d: %s -> %s", self.trainer.step, line.strip(),
+                            said.partition('\n')[0][:200])
+        return output, action
+
+    def _handle(self, line: str) -> tuple[str, str | None]:
         word, _, arg = line.strip().partition(' ')
         if not self._pending and word in self._shortcuts:
             try:
                 output = self._shortcuts[word](arg.strip())
+            except (Error, OSError) as err:  # a bad value or file: one line
+                return f"{word}: {err}", None
             except Exception:
                 return traceback.format_exc(), None
             action = {'q': 'continue', 'kill': 'kill'}.get(word)
             return ('' if output is None else str(output)), action
         return self._run_python(line), None
+
+    def complete(self, text: str) -> list[tuple[str, int]]:
+        """Completions of ``text`` (the line before the cursor): shortcut words at the
+        start of a line, then Python names (jedi); each (completion, start position
+        relative to the cursor)."""
+        import jedi
+        word = text.lstrip()
+        shortcuts = ([w for w in self._shortcuts if w.startswith(word)]
+                     if word and ' ' not in word and not self._pending else [])
+        try:
+            names = jedi.Interpreter(text, [self.namespace]).complete()
+        except Exception:  # jedi cannot parse every incomplete statement
+            names = []
+        return [(w, -len(word)) for w in shortcuts] + [
+            (c.name, -(len(c.name) - len(c.complete))) for c in names if c.name not in shortcuts]
 
     def _run_python(self, line: str) -> str:
         source = self._pending + line
@@ -96,15 +136,15 @@ class TrainingShell:
         return buffer.getvalue()
 
     def _set(self, key: str, arg: str) -> str:
-        setattr(self.trainer.model, key, float(arg))
-        return f"{key} = {getattr(self.trainer.model, key)}"
+        from .experiment import OPTIMISER_RANGES
+        valid, description = OPTIMISER_RANGES[key]
+        value = _parse(arg, float, valid, f"a number {description}")
+        note = self.trainer.set_by_hand(key, value)
+        return f"{key} = {self.trainer.get_variable(key)}" + (f" ({note})" if note else '')
 
     def _sethist(self, arg: str) -> str:
-        value = int(arg)
-        if value < 1:
-            raise ValueError(f"sethist needs a positive number of steps, got {value}")
-        self.trainer.history_freq = value
-        return f"history_freq = {value}"
+        self.trainer.history_freq = _parse(arg, int, *HISTORY_FREQ_RANGE)
+        return f"history_freq = {self.trainer.history_freq}"
 
     def _batch(self) -> tuple:
         if self.trainer.batch is None:
@@ -117,7 +157,7 @@ class TrainingShell:
         params = self.trainer.model.all_params()
         missing = sorted(set(params) - set(tensors))
         if missing:
-            raise ValueError(f"{path} does not hold parameters {missing} of this model")
+            raise ModelFileError(f"{path} does not hold parameters {missing} of this model")
         for key, value in tensors.items():
             if key in params:
                 node, name = key.split('.', 1)
@@ -133,7 +173,7 @@ class TrainingShell:
     def run_local(self) -> str:
         """Prompt on this terminal until q/kill (Ctrl+D continues); returns the action."""
         session = PromptSession(history=FileHistory(str(self.trainer.run_dir / '.shell_history')),
-                                completer=NamespaceCompleter(self.namespace))
+                                completer=ShellCompleter(self.complete))
         print(f"\nTraining paused at step {self.trainer.step}. 'help' lists the shortcuts, "
               f"'q' continues, 'kill' stops.", flush=True)
         action = None
@@ -150,20 +190,28 @@ class TrainingShell:
             if output:
                 print(output.rstrip('\n'), flush=True)
         self.finish()
-        print(f"{'Stopping' if action == 'kill' else 'Continuing'} training.", flush=True)
+        print(FAREWELL[action], flush=True)
         return action
 
 
-class NamespaceCompleter(Completer):
-    """prompt_toolkit completion of Python over the shell's namespace (jedi)."""
+def _parse(arg: str, kind: type, valid: Callable, description: str) -> float:
+    """``arg`` as ``kind`` within ``valid``; a one-line ConfigError otherwise."""
+    try:
+        value = kind(arg)
+    except ValueError:
+        value = None
+    if value is None or not valid(value):
+        raise ConfigError(f"{arg!r} is not valid; the value must be {description}")
+    return value
 
-    def __init__(self, namespace: dict):
-        self.namespace = namespace
+
+class ShellCompleter(Completer):
+    """prompt_toolkit completion by ``complete(text before the cursor)`` -> (completion,
+    start position) pairs (:meth:`TrainingShell.complete`, or over the socket)."""
+
+    def __init__(self, complete: Callable[[str], list[tuple[str, int]]]):
+        self.complete = complete
 
     def get_completions(self, document, complete_event):
-        try:
-            completions = jedi.Interpreter(document.text_before_cursor, [self.namespace]).complete()
-        except Exception:  # jedi cannot parse every incomplete statement
-            return
-        for c in completions:
-            yield Completion(c.name, start_position=-(len(c.name) - len(c.complete)))
+        for text, start in self.complete(document.text_before_cursor):
+            yield Completion(text, start_position=start)

@@ -151,7 +151,7 @@ BAD_MESSAGES = {
     'extra key': (b'{"line": "q", "action": "kill"}\n', 'no other keys'),
     'over-long line': (_line('x' * (MAX_LINE + 1)), f"at most {MAX_LINE}"),
     'nested too deeply': (b'[' * 200000 + b']' * 200000 + b'\n', 'not a UTF-8 JSON message'),
-    'shortcut raises': (_line('setlr fast'), 'ValueError'),
+    'shortcut refuses a bad value': (_line('setlr fast'), "setlr: 'fast' is not valid"),
     'Python raises': (_line('1 / 0'), 'ZeroDivisionError'),
     'compiler overflows': (_line('a.' * 30000 + 'b'), 'RecursionError'),
     'SystemExit': (_line('raise SystemExit(3)'), 'SystemExit'),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from elektronn2.training import cli
-from elektronn2.training.shell import HELP, NamespaceCompleter, TrainingShell
+from elektronn2.training.shell import HELP, ShellCompleter, TrainingShell
 from elektronn2.training.trainer import Trainer
 
 
@@ -64,7 +64,7 @@ def test_python_with_namespace_multiline_and_errors(trainer):
 
 def test_completion_over_namespace(trainer):
     from prompt_toolkit.document import Document
-    completer = NamespaceCompleter(TrainingShell(trainer).namespace)
+    completer = ShellCompleter(TrainingShell(trainer).complete)
     names = [c.text for c in completer.get_completions(Document('model.designa'), None)]
     assert names == ['designate_nodes']
     names = [c.text for c in completer.get_completions(Document('trai'), None)]

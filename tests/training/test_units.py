@@ -52,6 +52,22 @@ def test_schedules():
         Schedule.from_spec('lr', {'dec': 0.5, 'lindec': [1, 2]})
 
 
+def test_schedules_continue_from_a_value_set_by_hand():
+    lin = Schedule.from_spec('lr', {'lindec': [100, 0.0]})
+    lin.value_at(1, 1.0)
+    assert lin.continue_from(50, 0.1) == ("the 'lindec' schedule now continues from it to 0 "
+                                          "at step 100")
+    assert lin.value_at(51, 0.1) == pytest.approx(0.098) and lin.value_at(100, 0.0) == 0.0
+    restored = Schedule.from_spec('lr', {'lindec': [100, 0.0]})
+    restored.load_state(lin.state())  # a checkpoint keeps it
+    assert restored.value_at(75, 0.05) == pytest.approx(0.05)
+    assert 'has ended' in lin.continue_from(100, 0.3) and lin.value_at(100, 0.3) is None
+    dec = Schedule.from_spec('lr', {'dec': 0.5})
+    assert 'multiplies it by 0.5' in dec.continue_from(10, 0.2) and dec.value_at(1000, 0.2) == 0.1
+    upd = Schedule.from_spec('mom', {'updates': [(10, 0.5)]})
+    assert 'next update at step 10' in upd.continue_from(3, 0.7) and upd.value_at(4, 0.7) is None
+
+
 def test_checkpoint_roundtrip_and_refusal(tmp_path):
     import elektronn2.neuromancer as nm
     inp = nm.Input((None, 3), 'b,f', name='raw')
