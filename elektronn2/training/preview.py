@@ -4,25 +4,49 @@
 volume is (z, y, x) or (ch, z, y, x). ``preview_kwargs``: ``export_class`` ('all'
 or a list of class indices) and ``max_z_pred`` (number of z slices predicted, the
 central ones).
+
+A preview is predicted with the block predictors of :mod:`elektronn2.inference`: a
+strided net is rebuilt with max-fragment pooling and an input patch of one block
+(:func:`~elektronn2.neuromancer.model.rebuild_model`), so one evaluation gives a dense
+block; a stride-1 net is tiled (blended if it pads inside). The region is predicted in
+blocks of :data:`BLOCK_YX` pixels per slice; between blocks the preview stops (raising
+:class:`PreviewStopped`) when asked to or when it runs over its time budget.
+
+Each exported class gets one PNG at full resolution: per slice the raw image beside the
+prediction, a colour bar, class and step in the title.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import time
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import h5py
 import numpy as np
 
-from ..data.sources import first_nonfinite, hdf5_dataset_keys, require_real
-from ..errors import DataError
+from ..data.sources import first_nonfinite, hdf5_dataset_keys, open_source, require_real
+from ..errors import ConfigError, DataError, ShapeError
+from ..inference.geometry import BlockGrid, Box, NetGeometry
 
 logger = logging.getLogger('elektronn2')
 
+BLOCK_YX = 256          # output pixels per block along y and x
+BLOCK_VOXELS = 2 ** 17  # output voxels per block (bounds the memory and the time between stops)
+_MARGIN, _GAP, _TITLE, _BAR = 60, 8, 36, 70   # figure layout in pixels
 
-def load_preview_volume(spec) -> np.ndarray:
+
+class PreviewStopped(Exception):
+    """A preview stopped before its end (Ctrl+C or over its time budget)."""
+
+
+def load_preview_volume(spec, model=None, preview_kwargs: dict | None = None) -> np.ndarray:
     """Read the preview volume (ch, z, y, x); clear errors for missing files or keys and for
-    volumes that are not real numbers or hold NaN/Inf."""
+    volumes that are not real numbers or hold NaN/Inf. With ``model``, also
+    :func:`check_preview` (a ConfigError for a volume the net cannot preview)."""
     path, key = (spec[0], spec[1]) if isinstance(spec, (tuple, list)) else (spec, None)
     if not os.path.isfile(path):
         raise DataError(f"Preview file {path!r} (preview_data_path) does not exist")
@@ -52,48 +76,208 @@ def load_preview_volume(spec) -> np.ndarray:
     if bad is not None:
         raise DataError(f"Preview volume {path!r}:{key} holds {volume[bad]} at (ch,z,y,x) {bad}; "
                         f"NaN/Inf cannot be predicted on")
+    if model is not None:
+        check_preview(volume, model, **(preview_kwargs or {}))
     return volume
 
 
-def central_slices(volume: np.ndarray, n_z: int, context: int) -> np.ndarray:
-    """The central ``n_z`` slices plus ``context`` slices on each side (for 3-D nets)."""
-    z = volume.shape[1]
-    start = max((z - n_z) // 2 - context, 0)
-    return volume[:, start:min(start + n_z + 2 * context, z)]
+def check_preview(volume: np.ndarray, model, export_class='all', max_z_pred: int = 5) -> None:
+    """A ConfigError when ``model`` cannot preview ``volume`` (ch, z, y, x): channels that
+    differ from the net's input, a volume smaller than its field of view, or export
+    classes it does not have."""
+    try:
+        geometry = NetGeometry.from_node(model.prediction_node)
+    except ShapeError as err:
+        raise ConfigError(f"preview_data_path is set, but the net cannot predict volumes: "
+                          f"{err}") from None
+    if volume.shape[0] != geometry.n_channels:
+        raise ConfigError(f"The preview volume has {volume.shape[0]} channel(s) (ch, z, y, x "
+                          f"shape {volume.shape}); the net's input has {geometry.n_channels}")
+    try:
+        geometry.check_volume(volume.shape[1:], 'The preview volume (preview_data_path)')
+    except ShapeError as err:
+        raise ConfigError(f"{err}; give a larger preview volume") from None
+    unknown = [] if export_class == 'all' else [c for c in export_class
+                                                if c >= geometry.n_classes]
+    if unknown:
+        raise ConfigError(f"preview_kwargs['export_class'] names classes {unknown}; the net "
+                          f"predicts {geometry.n_classes} (0..{geometry.n_classes - 1})")
 
 
-def save_preview(model, volume: np.ndarray, out_dir: Path, step: int,
-                 export_class='all', max_z_pred: int = 5) -> list[Path]:
-    """Predict ``volume`` densely and write one PNG per exported class (slices side by side)."""
-    import matplotlib
-    matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
+def preview_region(zyx: Sequence[int], max_z_pred: int) -> Box:
+    """The output box of a preview: the central ``max_z_pred`` slices (z, y, x) of a
+    volume of spatial shape ``zyx``."""
+    n_z = min(max_z_pred, zyx[0])
+    return Box.from_shape((n_z,) + tuple(zyx[1:]), ((zyx[0] - n_z) // 2, 0, 0))
+
+
+@contextlib.contextmanager
+def _side_model(build: Callable[[], object]) -> Iterator[object]:
+    """A model built by ``build`` for the ``with`` block; the current model (the trained
+    one, which new nodes join) stays current, and the new one is forgotten after."""
+    import elektronn2.neuromancer as nm
+    manager = nm.model_manager
+    previous = manager.current
+    model = None
+    try:
+        model = build()
+        yield model
+    finally:
+        if model is not None:
+            manager.discard(model)
+        if previous is not None:
+            manager.setmodel(previous)
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    """Log filter for rebuilding a preview model: no model summaries or snapping notes."""
+    return record.levelno >= logging.WARNING and not record.getMessage().startswith(
+        'imposed_patch_size')
+
+
+def _rebuild_mfp(model, block_shape: Sequence[int]):
+    """``model`` rebuilt with max-fragment pooling and an input patch whose output covers
+    ``block_shape`` (z, y, x; a 2-D net: y, x): the patch is raised until the size the
+    net snaps it to is large enough (quietly: no model summaries, no snapping notes)."""
+    from ..neuromancer.model import model_manager, rebuild_model
+    geometry = NetGeometry.from_node(model.prediction_node)
+    request = [b + c for b, c in zip(block_shape, geometry.border)]
+    logger.addFilter(_quiet)
+    try:
+        for _ in range(8):
+            mfp = rebuild_model(model, override_mfp_to_active=True,
+                                imposed_patch_size=geometry.net_sizes(request))
+            out = NetGeometry.from_node(mfp.prediction_node).out
+            if all(o >= b for o, b in zip(geometry.net_sizes(out),
+                                          geometry.net_sizes(block_shape))):
+                return mfp
+            model_manager.discard(mfp)
+            request = [r + max(b - o, 0) for r, b, o in zip(request, block_shape, out)]
+    finally:
+        logger.removeFilter(_quiet)
+    raise ShapeError(f"no max-fragment-pooling input patch found whose output covers a "
+                     f"preview block of {tuple(block_shape)} (z, y, x)")
+
+
+def preview_block_shape(region: Box) -> tuple[int, int, int]:
+    """Blocks of at most :data:`BLOCK_YX` pixels along y and x and about
+    :data:`BLOCK_VOXELS` output voxels: the units a preview stops between."""
+    y, x = (min(n, BLOCK_YX) for n in region.shape[1:])
+    return max(1, min(region.shape[0], BLOCK_VOXELS // (y * x))), y, x
+
+
+@contextlib.contextmanager
+def preview_predictor(model, region: Box, block_shape: Sequence[int]) -> Iterator[object]:
+    """The block predictor (:mod:`elektronn2.inference.predictors`) of a preview of
+    ``region`` in blocks of ``block_shape`` (z, y, x); see the module docstring."""
+    from ..inference.blending import BlendingPredictor
+    from ..inference.predictors import TilingPredictor
     node = model.prediction_node
-    n_spatial = len(node.input_nodes[0].shape.spatial_axes)
-    if n_spatial == 3:
-        context = int(np.ceil(max(node.shape.offsets[0], 0)))
-        raw = central_slices(volume, max_z_pred, context)
-        pred = model.predict_dense(raw, pad_raw=True)
-        pred = pred[:, context:context + max_z_pred] if raw.shape[1] > max_z_pred else pred
+    geometry = NetGeometry.from_node(node)
+    if not geometry.exact:
+        yield BlendingPredictor(node, region)
+    elif all(s == 1 for s in geometry.strides):
+        yield TilingPredictor(node)
     else:
-        raw = central_slices(volume, max_z_pred, 0)
-        pred = model.predict_dense(raw, pad_raw=True)
+        with _side_model(lambda: _rebuild_mfp(model, block_shape)) as mfp:
+            yield TilingPredictor(mfp.prediction_node)
+
+
+def predict_preview(model, volume: np.ndarray, region: Box,
+                    should_stop: Callable[[], bool] = lambda: False,
+                    max_seconds: float = math.inf) -> np.ndarray:
+    """(f, *region.shape) probabilities of ``region`` (z, y, x) of ``volume`` (ch, z, y, x),
+    voxels outside the volume mirrored. Raises PreviewStopped between blocks when
+    ``should_stop()`` or after ``max_seconds``."""
+    from ..inference.blockwise import read_mirrored
+    deadline = time.monotonic() + max_seconds
+    block_shape = preview_block_shape(region)
+    grid = BlockGrid(region, block_shape)
+    source = open_source(volume)
+    with preview_predictor(model, region, block_shape) as predictor:
+        result = np.zeros((predictor.geometry.n_classes,) + region.shape, np.float32)
+        for i, block in enumerate(grid):
+            if should_stop():
+                raise PreviewStopped(f"interrupted after {i} of {len(grid)} blocks")
+            if time.monotonic() > deadline:
+                raise PreviewStopped(
+                    f"over its time budget of {max_seconds:.3g} s after {i} of {len(grid)} "
+                    f"blocks; a longer prev_save_h or a smaller preview volume allows it")
+            pred = predictor.predict(read_mirrored(source, predictor.input_box(block.compute)),
+                                     block.compute)
+            result[(slice(None),) + block.write.slices_in(region)] = \
+                pred[(slice(None),) + block.write.slices_in(block.compute)]
+    return result
+
+
+def _figure_layout(n_z: int, height: int, width: int) -> tuple[tuple[int, int], list]:
+    """Figure size (w, h) in pixels and, per slice, the (raw, prediction) axes boxes
+    (left, bottom, width, height) in pixels, so that every image pixel is one figure
+    pixel; the colour bar goes right of the last column."""
+    fig_w = _MARGIN + 2 * width + _GAP + _BAR
+    fig_h = _TITLE + n_z * height + (n_z - 1) * _GAP + _GAP
+    boxes = []
+    for z in range(n_z):
+        bottom = fig_h - _TITLE - (z + 1) * height - z * _GAP
+        boxes.append(((_MARGIN, bottom, width, height),
+                      (_MARGIN + width + _GAP, bottom, width, height)))
+    return (fig_w, fig_h), boxes
+
+
+def write_preview_png(raw: np.ndarray, pred: np.ndarray, path: Path, title: str,
+                      z_indices: Sequence[int]) -> None:
+    """PNG of raw (z, y, x) beside pred (z, y, x) in [0, 1], one row per slice, at full
+    resolution with a colour bar for pred; written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    dpi = 100
+    (fig_w, fig_h), boxes = _figure_layout(*pred.shape)
+    figure = Figure(figsize=(fig_w / dpi, fig_h / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    figure.suptitle(title, y=1 - 8 / fig_h, va='top', fontsize=11)
+
+    def axes_at(box):
+        left, bottom, w, h = box
+        axes = figure.add_axes((left / fig_w, bottom / fig_h, w / fig_w, h / fig_h))
+        axes.set_axis_off()
+        return axes
+    low, high = np.percentile(raw, (0.5, 99.5)) if raw.size else (0, 1)
+    for z, (raw_box, pred_box) in enumerate(boxes):
+        axes_at(raw_box).imshow(raw[z], cmap='gray', vmin=low, vmax=high,
+                                interpolation='nearest', aspect='auto')
+        image = axes_at(pred_box).imshow(pred[z], cmap='viridis', vmin=0, vmax=1,
+                                         interpolation='nearest', aspect='auto')
+        figure.text((_MARGIN - 6) / fig_w, (raw_box[1] + raw_box[3] / 2) / fig_h,
+                    f"z {z_indices[z]}", ha='right', va='center', fontsize=8)
+    top_right = boxes[0][1]
+    bar_box = (top_right[0] + top_right[2] + _GAP, boxes[-1][1][1], 14,
+               top_right[1] + top_right[3] - boxes[-1][1][1])
+    figure.colorbar(image, cax=figure.add_axes(
+        tuple(v / s for v, s in zip(bar_box, (fig_w, fig_h, fig_w, fig_h)))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=dpi)
+    os.replace(tmp, path)
+
+
+def save_preview(model, volume: np.ndarray, out_dir: Path, step: int, export_class='all',
+                 max_z_pred: int = 5, should_stop: Callable[[], bool] = lambda: False,
+                 max_seconds: float = math.inf) -> list[Path]:
+    """Predict the central ``max_z_pred`` slices of ``volume`` (ch, z, y, x) and write one
+    PNG per exported class; PreviewStopped when ``should_stop()`` or after ``max_seconds``
+    (checked between blocks)."""
+    start = time.monotonic()
+    region = preview_region(volume.shape[1:], max_z_pred)
+    pred = predict_preview(model, volume, region, should_stop, max_seconds)
+    raw = volume[0][region.slices_in(Box.from_shape(volume.shape[1:]))]
     classes = range(pred.shape[0]) if export_class == 'all' else export_class
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    z_indices = range(region.lo[0], region.hi[0])
     written = []
     for c in classes:
-        n = pred.shape[1]
-        fig, axes = plt.subplots(1, n, figsize=(3 * n, 3), squeeze=False)
-        for z in range(n):
-            axes[0, z].imshow(pred[c, z], cmap='gray', vmin=0, vmax=1)
-            axes[0, z].set_axis_off()
-        fig.suptitle(f"class {c}, step {step}")
-        target = out_dir / f"preview_step{step:09d}_class{c}.png"
-        tmp = target.with_name(f".{target.name}.tmp.png")
-        fig.savefig(tmp, dpi=72)
-        plt.close(fig)
-        os.replace(tmp, target)
-        written.append(target)
-    logger.info("Preview of step %d written to %s", step, out_dir)
+        path = Path(out_dir) / f"preview_step{step:09d}_class{c}.png"
+        write_preview_png(raw, pred[c], path, f"class {c}, step {step}", z_indices)
+        written.append(path)
+    logger.info("Preview of step %d written to %s (%.1f s)", step, out_dir,
+                time.monotonic() - start)
     return written
+
