@@ -6,14 +6,21 @@ Environment variables read at import: ``ELEKTRONN2_DEVICE``, ``ELEKTRONN2_COMPIL
 ``ELEKTRONN2_PRECISION``, ``ELEKTRONN2_MEMORY_FORMAT``, ``ELEKTRONN2_DATA`` (data
 directory) and ``ELEKTRONN2_SAVE_PATH``. What the 'auto' values become on a device is
 decided by :mod:`elektronn2.neuromancer.execution`.
+
+The data directory, for every entry point (:func:`default_data_dir`): ``$ELEKTRONN2_DATA``
+when set; else ``../shared/data`` next to the checkout (the directory holding
+``pyproject.toml`` and this package) when it exists; else ``~/.cache/elektronn2/data``
+(``$XDG_CACHE_HOME/elektronn2/data``).
+
+Importing this module does not import torch (so that the commands' ``--help`` is fast).
 """
 from __future__ import annotations
 
 import os
 import re
 from dataclasses import dataclass, field, fields
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 
@@ -27,9 +34,21 @@ CHOICES = {
     'float_dtype': ('float32', 'float64'),
 }
 _DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+if TYPE_CHECKING:
+    import torch
 
 
-def _default_data_dir() -> str:
+def default_data_dir(package_dir: Path = _PACKAGE_DIR) -> str:
+    """The data directory by the rule of the module docstring (``package_dir``: the
+    directory of the elektronn2 package, whose parent is the checkout)."""
+    if os.environ.get('ELEKTRONN2_DATA'):
+        return os.path.expanduser(os.environ['ELEKTRONN2_DATA'])
+    checkout = package_dir.parent
+    shared = checkout.parent / 'shared' / 'data'
+    if (checkout / 'pyproject.toml').is_file() and shared.is_dir():
+        return str(shared)
     cache = os.environ.get('XDG_CACHE_HOME', os.path.join('~', '.cache'))
     return os.path.expanduser(os.path.join(cache, 'elektronn2', 'data'))
 
@@ -50,7 +69,7 @@ class Config:
     cudnn_benchmark: let cuDNN pick the fastest convolution algorithms (CUDA).
     tf32: allow TF32 tensor cores for fp32 matrix products and convolutions (CUDA).
     float_dtype: dtype of parameters and float inputs.
-    data_dir: where known datasets are looked up ($ELEKTRONN2_DATA).
+    data_dir: where known datasets are looked up (:func:`default_data_dir`).
     save_path: default parent directory of training runs.
     """
     device: str = 'auto'
@@ -60,7 +79,7 @@ class Config:
     cudnn_benchmark: bool = True
     tf32: bool = True
     float_dtype: str = 'float32'
-    data_dir: str = field(default_factory=_default_data_dir)
+    data_dir: str = field(default_factory=default_data_dir)
     save_path: str = os.path.expanduser(os.path.join('~', 'elektronn2_training'))
 
     def __setattr__(self, key: str, value) -> None:
@@ -79,6 +98,7 @@ class Config:
     @property
     def torch_device(self) -> torch.device:
         """The resolved torch device ('auto' becomes cuda when available)."""
+        import torch
         if self.device == 'auto':
             return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
         if self.device.startswith('cuda') and not torch.cuda.is_available():
@@ -88,6 +108,7 @@ class Config:
 
     @property
     def torch_float_dtype(self) -> torch.dtype:
+        import torch
         return getattr(torch, self.float_dtype)
 
 
@@ -95,7 +116,7 @@ def _from_environment() -> Config:
     cfg = Config()
     for key, var in (('device', 'ELEKTRONN2_DEVICE'), ('compile', 'ELEKTRONN2_COMPILE'),
                      ('precision', 'ELEKTRONN2_PRECISION'),
-                     ('memory_format', 'ELEKTRONN2_MEMORY_FORMAT'), ('data_dir', 'ELEKTRONN2_DATA'),
+                     ('memory_format', 'ELEKTRONN2_MEMORY_FORMAT'),
                      ('save_path', 'ELEKTRONN2_SAVE_PATH')):
         if os.environ.get(var):
             setattr(cfg, key, os.path.expanduser(os.environ[var]))

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .console import plain
 from .errors import Error
 
 
@@ -26,7 +27,7 @@ def test_accuracy(model, data, batch_size: int = 1000) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='elektronn2-demo', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='elektronn2-demo', description=plain(__doc__.splitlines()[0]))
     parser.add_argument('--steps', type=int, default=1500, help='training steps (default 1500)')
     parser.add_argument('--save-path', help='parent directory of the run (default: a temporary one)')
     args = parser.parse_args(argv)

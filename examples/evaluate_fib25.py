@@ -176,4 +176,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    from elektronn2.console import run_script
+    sys.exit(run_script(main, Path(__file__).name))

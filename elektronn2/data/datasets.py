@@ -1,7 +1,8 @@
 """Known real datasets: their files, SHA-256, licences and where to get them.
 
-Files live under ``elektronn2.config.config.data_dir`` (``$ELEKTRONN2_DATA``), in the
-subfolder ``mnist/`` or ``em/``. ``get_path(name)`` returns that folder after checking
+Files live under ``elektronn2.config.config.data_dir`` (``$ELEKTRONN2_DATA``, else
+``../shared/data`` next to the checkout, else ``~/.cache/elektronn2/data``: see
+:func:`elektronn2.config.default_data_dir`), in the subfolder ``mnist/`` or ``em/``. ``get_path(name)`` returns that folder after checking
 every file's SHA-256 (results are cached per inode, size and mtime), downloading
 missing files first where a download is known (MNIST, from public mirrors).
 
@@ -336,9 +337,10 @@ def _download(datafile: DataFile, directory: Path, base_urls: list[str]) -> None
         logger.warning("download of %s from %s is corrupt; deleted it", datafile.name, url)
     raise DataError(f"could not download {datafile.name} into {directory}:\n  "
                     + '\n  '.join(failures)
-                    + f"\nCheck the network and call again (partial downloads resume), or "
-                      f"download it yourself from one of these URLs into {directory}, or set "
-                      f"${DATA_URL_VARIABLE} to a reachable mirror.")
+                    + f"\nCheck the network and call again (partial downloads resume), "
+                      f"download it yourself from one of these URLs into {directory}, set "
+                      f"ELEKTRONN2_DATA to a directory whose {directory.name}/ subfolder "
+                      f"holds the files, or set ${DATA_URL_VARIABLE} to a reachable mirror.")
 
 
 def _download_with_retries(url: str, part: Path) -> str | None:

@@ -10,6 +10,14 @@ Entry points: :func:`plan_prediction` (geometry and back end), :func:`run_predic
 (blocks through an executor into a writer), :func:`predict_volume` (in memory) and
 :func:`predict_to_file` (what ``elektronn2-predict`` runs).
 
+A ``region`` (volume coordinates) restricts the prediction to a box of the volume; the
+output then covers only that box, its attribute ``voxel_offset`` records where the box
+starts (as for ``valid_only``). For exact nets (valid convolutions) its values equal
+those of a whole-volume prediction; blended nets place their windows from the box.
+
+Interrupted (Ctrl+C), :func:`run_prediction` raises :class:`PredictionInterrupted`,
+which says how many blocks are done; a zarr output keeps them for a resumed run.
+
 Bad input is refused before anything is written where it can be: an input that is not
 numeric, has the wrong channel count or is smaller than the net's field of view (plan),
 a block shape whose estimated memory (:mod:`.memory`) does not fit; NaN or Inf input
@@ -30,17 +38,29 @@ from tqdm import tqdm
 
 from ..data.sources import (VolumeSource, channel_volume_shape, first_nonfinite, open_source,
                             read_channel_box, require_real)
-from ..errors import ConfigError, DataError, ShapeError
+from ..errors import ConfigError, DataError, ModelFileError, ShapeError
+from ..neuromancer.modelfile import GRAPH_FILE
 from .executors import DaskExecutor, SerialExecutor, check_counts
 from .geometry import Block, BlockGrid, Box, NetGeometry
 from .memory import check_block_memory
+from .options import OUTPUT_DTYPES
 from .outputs import ArrayWriter, BlockWriter, open_writer, output_attributes, source_attributes
 from .predictors import (PredictorSpec, cached_predictor, load_model, model_digest,
                          resolve_spec)
 
 logger = logging.getLogger('elektronn2')
 
-OUTPUT_DTYPES = ('float32', 'uint8')
+#: the model file inside a training checkpoint directory (:mod:`elektronn2.training.checkpoint`)
+CHECKPOINT_MODEL = 'model.mdl'
+
+
+class PredictionInterrupted(KeyboardInterrupt):
+    """Ctrl+C during :func:`run_prediction`: ``n_done`` of ``n_blocks`` blocks are in the
+    output, which ``resumable`` outputs keep for a rerun."""
+
+    def __init__(self, n_done: int, n_blocks: int, resumable: bool):
+        super().__init__(f"interrupted after {n_done} of {n_blocks} blocks")
+        self.n_done, self.n_blocks, self.resumable = n_done, n_blocks, resumable
 
 
 def mirror_indices(lo: int, hi: int, size: int) -> np.ndarray:
@@ -141,8 +161,8 @@ class PredictionPlan:
 
 def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
                     block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
-                    blend: str = 'auto', overlap: float = 0.25,
-                    valid_only: bool = False) -> PredictionPlan:
+                    blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
+                    region: Box | None = None) -> PredictionPlan:
     """Choose the back end and lay out the blocks for ``source`` ((z,y,x) or (c,z,y,x)).
 
     Args:
@@ -150,19 +170,35 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
         mfp, blend, overlap: see :func:`.predictors.resolve_spec`.
         valid_only: predict only where the net's field of view lies inside the volume
             (else the whole volume, mirrored at the border).
+        region: predict only this box (volume coordinates, z, y, x; within the valid
+            part with ``valid_only``); see the module docstring.
     """
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise ConfigError(f"block_shape={tuple(block_shape)} (--block-shape) needs 3 positive "
                           f"sizes (z, y, x)")
     geometry = NetGeometry.from_node(load_model(model_path).prediction_node)
     zyx = check_input(source, geometry, model_path)
-    region = Box.from_shape(zyx)
-    if valid_only:
-        before, after = geometry.context
-        region = Box(before, [n - a for n, a in zip(zyx, after)])
+    region = _output_region(zyx, geometry, valid_only, region, source.name)
     spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap)
     logger.info("Prediction plan: backend %s, blocks %s, region %s", spec.backend, block_shape, region)
     return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
+
+
+def _output_region(zyx: Sequence[int], geometry: NetGeometry, valid_only: bool,
+                   region: Box | None, name: str) -> Box:
+    """The output voxels: the volume (its valid part with ``valid_only``), or ``region``
+    once it is known to lie there and to be non-empty."""
+    allowed = Box.from_shape(zyx)
+    if valid_only:
+        before, after = geometry.context
+        allowed = Box(before, [n - a for n, a in zip(zyx, after)])
+    if region is None:
+        return allowed
+    if len(region.lo) != 3 or not allowed.contains(region) or min(region.shape) < 1:
+        where = "the valid part " if valid_only else ""
+        raise ShapeError(f"region {region} (--region, z,y,x) must be a non-empty box inside "
+                         f"{where}{allowed} of {name} (spatial shape {tuple(zyx)})")
+    return region
 
 
 def check_input(source: VolumeSource, geometry: NetGeometry,
@@ -204,23 +240,32 @@ def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWrit
     executor = executor or SerialExecutor()
     done = writer.done()
     todo = [b for b in plan.grid if b.name not in done]
+    n_resumed = len(plan.grid) - len(todo)
     job = BlockJob(plan.spec, source, dtype, writer if writer.parallel_safe else None)
-    voxels = 0
+    voxels = n_predicted = 0
     t0 = time.perf_counter()
+    bar = tqdm(total=len(plan.grid), initial=n_resumed, unit='block', desc='predict',
+               disable=not progress)
     try:
-        with tqdm(total=len(todo), unit='block', desc='predict', disable=not progress) as bar:
+        with bar:
             for result in executor.map(partial(process_block, job), todo, retries):
                 if result.data is not None:
                     writer.write(result.block, result.data)
                 voxels += result.block.write.size
+                n_predicted += 1
                 logger.debug("Block %s predicted in %.2f s", result.block.name, result.seconds)
                 bar.update(1)
                 bar.set_postfix_str(f"{voxels / 1e6 / (time.perf_counter() - t0):.2f} MVx/s")
+    except KeyboardInterrupt:
+        writer.abort()
+        # a resumable writer's markers count blocks that workers wrote but did not report
+        n_done = len(writer.done()) if writer.resumable else n_resumed + n_predicted
+        raise PredictionInterrupted(n_done, len(plan.grid), writer.resumable) from None
     except BaseException:
         writer.abort()
         raise
     writer.finish()
-    report = PredictionReport(len(plan.grid), len(todo), len(done), voxels,
+    report = PredictionReport(len(plan.grid), len(todo), n_resumed, voxels,
                               time.perf_counter() - t0, plan.spec.backend, plan.grid.block_shape)
     logger.info("Predicted %d blocks (%d resumed), %.2f MVx in %.1f s: %.3f MVx/s",
                 report.n_predicted, report.n_resumed, voxels / 1e6, report.seconds,
@@ -231,11 +276,13 @@ def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWrit
 def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndarray,
                    block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
                    blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
-                   dtype: str = 'float32', progress: bool = False) -> np.ndarray:
-    """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), in memory."""
+                   dtype: str = 'float32', progress: bool = False,
+                   region: Box | None = None) -> np.ndarray:
+    """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), or of
+    its box ``region``, in memory."""
     source = open_source(volume)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
-                     overlap=overlap, valid_only=valid_only)
+                     overlap=overlap, valid_only=valid_only, region=region)
     plan = replan(block_shape)
     check_block_memory(plan, source, 1, replan)
     writer = ArrayWriter(plan.grid, plan.geometry.n_classes, dtype)
@@ -249,21 +296,24 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
                     mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
                     valid_only: bool = False, dtype: str = 'float32', workers: int = 1,
                     scheduler: str | None = None, retries: int = 2,
-                    progress: bool = True) -> PredictionReport:
+                    progress: bool = True, region: Box | None = None) -> PredictionReport:
     """Predict a volume file (HDF5, zarr, KNOSSOS) into a zarr or HDF5 output.
 
     ``workers > 1`` or a ``scheduler`` address run the blocks on dask.distributed
     (zarr outputs are written by the workers; HDF5 by this process). A zarr output
     left by a killed run with the same settings is resumed. Without a scheduler, a block
     shape whose ``workers`` blocks at once would not fit into memory is refused.
+    ``model_path`` may be a training checkpoint directory (:func:`resolve_model_path`);
+    ``region``: see the module docstring.
     """
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
     check_counts(workers, retries)
+    model_path = resolve_model_path(model_path)
     # absolute paths: workers of a remote cluster may start elsewhere
     source = open_source(Path(input_path).resolve(), input_key)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
-                     overlap=overlap, valid_only=valid_only)
+                     overlap=overlap, valid_only=valid_only, region=region)
     plan = replan(block_shape)
     if not scheduler:  # a remote cluster's memory is unknown here
         check_block_memory(plan, source, workers, replan)
@@ -273,3 +323,18 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     executor = (DaskExecutor(scheduler, workers) if scheduler or workers > 1
                 else SerialExecutor())
     return run_prediction(plan, source, writer, dtype, executor, retries, progress)
+
+
+def resolve_model_path(path: str | os.PathLike) -> Path:
+    """``path``, or the ``model.mdl`` inside it when it is a training checkpoint directory
+    (``RUN/checkpoints/step-N/``); a directory that is neither is refused."""
+    path = Path(path).expanduser()
+    if not path.is_dir() or (path / GRAPH_FILE).is_file():
+        return path
+    if (path / CHECKPOINT_MODEL).exists():
+        logger.info("%s is a training checkpoint: predicting with its %s", path,
+                    CHECKPOINT_MODEL)
+        return path / CHECKPOINT_MODEL
+    raise ModelFileError(f"{path} is a directory without {GRAPH_FILE} or {CHECKPOINT_MODEL}: "
+                         f"give a model file (*.mdl) saved by Model.save, or a training "
+                         f"checkpoint directory (RUN/checkpoints/step-N/)")

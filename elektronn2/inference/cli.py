@@ -3,10 +3,13 @@
 elektronn2-predict MODEL INPUT OUTPUT [--key KEY] [--output-key KEY]
     [--block-shape Z Y X] [--workers N] [--scheduler ADDRESS] [--dtype float32|uint8]
     [--mfp auto|on|off] [--blend auto|off|constant|gaussian] [--overlap F] [--valid-only]
-    [--retries N]
+    [--region Z0:Z1 Y0:Y1 X0:X1] [--retries N]
 
 Exit status 0 on success; 2 with ``elektronn2-predict: error: ...`` on stderr for bad
-arguments (argparse) and for refused input, model or output (elektronn2's errors).
+arguments (argparse) and for refused input, model or output (elektronn2's errors);
+130 after Ctrl+C, with one line saying how many blocks are done and how to resume.
+
+Only argparse and light modules are imported at the top: ``--help`` does not load torch.
 
 elektronn2-evaluate SEG GT [--seg-key KEY] [--gt-key KEY] [--ignore-gt ID ...]
 """
@@ -17,8 +20,9 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter
 from ..errors import Error
-from .blockwise import OUTPUT_DTYPES, predict_to_file
+from .options import OUTPUT_DTYPES
 from .predictors import BLEND_CHOICES, MFP_CHOICES
 
 
@@ -70,23 +74,37 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _span(text: str) -> tuple[int, int]:
+    """argparse type: ``START:STOP`` with 0 <= START < STOP."""
+    try:
+        start, stop = (int(t) for t in text.split(':'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP (two integers)") from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 <= START < STOP")
+    return start, stop
+
+
 def predict_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='elektronn2-predict',
+        prog='elektronn2-predict', formatter_class=DefaultsHelpFormatter,
         description="Dense class probabilities (c, z, y, x) of a volume, block by block. "
                     "Resumes a zarr output left by a killed run with the same settings. "
                     "Refuses (exit status 2) an input that is not numeric, holds NaN/Inf "
                     "or is smaller than the network's field of view, and outputs where "
-                    "something else already is.")
-    parser.add_argument('model', help="model file saved by Model.save")
+                    "something else already is. Ctrl+C stops after saying how many "
+                    "blocks are done; rerunning the same command resumes a zarr output.")
+    parser.add_argument('model', help="model file saved by Model.save, or a training "
+                                      "checkpoint directory (RUN/checkpoints/step-N/, "
+                                      "whose model.mdl is used)")
     parser.add_argument('input', help="input volume: HDF5 file, zarr store or KNOSSOS directory")
     parser.add_argument('output', help="output: *.zarr (resumable, parallel) or *.h5")
     parser.add_argument('--key', help="dataset of the input (required for HDF5)")
     parser.add_argument('--output-key', default='probabilities', help="dataset of the output")
     parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=(64, 64, 64),
                         metavar=('Z', 'Y', 'X'),
-                        help="output voxels per block and zarr chunk, each 1 or more (default "
-                             "64 64 64); larger blocks amortise the net's context, smaller "
+                        help="output voxels per block and zarr chunk, each 1 or more; "
+                             "larger blocks amortise the net's context, smaller "
                              "ones need less memory: a shape whose blocks would not fit into "
                              "the available memory (estimated) is refused with a suggestion")
     parser.add_argument('--workers', type=_int_at_least(1), default=1,
@@ -94,36 +112,60 @@ def predict_parser() -> argparse.ArgumentParser:
                              "process); each runs one block at a time with cores/N torch "
                              "threads")
     parser.add_argument('--scheduler', help="address of a running dask scheduler")
-    parser.add_argument('--dtype', choices=OUTPUT_DTYPES, default='float32')
+    parser.add_argument('--dtype', choices=OUTPUT_DTYPES, default='float32',
+                        help="output values: float32 probabilities, or uint8 as "
+                             "round(p * 255) (a quarter of the size)")
     parser.add_argument('--mfp', choices=MFP_CHOICES, default='auto',
                         help="max-fragment pooling for strided nets (auto: fewer MACs wins)")
     parser.add_argument('--blend', choices=BLEND_CHOICES, default='auto',
                         help="blend overlapping windows (auto: for nets with 'same' padding)")
     parser.add_argument('--overlap', type=_fraction, default=0.25,
-                        help="window overlap when blending, in [0, 1) (default 0.25)")
+                        help="window overlap when blending, in [0, 1)")
     parser.add_argument('--valid-only', action='store_true',
                         help="predict only where the field of view lies inside the volume")
+    parser.add_argument('--region', type=_span, nargs=3, metavar=('Z0:Z1', 'Y0:Y1', 'X0:X1'),
+                        help="predict only this box of the input (voxels, stops exclusive); "
+                             "the output holds just the box, its attribute voxel_offset "
+                             "records (Z0, Y0, X0)")
     parser.add_argument('--retries', type=_int_at_least(0), default=2,
                         help="retries of a block failing for other reasons than bad input, "
-                             "0 or more (default 2)")
+                             "0 or more")
     parser.add_argument('--quiet', action='store_true', help="no progress bar")
     parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
     return parser
+
+
+def _interrupted_message(n_done: int, n_blocks: int, resumable: bool) -> str:
+    """The one line printed after Ctrl+C."""
+    how = ("run the same command again to resume" if resumable else
+           "the HDF5 output was not kept; a *.zarr output can be resumed")
+    return f"elektronn2-predict: interrupted after {n_done} of {n_blocks} blocks; {how}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``elektronn2-predict``; returns the exit status."""
     args = predict_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from .blockwise import PredictionInterrupted, predict_to_file
+    from .geometry import Box
+    region = Box(*zip(*args.region)) if args.region else None
     try:
         report = predict_to_file(
             args.model, args.input, args.output, input_key=args.key, output_key=args.output_key,
             block_shape=args.block_shape, mfp=args.mfp, blend=args.blend, overlap=args.overlap,
             valid_only=args.valid_only, dtype=args.dtype, workers=args.workers,
-            scheduler=args.scheduler, retries=args.retries, progress=not args.quiet)
+            scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
+            region=region)
     except Error as err:
         print(f"elektronn2-predict: error: {err}", file=sys.stderr)
         return 2
+    except PredictionInterrupted as stop:
+        print(_interrupted_message(stop.n_done, stop.n_blocks, stop.resumable), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # before the first block: nothing written yet
+        print("elektronn2-predict: interrupted before any block was predicted",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"{args.output}:{args.output_key}: {report.n_predicted} of {report.n_blocks} blocks "
           f"predicted ({report.n_resumed} done before), backend {report.backend}, blocks "
           f"{report.block_shape}: {report.voxels / 1e6:.2f} MVx in {report.seconds:.1f} s = "
@@ -133,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='elektronn2-evaluate',
+        prog='elektronn2-evaluate', formatter_class=DefaultsHelpFormatter,
         description="Variation of information and adapted Rand error of a segmentation "
                     "against ground truth (both id volumes of equal shape).")
     parser.add_argument('seg', help="segmentation volume (HDF5, zarr, .npy, KNOSSOS)")
@@ -141,7 +183,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seg-key', help="dataset of the segmentation")
     parser.add_argument('--gt-key', help="dataset of the ground truth")
     parser.add_argument('--ignore-gt', type=int, nargs='*', default=[0],
-                        help="ground-truth ids whose voxels are not scored (default: 0)")
+                        help="ground-truth ids whose voxels are not scored")
     return parser
 
 

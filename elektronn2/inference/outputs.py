@@ -43,6 +43,8 @@ class BlockWriter(ABC):
     """Receives ``(f, *block.write.shape)`` arrays, one per block of ``grid``."""
     #: whether workers may write blocks concurrently (else the main process writes)
     parallel_safe = False
+    #: whether a rerun of an interrupted prediction keeps the blocks already written
+    resumable = False
 
     def __init__(self, grid: BlockGrid, n_classes: int, dtype: str):
         self.grid = grid
@@ -85,6 +87,7 @@ class ZarrBlockWriter(BlockWriter):
     Creates the array, or reopens it to resume when its manifest equals ``manifest``.
     """
     parallel_safe = True
+    resumable = True
 
     def __init__(self, path: str | os.PathLike, key: str, grid: BlockGrid, n_classes: int,
                  dtype: str, attrs: dict, manifest: dict):
@@ -159,7 +162,8 @@ class HDF5BlockWriter(BlockWriter):
                             f"(delete it, or write a .zarr output, which can resume)")
         self.partial = self.path.with_name(self.path.name + '.partial')
         self.file = h5py.File(self.partial, 'w')
-        self.dataset = self.file.create_dataset(key, shape=self.shape, chunks=self.chunks,
+        chunks = tuple(min(c, n) for c, n in zip(self.chunks, self.shape))  # h5py: <= shape
+        self.dataset = self.file.create_dataset(key, shape=self.shape, chunks=chunks,
                                                 dtype=self.dtype, compression='gzip')
         self.dataset.attrs.update({k: json.dumps(v) if isinstance(v, dict) else v
                                    for k, v in {**attrs, MANIFEST_ATTR: manifest}.items()})
@@ -205,7 +209,13 @@ def _require_zarr_or_nothing(path: Path) -> None:
 
 
 def source_attributes(source: VolumeSource) -> dict:
-    """Geometry attributes (resolution, voxel_size, offset) stored with an input volume.
+    """Geometry attributes (resolution, voxel_size, offset) stored with an input volume."""
+    found = stored_attributes(source)
+    return {k: np.asarray(found[k]).tolist() for k in _GEOMETRY_ATTRS if k in found}
+
+
+def stored_attributes(source: VolumeSource) -> dict:
+    """All attributes stored with a volume (KNOSSOS: its resolution).
 
     (``data.sources`` does not expose attributes; this reads them with h5py / zarr.)
     """
@@ -220,7 +230,7 @@ def source_attributes(source: VolumeSource) -> dict:
         found = dict((node[source.key] if source.key else node).attrs)
     elif hasattr(source, 'confs'):  # KNOSSOS: scale of mag 1, times the magnification
         found = {'resolution': [s * source.mag for s in source.confs[0]['scale']]}
-    return {k: np.asarray(found[k]).tolist() for k in _GEOMETRY_ATTRS if k in found}
+    return found
 
 
 def output_attributes(input_attrs: dict, voxel_offset: tuple[int, ...]) -> dict:

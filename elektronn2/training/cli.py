@@ -18,13 +18,16 @@ import shutil
 import sys
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import config as global_config
 from ..errors import ConfigError, Error
-from . import distributed
-from .distributed import SingleProcess
 from .rundir import RunDirLock, create_run_dir
+
+if TYPE_CHECKING:  # torch and the trainer are imported when needed: --help stays fast
+    from .distributed import SingleProcess
+from .status import ConsoleFilter
 
 logger = logging.getLogger('elektronn2')
 
@@ -40,12 +43,14 @@ class _ColourFormatter(logging.Formatter):
 
 
 def setup_logging(verbose: bool, rank: int = 0) -> None:
-    """Console logging; ranks other than 0 of a distributed run report only errors."""
+    """Console logging (never into the status line; shell actions only into train.log);
+    ranks other than 0 of a distributed run report only errors."""
     handler = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
     fmt = '%(asctime)s %(levelname)s %(message)s' if rank == 0 else \
         f'%(asctime)s rank {rank} %(levelname)s %(message)s'
     handler.setFormatter(_ColourFormatter(fmt, '%H:%M:%S') if sys.stdout.isatty()
                          else logging.Formatter(fmt, '%H:%M:%S'))
+    handler.addFilter(ConsoleFilter())
     logger.handlers[:] = [handler]
     logger.setLevel(logging.ERROR if rank else logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
@@ -56,6 +61,18 @@ def _log_to_file(run_dir: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(message)s'))
     logger.addHandler(handler)
     return handler
+
+
+@contextlib.contextmanager
+def _node_reprs_muted():
+    """INFO records (each node's repr as it is built) left out while the model is
+    built: its summary is logged once afterwards."""
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _log_fatal(handler: logging.Handler | None, err: BaseException) -> None:
@@ -98,8 +115,9 @@ def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None 
     if hold is None:
         with contextlib.ExitStack() as hold:
             return prepare(args, overrides, parallel, hold)
-    parallel = parallel or SingleProcess()
     from . import checkpoint
+    from .distributed import SingleProcess
+    parallel = parallel or SingleProcess()
     from .experiment import ExperimentConfig, build_data, build_model, check_schedule_targets
     from .preview import load_preview_volume
     overrides = dict(overrides or {})
@@ -122,10 +140,12 @@ def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None 
         exp = ExperimentConfig(args.config, overrides)
         exp.check_save_path()
         exp.apply_execution_settings()
-        model, state, run_dir = build_model(exp), None, None
+        with _node_reprs_muted():
+            model, state, run_dir = build_model(exp), None, None
     check_schedule_targets(exp, model)
     data = build_data(exp, model)
-    preview = load_preview_volume(exp.preview_data_path) if exp.preview_data_path else None
+    preview = (load_preview_volume(exp.preview_data_path, model, exp.preview_kwargs)
+               if exp.preview_data_path else None)
     if run_dir is None:
         if parallel.is_chief:
             run_dir = create_run_dir(exp.save_path, exp.save_name)
@@ -156,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     """Prepare and run the training of ``main``; 2 for a config error, 1 for an error
     that ends the training (diverged, bad data), logged to ``train.log`` as well."""
+    from . import distributed
     try:
         parallel = distributed.start(args.distributed, args.gpu)
         if parallel.world_size == 1:

@@ -21,7 +21,10 @@ stops it at once (:class:`~elektronn2.errors.DataError`). No model or checkpoint
 non-finite parameters is ever written.
 
 Ctrl+C (SIGINT) pauses at the next step boundary and opens the interactive shell; a
-shell attached through ``elektronn2-shell`` pauses it the same way.
+shell attached through ``elektronn2-shell`` pauses it the same way. Time paused does
+not count as training time (``max_runtime``, previews, ``time_h``). A value set by
+hand (shell, rollback) is where its schedule continues from
+(:meth:`.Schedule.continue_from`).
 
 In data-parallel training (see :mod:`.distributed`) every rank runs a Trainer; only
 the chief (rank 0) monitors, writes files and pauses, and the others follow its
@@ -48,12 +51,13 @@ from .experiment import ExperimentConfig
 from .history import History
 from .preview import load_preview_volume, save_preview
 from .schedules import Schedule
-from .status import StatusLine
+from .status import LoopTimer, StatusLine, duration
 
 logger = logging.getLogger('elektronn2')
 
 LR_FACTOR_ON_NAN = 0.5
 MAX_ROLLBACKS = 3   # rollbacks to one good state before the run stops as diverged
+PREVIEW_SHARE = 0.1  # longest preview, as a share of prev_save_h
 
 
 class Trainer:
@@ -74,6 +78,8 @@ class Trainer:
         self.step = 0
         self.start_time = time.time()
         self.elapsed_before = 0.0  # seconds trained before a resume
+        self.paused_seconds = 0.0  # in the shell, since start_time
+        self.timer = LoopTimer()
         self.batch: tuple | None = None
         self.last_monitor: dict = {}
         self.schedules = [Schedule.from_spec(k, v) for k, v in exp.schedules.items()]
@@ -132,17 +138,35 @@ class Trainer:
         else:
             setattr(self.model, name, value)
 
+    def set_by_hand(self, name: str, value: float) -> str:
+        """Set ``name`` from outside the schedules (shell, rollback); its schedule, if any,
+        continues from the new value. Returns how it does ('' without a schedule)."""
+        self.set_variable(name, value)
+        schedule = next((s for s in self.schedules if s.variable == name), None)
+        return schedule.continue_from(self.step, self.get_variable(name)) if schedule else ''
+
+    def _follow_hand_changes(self, before: dict) -> None:
+        """Schedules continue from the values that shell Python changed (``before``: the
+        values when the shell opened)."""
+        for schedule in self.schedules:
+            value = self.get_variable(schedule.variable)
+            rebased = (schedule.start_step, schedule.start_value) == (self.step, value)
+            if value != before[schedule.variable] and not rebased:
+                logger.info("%s = %s set in the shell: %s", schedule.variable, value,
+                            schedule.continue_from(self.step, value))
+
     # --- the loop ---------------------------------------------------------------------------
     @property
     def runtime(self) -> float:
-        """Seconds trained, including before a resume."""
-        return self.elapsed_before + time.time() - self.start_time
+        """Seconds trained, including before a resume, not counting shell pauses."""
+        return self.elapsed_before + time.time() - self.start_time - self.paused_seconds
 
     def run(self) -> str:
         """Train until n_steps, max_runtime or 'kill'; returns the reason."""
         chief = self.parallel.is_chief
         previous_handler = signal.signal(signal.SIGINT,
                                          self._on_sigint if chief else signal.SIG_IGN)
+        self.timer.restart()
         try:
             while True:
                 reason, share_state = self.parallel.agree(
@@ -196,11 +220,13 @@ class Trainer:
         self._interrupted = True
 
     def _train_one_step(self) -> None:
+        waiting_since = time.monotonic()
         try:
             self.batch = self.batches.next()
         except KeyboardInterrupt:
             self._interrupted = True
             return
+        wait_seconds = time.monotonic() - waiting_since
         self._check_finite_batch(self.batch, self.batches.position - 1)
         torch.manual_seed(seed_of(self.seed, 1, self.step))
         loss, seconds, _ = self.model.trainingstep(*self.batch, optimiser=self.exp.optimiser)
@@ -222,7 +248,8 @@ class Trainer:
             self.save_checkpoint()
         if self.preview_volume is not None and self.runtime / 3600 >= self.next_preview_h:
             self.preview()
-            self.next_preview_h += self.exp.prev_save_h
+            self.next_preview_h = self.runtime / 3600 + self.exp.prev_save_h  # no catch-up
+        self.timer.step_done(wait_seconds)
         self.status.update(self.status_text())
 
     def _check_finite_batch(self, batch: tuple, index: int) -> None:
@@ -239,14 +266,23 @@ class Trainer:
                     f"parameters NaN. Check the data files (or clean them with np.nan_to_num)")
 
     def status_text(self) -> str:
-        m = self.model
-        steps_per_s = 1.0 / m.time_per_step if m.time_per_step > 0 else math.nan
+        """Losses, errors, lr; steps/s of the whole loop (data wait, monitoring, ...) and
+        of the training step alone; ETA; the share of time spent waiting for data."""
+        m, rate = self.model, self.timer.steps_per_s
+        step_rate = 1.0 / m.time_per_step if m.time_per_step > 0 else None
         out = m.prediction_node.shape if m.prediction_node is not None else None
         voxels = self.exp.batch_size * (out.spatial_size or 1) if out is not None else 0
-        return (f"step {self.step:>7d}  loss {m._last_losses[-1] if m._last_losses else math.nan:.4f}"
-                f"  smooth {m.loss_smooth:.4f}  train_err {self.last_monitor.get('train_err', math.nan):.3f}"
-                f"  valid_err {self.last_monitor.get('valid_err', math.nan):.3f}  lr {m.lr:.2e}"
-                f"  {steps_per_s:.2f} it/s  {voxels * steps_per_s / 1e6:.2f} MVx/s")
+        left = None if rate is None else min((self.exp.n_steps - self.step) / rate,
+                                             self.exp.max_runtime - self.runtime)
+        return (f"step {self.step:>7d}/{self.exp.n_steps}"
+                f"  loss {_fmt(m._last_losses[-1] if m._last_losses else None, '.4f')}"
+                f"  smooth {_fmt(m.loss_smooth, '.4f')}"
+                f"  train_err {_fmt(self.last_monitor.get('train_err'), '.3f')}"
+                f"  valid_err {_fmt(self.last_monitor.get('valid_err'), '.3f')}  lr {m.lr:.2e}"
+                f"  {_fmt(rate, '.2f')} steps/s  ETA {'-' if left is None else duration(left)}"
+                f"  data wait {_fmt(self.timer.wait_fraction, '.0%')}"
+                f"  step alone {_fmt(step_rate, '.2f')}/s"
+                f"  {_fmt(rate and voxels * rate / 1e6, '.2f')} MVx/s")
 
     # --- monitoring, previews, checkpoints ------------------------------------------------
     def _evaluate(self, source: str) -> dict:
@@ -279,7 +315,7 @@ class Trainer:
         """Append a history row (train and valid loss/errors), redraw plots, keep good params."""
         row = {'step': self.step, 'time_h': self.runtime / 3600, 'loss_smooth': self.model.loss_smooth,
                'lr': self.model.lr, 'mom': self.model.mom, 'wd': self.model.wd,
-               'steps_per_s': 1.0 / self.model.time_per_step,
+               'steps_per_s': self.timer.steps_per_s or math.nan,
                'data_wait_fraction': self.batches.stats.wait_fraction}
         row.update(self._evaluate('train'))
         try:
@@ -295,13 +331,26 @@ class Trainer:
             self._rollbacks = 0
         return row
 
-    def preview(self) -> list:
-        """Write preview PNGs of the preview volume now."""
+    def preview(self) -> list[Path]:
+        """Write preview PNGs of the preview volume now. A preview never ends the run: a
+        failure, Ctrl+C during it or running over :data:`PREVIEW_SHARE` of ``prev_save_h``
+        stops it with a one-line warning (traceback at debug level)."""
         if self.preview_volume is None:
             logger.warning("No preview_data_path configured")
             return []
         kwargs = {k: v for k, v in self.exp.preview_kwargs.items() if k in ('export_class', 'max_z_pred')}
-        return save_preview(self.model, self.preview_volume, self.run_dir / 'previews', self.step, **kwargs)
+        in_shell = self._interrupted   # from the shell: only a new Ctrl+C stops it
+        try:
+            return save_preview(self.model, self.preview_volume, self.run_dir / 'previews',
+                                self.step, should_stop=lambda: self._interrupted and not in_shell,
+                                max_seconds=PREVIEW_SHARE * self.exp.prev_save_h * 3600, **kwargs)
+        except (Exception, KeyboardInterrupt) as err:   # a second Ctrl+C raises the latter
+            self._interrupted |= isinstance(err, KeyboardInterrupt)
+            self.status.clear()
+            logger.warning("Preview of step %d not written (training continues): %s: %s",
+                           self.step, type(err).__name__, err)
+            logger.debug("Preview failure", exc_info=True)
+            return []
 
     def save_checkpoint(self) -> Path | None:
         scaler = self.model.grad_scaler
@@ -345,6 +394,7 @@ class Trainer:
         checkpoint.set_rng_state(state['rng'])
         if self.history is not None:
             self.history.truncate_after(self.step)
+            self.last_monitor = dict(self.history.rows[-1]) if self.history.rows else {}
         logger.info("Resumed %s at step %d", self.run_dir, self.step)
         return int(state.get('batch_position', self.step))  # older checkpoints: approximate
 
@@ -370,17 +420,19 @@ class Trainer:
             logger.error("%s", self._diverged)
             return
         self._rollbacks += 1
-        lowered_lr = self.model.lr * LR_FACTOR_ON_NAN
+        kept = dict(self.model.optimisers.hyper_params)  # values set by hand stay
         with torch.no_grad():
             for key, param in self.model.all_params().items():
                 param.copy_(self._good_state['params'][key])
         params = list(self.model.loss_node.all_trainable_params.values())
         self.model.optimisers.load_state_dict(copy.deepcopy(self._good_state['optimisers']), params)
-        self.model.lr = lowered_lr    # after the optimiser state, which holds an lr too
+        for key, value in kept.items():  # after the optimiser state, which holds them too
+            self.model.optimisers.set(key, value)
+        note = self.set_by_hand('lr', kept['lr'] * LR_FACTOR_ON_NAN)
         self._share_state = True
         logger.warning("Loss %s at step %d: parameters rolled back to step %d, lr lowered to "
-                       "%.3g (rollback %d of %d)", loss, self.step, self._good_state['step'],
-                       self.model.lr, self._rollbacks, MAX_ROLLBACKS)
+                       "%.3g (rollback %d of %d)%s", loss, self.step, self._good_state['step'],
+                       self.model.lr, self._rollbacks, MAX_ROLLBACKS, note and f"; {note}")
         if self._is_interactive():
             self._interrupted = True
 
@@ -390,8 +442,11 @@ class Trainer:
 
     # --- the shell --------------------------------------------------------------------------
     def _pause(self) -> None:
+        """The shell until it continues or kills; its time does not count as training."""
         from .shell import TrainingShell
         self.status.clear()
+        paused_at = time.time()
+        before = {s.variable: self.get_variable(s.variable) for s in self.schedules}
         shell = TrainingShell(self)
         if self.remote is not None and self.remote.pending():
             action = self.remote.serve(shell)
@@ -401,14 +456,24 @@ class Trainer:
             logger.warning("Interrupted without a terminal: saving and stopping")
             action = 'kill'
         self._interrupted = False
+        self._follow_hand_changes(before)
+        self.paused_seconds += time.time() - paused_at
+        self.timer.restart()
         if action == 'kill':
             self._stop = True
 
     def debug_batch(self, path: Path | None = None) -> Path:
-        """Save a picture of the current batch (image, target, overlay)."""
-        from ..data.debug import save_batch_picture
+        """Save a picture of the current batch (image, target, overlay); the targets lie
+        where the prediction's offsets and strides put them."""
+        from ..data.debug import save_batch_picture, target_geometry
         if self.batch is None:
             self.batch = self.batches.next()
         path = path or self.run_dir / f"debug_batch_step{self.step}.png"
-        save_batch_picture(self.batch[0], self.batch[1], path)
+        save_batch_picture(self.batch[0], self.batch[1], path,
+                           **target_geometry(self.model.prediction_node, self.batch[0].ndim - 2))
         return Path(path)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """``value`` formatted by ``spec``, '-' when unknown (None or NaN)."""
+    return '-' if value is None or value != value else format(value, spec)

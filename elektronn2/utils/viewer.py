@@ -9,17 +9,24 @@ growing with the value).
 Keys: ``up``/``down`` one slice, ``pageup``/``pagedown`` ten slices, ``n``/``N`` next/
 previous channel, ``t`` overlays on/off.
 
+``elektronn2-view VOLUME [--key KEY] [--overlay PATH] [--save PNG]`` (:func:`main`) shows
+a volume file, optionally with a prediction or labels on top; ``--save`` writes the
+picture instead of opening a window (no display needed). See ``docs/viewer.rst``.
+
 :func:`view_in_napari` opens the same arrays in napari when it is installed
 (``pip install napari[all]``).
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import sys
 from typing import Sequence
 
 import numpy as np
 
+from ..console import run_script
 from ..errors import ConfigError, DataError
 from .optional import import_optional
 
@@ -271,3 +278,92 @@ def view_in_napari(volumes, overlays=None, titles: Sequence[str] | None = None,
     if run:
         napari.run()
     return viewer
+
+
+def view_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='elektronn2-view',
+        description="Browse a volume slice by slice, optionally with a prediction (float, "
+                    "drawn as a heat map) or labels (integer ids) on top. A prediction of "
+                    "elektronn2-predict that covers only part of the volume (--region, "
+                    "--valid-only) is placed by its voxel_offset attribute, and the volume is "
+                    "shown cropped to it. The arrays are read into memory. Keys: " + HELP)
+    parser.add_argument('volume', help="HDF5 file, zarr store, .npy file or KNOSSOS directory")
+    parser.add_argument('--key', help="dataset of the volume (required for HDF5)")
+    parser.add_argument('--overlay', metavar='PATH',
+                        help="prediction or labels drawn on top, e.g. the output of "
+                             "elektronn2-predict")
+    parser.add_argument('--overlay-key', metavar='KEY', default='probabilities',
+                        help="dataset of the overlay (default: probabilities, as written by "
+                             "elektronn2-predict)")
+    parser.add_argument('--overlay-channel', metavar='C', type=int, default=-1,
+                        help="channel (class) of a (c, z, y, x) overlay (default: -1, the "
+                             "last, e.g. the boundary class of a two-class net)")
+    parser.add_argument('--z', type=int, help="z slice shown first, in volume coordinates "
+                                              "(default: the middle one)")
+    parser.add_argument('--save', metavar='PNG',
+                        help="write the picture to this file instead of opening a window "
+                             "(works without a display)")
+    return parser
+
+
+def _read(path: str, key: str | None, lo: Sequence[int] | None = None,
+          hi: Sequence[int] | None = None) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(c, z, y, x) array of the volume file (its box [lo, hi) if given), and its voxel
+    offset (stored by elektronn2-predict; zeros otherwise)."""
+    from ..data.sources import channel_volume_shape, open_source, read_channel_box
+    from ..inference.outputs import stored_attributes
+    source = open_source(path, key)
+    _, zyx = channel_volume_shape(source)
+    offset = tuple(int(v) for v in stored_attributes(source).get('voxel_offset', (0, 0, 0)))
+    lo, hi = lo or (0, 0, 0), hi or zyx
+    if any(a < 0 or b > n for a, b, n in zip(lo, hi, zyx)):
+        raise DataError(f"{source.name} (spatial shape {tuple(zyx)}) does not hold the box "
+                        f"{tuple(lo)}..{tuple(hi)} of the overlay (its voxel_offset and shape)")
+    return read_channel_box(source, lo, hi), offset
+
+
+def _overlay_plane(data: np.ndarray, channel: int, path: str) -> np.ndarray:
+    """The (z, y, x) channel ``channel`` of a (c, z, y, x) overlay."""
+    if not -len(data) <= channel < len(data):
+        raise ConfigError(f"--overlay-channel {channel}: {path} has {len(data)} channel(s)")
+    return data[channel]
+
+
+def _open(args: argparse.Namespace) -> VolumeViewer:
+    """The viewer of the command line's volume and overlay."""
+    overlay, titles, lo, hi = None, [args.volume], None, None
+    if args.overlay:
+        data, lo = _read(args.overlay, args.overlay_key)
+        overlay = [_overlay_plane(data, args.overlay_channel, args.overlay)]
+        hi = tuple(a + n for a, n in zip(lo, data.shape[1:]))
+        titles = [f"{args.volume} + {args.overlay} (channel {args.overlay_channel})"]
+    volume, _ = _read(args.volume, args.key, lo, hi)
+    z = None if args.z is None else args.z - (lo[0] if lo else 0)
+    return VolumeViewer(volume, overlay, titles, z=z)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``elektronn2-view``; returns the exit status (errors: one line, 2)."""
+    return run_script(lambda: _view(argv), 'elektronn2-view')
+
+
+def _view(argv: Sequence[str] | None) -> int:
+    """Show (or save) what the command line ``argv`` asks for."""
+    args = view_parser().parse_args(argv)
+    import matplotlib
+    if args.save:
+        matplotlib.use('Agg')
+    viewer = _open(args)
+    if args.save:
+        viewer.save(args.save)
+        print(f"saved {args.save}")
+        return 0
+    if matplotlib.get_backend().lower() == 'agg':
+        raise ConfigError("no display to open a window on; write a picture with --save FILE.png")
+    viewer.show()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
