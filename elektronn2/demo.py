@@ -8,6 +8,7 @@ MNIST test images at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 from pathlib import Path
@@ -37,14 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     save_path = args.save_path or tempfile.mkdtemp(prefix='elektronn2-demo-')
     run_args = argparse.Namespace(config=str(Path(__file__).with_name('demo_config.py')),
                                   resume=None, save_path=save_path)
-    try:
-        exp, model, data, preview, run_dir, state = cli.prepare(run_args, {'n_steps': args.steps})
-    except Error as err:
-        print(f"elektronn2-demo: error: {err}", file=sys.stderr)
-        return 2
-    print(model.summary(), flush=True)
-    print(f"\nTraining {args.steps} steps; run directory {run_dir}\n", flush=True)
-    Trainer(exp, model, data, run_dir).run()
+    with contextlib.ExitStack() as hold:    # the run directory's lock, held while training
+        try:
+            exp, model, data, preview, run_dir, state = cli.prepare(
+                run_args, {'n_steps': args.steps}, hold=hold)
+        except Error as err:
+            print(f"elektronn2-demo: error: {err}", file=sys.stderr)
+            return 2
+        print(model.summary(), flush=True)
+        print(f"\nTraining {args.steps} steps; run directory {run_dir}\n", flush=True)
+        Trainer(exp, model, data, run_dir).run()
     print(f"\nTest accuracy on the 10,000 MNIST test images: {test_accuracy(model, data):.2%}")
     print(f"History, plots and checkpoints are in {run_dir}")
     return 0

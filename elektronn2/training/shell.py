@@ -48,6 +48,17 @@ HISTORY_FREQ_RANGE = (lambda v: v >= 1, 'a positive number of steps (an integer 
 action_log = logging.getLogger(TRAIN_LOG_ONLY)
 
 
+class _LeaveHint:
+    """``exit`` and ``quit`` in the shell: a hint instead of Python's, which would close
+    standard input (and with it the trainer's terminal)."""
+
+    def __repr__(self) -> str:
+        return "Use 'q' to continue training or 'kill' to save a checkpoint and stop"
+
+    def __call__(self, *args) -> None:
+        print(repr(self))
+
+
 class TrainingShell:
     """Executes shell lines against a paused :class:`~elektronn2.training.trainer.Trainer`."""
 
@@ -59,7 +70,8 @@ class TrainingShell:
         self.trainer = trainer
         self.namespace = {'model': trainer.model, 'data': trainer.data, 'trainer': trainer,
                           'self': trainer, 'batch': trainer.batch, 'exp_config': trainer.exp,
-                          'np': np, 'torch': torch, 'nm': nm}
+                          'np': np, 'torch': torch, 'nm': nm,
+                          'exit': _LeaveHint(), 'quit': _LeaveHint()}
         self._pending = ''
         self.ran_code = False
         self._shortcuts = {

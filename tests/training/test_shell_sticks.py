@@ -160,6 +160,15 @@ def test_bad_shortcut_values_are_refused_in_one_line(trainer):
     assert trainer.model.mom == 0.9 and trainer.history_freq == 10
 
 
+def test_exit_and_quit_say_how_to_leave_and_keep_stdin_open(trainer):
+    import sys
+    shell = TrainingShell(trainer)
+    for line in ('exit()', 'quit()', 'exit', 'quit'):
+        output, action = shell.handle(line)
+        assert "'q' to continue" in output and action is None, output
+    assert not sys.stdin.closed
+
+
 def test_hand_set_hyper_parameters_survive_a_rollback(trainer):
     shell = TrainingShell(trainer)
     shell.handle('setmom 0.5')
