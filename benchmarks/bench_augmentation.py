@@ -6,6 +6,8 @@
 2. Warped batches per second of BatchCreatorImage on FIB-25 (one process).
 3. The same (warp=0.5) delivered by 1 and 2 background worker processes
    (elektronn2.data.BackgroundBatches) to a consumer that does nothing else.
+4. The cost of seeding every generator before each batch (``make_batch``, as the workers
+   make batch i from (seed, i)) against plain ``getbatch``, alternated in one process.
 
 Run: python benchmarks/bench_augmentation.py  (needs $ELEKTRONN2_DATA or ../shared/data)
 """
@@ -26,6 +28,7 @@ from scipy import ndimage
 import elektronn2.neuromancer as nm
 from elektronn2.data import BackgroundBatches, BatchCreatorImage, ids2barriers
 from elektronn2.data import augmentation as aug
+from elektronn2.data.workers import batch_entropy, make_batch
 
 PATCH = (23, 185, 185)
 NEURO3D = [(20, (1, 6, 6), (1, 2, 2)), (30, (1, 5, 5), (1, 2, 2)), (40, (1, 5, 5), (1, 1, 1)),
@@ -133,6 +136,7 @@ def batches_per_second(data_dir: Path, n_batches: int = 40) -> None:
             rate = n_batches / (time.perf_counter() - start)
             print(f"batch_size 1, {label:38s} {rate:6.1f} batches/s ({1e3 / rate:5.1f} ms/batch)")
         background_batches_per_second(creator, 3 * n_batches)
+        seeding_overhead(creator, 3 * n_batches)
 
 
 def background_batches_per_second(creator, n_batches: int) -> None:
@@ -147,6 +151,22 @@ def background_batches_per_second(creator, n_batches: int) -> None:
                 batches.next()
             rate = n_batches / (time.perf_counter() - start)
         print(f"batch_size 1, warp=0.5, {n_workers} background worker(s) {rate:8.1f} batches/s")
+
+
+def seeding_overhead(creator, n_batches: int) -> None:
+    """Median ms of plain crops (warp=0, the cheapest batch) made by ``getbatch`` and by
+    ``make_batch`` (every generator seeded first), alternated side by side."""
+    plain, seeded = [], []
+    for index in range(n_batches):
+        start = time.perf_counter()
+        creator.getbatch(1, warp=0)
+        plain.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        make_batch(creator, 1, 'train', {'warp': 0}, batch_entropy(0, index))
+        seeded.append(time.perf_counter() - start)
+    a, b = 1e3 * np.median(plain), 1e3 * np.median(seeded)
+    print(f"batch_size 1, warp=0: getbatch {a:.2f} ms, make_batch (seeded per batch) "
+          f"{b:.2f} ms: ratio {b / a:.3f}")
 
 
 def main() -> None:
