@@ -167,10 +167,16 @@ def make_batch(data: Any, batch_size: int, source: str, batch_kwargs: dict,
     left as they were. The same entropy gives the same batch, in any process."""
     caller_state = _RandomState.capture()
     try:
-        _seed(data, entropy)
-        return _as_tuple(data.getbatch(batch_size, source=source, **batch_kwargs))
+        return _seeded_batch(data, batch_size, source, batch_kwargs, entropy)
     finally:
         caller_state.restore()
+
+
+def _seeded_batch(data: Any, batch_size: int, source: str, batch_kwargs: dict,
+                  entropy: tuple[int, ...]) -> tuple:
+    """:func:`make_batch` without restoring the generators (for worker processes)."""
+    _seed(data, entropy)
+    return _as_tuple(data.getbatch(batch_size, source=source, **batch_kwargs))
 
 
 def batch_entropy(seed: int, index: int) -> tuple[int, int, int]:
@@ -254,8 +260,8 @@ def _produce(conn: Connection, payload: bytes, stream: _Stream, slots: _SlotWrit
         data, batch_size, source, batch_kwargs = pickle.loads(payload)
         for index in itertools.count(stream.first, stream.step):
             phase = f'{type(data).__name__}.getbatch'
-            batch = make_batch(data, batch_size, source, batch_kwargs,
-                               batch_entropy(stream.seed, index))
+            batch = _seeded_batch(data, batch_size, source, batch_kwargs,
+                                  batch_entropy(stream.seed, index))
             slot = slots.free.get()
             phase = 'sending the batch'
             conn.send(slots.write(slot, batch))
