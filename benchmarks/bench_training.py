@@ -85,8 +85,8 @@ def build_neuro3d(patch: tuple[int, ...] = PATCH, mfp: bool = False):
     nm.model_manager.newmodel('neuro3d')
     inp = nm.Input((None, 1) + tuple(patch), 'b,f,z,x,y', name='raw')
     out = inp
-    for n_f, filt, pool in NEURO3D:
-        out = nm.Conv(out, n_f, filt, pool, mfp=mfp and any(p > 1 for p in pool))
+    for n_f, filt, pool_shape in NEURO3D:
+        out = nm.Conv(out, n_f, filt, pool_shape, mfp=mfp and any(p > 1 for p in pool_shape))
     out = nm.Conv(out, 2, (1, 1, 1), activation_func='lin')
     probs = nm.Softmax(out)
     target = nm.Input_like(probs, override_f=1, name='target')
@@ -118,10 +118,10 @@ class TorchNeuro3d(torch.nn.Module):
         return F.max_pool3d(x, shape) if self.formulation == 'torch' else pool(x, shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for conv, (_, _, pool) in zip(self.convs, NEURO3D):
+        for conv, (_, _, pool_shape) in zip(self.convs, NEURO3D):
             x = self._conv(conv, x)
-            if any(p > 1 for p in pool):
-                x = self._pool(x, pool)
+            if any(p > 1 for p in pool_shape):
+                x = self._pool(x, pool_shape)
             x = F.relu(x)
         return self._conv(self.classifier, x)
 

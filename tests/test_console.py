@@ -219,7 +219,7 @@ def test_setup_skips_installs_when_up_to_date(tmp_path):
     first = subprocess.run(['bash', str(REPO / 'scripts' / 'setup.sh')], env=env,
                            capture_output=True, text=True)
     assert first.returncode == 3 and 'pip called' in first.stdout   # no stamp: installs
-    wanted = subprocess.run(f"cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1",
+    wanted = subprocess.run("cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1",
                             shell=True, cwd=REPO, capture_output=True, text=True).stdout
     (venv / '.elektronn2-setup-stamp').write_text(wanted)
     second = subprocess.run(['bash', str(REPO / 'scripts' / 'setup.sh')], env=env,

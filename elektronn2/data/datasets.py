@@ -2,9 +2,10 @@
 
 Files live under ``elektronn2.config.config.data_dir`` (``$ELEKTRONN2_DATA``, else
 ``../shared/data`` next to the checkout, else ``~/.cache/elektronn2/data``: see
-:func:`elektronn2.config.default_data_dir`), in the subfolder ``mnist/`` or ``em/``. ``get_path(name)`` returns that folder after checking
-every file's SHA-256 (results are cached per inode, size and mtime), downloading
-missing files first where a download is known (MNIST, from public mirrors).
+:func:`elektronn2.config.default_data_dir`), in the subfolder ``mnist/`` or ``em/``.
+``get_path(name)`` returns that folder after checking every file's SHA-256 (results are
+cached per inode, size and mtime), downloading missing files first where a download is
+known (MNIST, from public mirrors).
 
 ``$ELEKTRONN2_DATA_URL`` replaces the public mirrors by one or more base URLs
 (separated by spaces) of a mirror of the whole data directory: file ``F`` of a

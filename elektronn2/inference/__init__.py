@@ -2,7 +2,8 @@
 segmentation, metrics and model export.
 
 Available here (imported on first use, :mod:`elektronn2.lazy`): geometry (boxes, block
-grids), block predictors (tiling, MFP, blending), writers, executors and the entry points :func:`predict_volume` / :func:`predict_to_file`.
+grids), block predictors (tiling, MFP, blending), writers, executors and the entry points
+:func:`predict_volume` / :func:`predict_to_file`.
 Submodules imported on demand: :mod:`.segmentation` (watershed), :mod:`.malis`,
 :mod:`.metrics` (VI, adapted Rand), :mod:`.export` (torch.export, TorchScript, ONNX),
 :mod:`.cli` (``elektronn2-predict``, ``elektronn2-evaluate``).

@@ -47,8 +47,8 @@ classifier.compileOutputFunctions(target='nll')
 classifier.setOptimizerParams(SGD={'LR': 0.005, 'momentum': 0.9}, weight_decay=0)
 classifier.loadParameters(args.params)  # the three encoder layers; the output layer is new
 for i in range(args.steps):
-    d, l = data.getbatch(batch_size)
-    loss, _, _ = classifier.trainingStep(d, l, mode='SGD')
+    d, labels = data.getbatch(batch_size)
+    loss, _, _ = classifier.trainingStep(d, labels, mode='SGD')
     if i % 1000 == 0:
         print(f"classifier step {i}: loss {loss:.4f}")
 test_loss, test_error, _ = classifier.get_error(data.test_d, data.test_l)

@@ -27,8 +27,8 @@ cnn.setOptimizerParams(SGD={'LR': 0.02, 'momentum': 0.9}, weight_decay=1e-4)
 print(cnn.model.summary())
 
 for i in range(args.steps):
-    d, l = data.getbatch(batch_size)
-    loss, loss_instance, time_per_step = cnn.trainingStep(d, l, mode='SGD')
+    d, labels = data.getbatch(batch_size)
+    loss, loss_instance, time_per_step = cnn.trainingStep(d, labels, mode='SGD')
     if i % args.report_every == 0:
         valid_loss, valid_error, _ = cnn.get_error(data.valid_d, data.valid_l)
         print(f"step {i}: training loss {loss:.4f}, validation loss {valid_loss:.4f}, "

@@ -1,6 +1,5 @@
 """Known answers of ELEKTRONN2's example networks (shapes, strides, fov)."""
 import numpy as np
-import pytest
 
 import elektronn2.neuromancer as nm
 

@@ -114,8 +114,8 @@ def test_perceptron_any_rank_and_flatten():
     flat = nm.Perceptron(inp, 7, flatten=True, activation_func='tanh')
     assert flat.shape.shape == (2, 7) and flat.shape.tags == ('b', 'f')
     p = params(flat)
-    np.testing.assert_allclose(flat(x), torch.tanh(torch.from_numpy(x).reshape(2, -1) @ p['w'] + p['b']).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    expected = torch.tanh(torch.from_numpy(x).reshape(2, -1) @ p['w'] + p['b']).numpy()
+    np.testing.assert_allclose(flat(x), expected, rtol=1e-5, atol=1e-6)
     assert nm.Dot is nm.Perceptron
 
 

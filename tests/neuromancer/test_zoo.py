@@ -192,7 +192,8 @@ def test_lrn_channel_and_spatial():
 
 def test_label_propagation():
     inp = nm.Input((None, 2, 4), 'b,f,x', name='raw')
-    probs = nm.Softmax(nm.Conv(inp, 2, 1, activation_func='lin', w=np.eye(2, dtype=np.float32)[:, :, None] * 10,
+    probs = nm.Softmax(nm.Conv(inp, 2, 1, activation_func='lin',
+                               w=np.eye(2, dtype=np.float32)[:, :, None] * 10,
                                b=np.zeros(2, np.float32)))
     target = nm.Input_like(probs, override_f=1, name='target')
     prop = nm.MultinoulliNLL(probs, target, target_is_sparse=True, label_prop_thresh=0.9)

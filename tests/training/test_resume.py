@@ -21,7 +21,7 @@ def test_kill_9_and_resume_several_times(tmp_path, write_config, train_cmd, trai
     run = tmp_path / 'runs' / 'run'
     rng = np.random.default_rng(0)
     env = dict(os.environ, PYTHONUNBUFFERED='1')
-    resumed_from = []
+    resumed_from, last_name = [], None
     for attempt in range(3):
         args = ['--resume', run] if attempt else [config]
         proc = subprocess.Popen(train_cmd(*args, '--gpu', 'none'), stdout=subprocess.DEVNULL,

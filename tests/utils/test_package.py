@@ -21,7 +21,8 @@ def test_package_import_loads_no_heavy_module():
 
 def test_names_are_exported_lazily():
     code = ("import sys, elektronn2.utils as u; t = u.Timer(); "
-            "print(type(t).__module__, 'matplotlib' in sys.modules, 'elektronn2.utils.kdtree' in sys.modules)")
+            "print(type(t).__module__, 'matplotlib' in sys.modules, "
+            "'elektronn2.utils.kdtree' in sys.modules)")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ['elektronn2.utils.timer', 'False', 'False']
     assert set(elektronn2.utils.__all__) <= set(dir(elektronn2.utils))
