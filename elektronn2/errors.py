@@ -28,6 +28,11 @@ class GraphError(Error, ValueError):
     """A graph that cannot be built or run: unknown parent, wrong model, missing input."""
 
 
+class NodeError(GraphError):
+    """A node's computation failed at run time; the message names the node, its class
+    and its inputs, and the torch error is chained as ``__cause__``."""
+
+
 class ConfigError(Error, ValueError):
     """An invalid option: unknown activation, optimiser, config key or value."""
 

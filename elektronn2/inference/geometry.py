@@ -234,13 +234,7 @@ def internal_phase(node) -> tuple[int, ...]:
 def is_exact(node) -> bool:
     """Whether the net sees no padding: valid convolutions, no Pad, non-overlapping UpConv."""
     from ..neuromancer.node import topological_order
-    for n in topological_order([node]):
-        kind = type(n).__name__
-        if kind == 'Pad' or getattr(n, 'conv_mode', 'valid') != 'valid':
-            return False
-        if kind == 'UpConv' and tuple(n.filter_shape) != tuple(n.pool_shape):
-            return False
-    return True
+    return not any(n.sees_padding for n in topological_order([node]))
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,9 @@ Choosing (:func:`resolve_spec`, ``mfp='auto'``, ``blend='auto'``):
 A :class:`PredictorSpec` is the resolved, picklable recipe; workers rebuild the
 predictor from it (:func:`cached_predictor`).
 
-Models are built under one process-wide lock (:func:`load_model`): building registers
-nodes in neuromancer's current model, which is global to the process, so two threads
-building at once would mix their nodes.
+Models are loaded without touching the caller's current model (:func:`load_model`);
+each load builds its nodes in a scope of its own, so threads may load at once. The
+predictor cache builds each predictor once, under a lock (:func:`cached_predictor`).
 """
 from __future__ import annotations
 
@@ -54,9 +54,8 @@ logger = logging.getLogger('elektronn2')
 MFP_CHOICES = ('auto', 'on', 'off')
 BLEND_CHOICES = ('auto', 'off', 'constant', 'gaussian')
 
-#: held while a model is built or a predictor is built or looked up (re-entrant: building
-#: a predictor loads its model)
-_MODEL_LOCK = threading.RLock()
+#: held while a predictor is built or looked up, so that threads asking at once share one
+_CACHE_LOCK = threading.Lock()
 
 
 class BlockPredictor(Protocol):
@@ -77,13 +76,7 @@ class BlockPredictor(Protocol):
 def load_model(path: str | os.PathLike, **modelload_args):
     """``nm.modelload`` that leaves the caller's current model current (thread-safe)."""
     import elektronn2.neuromancer as nm
-    with _MODEL_LOCK:
-        previous = nm.model_manager.current
-        try:
-            model = nm.modelload(path, **modelload_args)
-        finally:
-            if previous is not None:
-                nm.model_manager.setmodel(previous)
+    model = nm.modelload(path, make_current=False, **modelload_args)
     if model.prediction_node is None:
         raise ConfigError(f"Model file {path} designates no prediction_node; save a model "
                           f"after model.designate_nodes(prediction_node=...)")
@@ -219,7 +212,7 @@ def _built_predictor(spec: PredictorSpec) -> BlockPredictor:
 
 def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
     """The predictor of ``spec``, built once per process, also when threads ask at once."""
-    with _MODEL_LOCK:
+    with _CACHE_LOCK:
         return _built_predictor(spec)
 
 

@@ -7,13 +7,15 @@ its graph on first use.
 from . import model
 from .basic import (Add, ApplyFunc, Concat, Crop, InitialState_like, Input, Input_like,
                     MultMerge, Pad, Reshape, Split, ValueNode, split)
+from .container import Model
+from .loading import modelload, rebuild_model
 from .loss import (AbsLoss, AggregateLoss, BinaryNLL, Errors, GaussianNLL, GaussianRV,
                    MultinoulliNLL, OneHot, Softmax, SquaredLoss)
 from .mfp import FragmentsToDense
-from .model import Model, model_manager, modelload, rebuild_model
 from .neural import LRN, AutoMerge, Conv, Dot, Perceptron, Pool, UpConv, UpConvMerge
 from .node import Node
 from .recurrent import GRU, LSTM, Scan
+from .registry import model_manager
 from .shape import AxisGeometry, TaggedShape
 
 __all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'ApplyFunc', 'AutoMerge', 'AxisGeometry',

@@ -194,9 +194,9 @@ class MultMerge(Node):
 
 def _per_axis_pairs(amounts, n_sp: int, what: str, node_name: str) -> tuple[tuple[int, int], ...]:
     """int, or per spatial axis an int (both sides) or a (left, right) pair."""
-    if isinstance(amounts, int):
+    if isinstance(amounts, (int, np.integer)):
         amounts = [amounts] * n_sp
-    amounts = list(amounts)
+    amounts = [np.asarray(a).tolist() for a in amounts]  # plain ints in messages
     if len(amounts) != n_sp:
         raise ShapeError(f"{what} {node_name!r}: {amounts} has {len(amounts)} entries for "
                          f"{n_sp} spatial axes")
@@ -237,6 +237,7 @@ class Pad(Node):
 
     ``pad``: an int, or per spatial axis an int (each side) or (left, right).
     """
+    sees_padding = True
 
     def __init__(self, parent: Node, pad, mode: str = 'constant', value: float = 0.0,
                  name: str = 'pad', print_repr: bool = True):

@@ -113,8 +113,9 @@ def predict_dense(node, raw_img: np.ndarray, as_uint8: bool = False, pad_raw: bo
     dense = np.array(raw.shape[1:]) - border
     if np.any(dense < out * stride):
         raise ShapeError(f"raw_img spatial shape {raw.shape[1:]} is too small for dense "
-                         f"prediction with patch {tuple(patch)} and output stride "
-                         f"{tuple(stride)}: it needs at least {tuple(border + out * stride)} "
+                         f"prediction with patch {tuple(patch.tolist())} and output stride "
+                         f"{tuple(stride.tolist())}: it needs at least "
+                         f"{tuple((border + out * stride).tolist())} "
                          f"(or pad_raw=True)")
     per_axis = [_placements(int(d), int(o), int(s), int(g))
                 for d, o, s, g in zip(dense, out, stride, _pooling_grid(node))]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..config import config
-from ..errors import GraphError
+from ..errors import Error, GraphError, NodeError
 from . import execution
 
 
@@ -50,9 +50,16 @@ class GraphFunction:
         """Forward every node; ``layout`` puts inputs and results into the activation
         layout (a no-op where an operation already kept it)."""
         values = {node: layout(t) for node, t in zip(self.inputs, tensors)}
-        for node in self.order:
-            values[node] = layout(node.forward(*(values[p] for p in node.parents),
-                                               training=self.training))
+        try:
+            for node in self.order:
+                values[node] = layout(node.forward(*(values[p] for p in node.parents),
+                                                   training=self.training))
+        except Error:
+            raise  # elektronn2's own errors name their node already
+        except Exception as err:
+            raise NodeError(f"{type(node).__name__} {node.name!r} failed on inputs "
+                            f"{_describe(values[p] for p in node.parents)}: "
+                            f"{type(err).__name__}: {err}") from err
         return tuple(values[o] for o in self.outputs)
 
     def __call__(self, *tensors: torch.Tensor,
@@ -69,8 +76,16 @@ class GraphFunction:
             if self._compiled is None:
                 self._compiled = torch.compile(self._evaluate)
             evaluate = self._compiled
-        with settings.autocast():
-            return evaluate(settings.to_layout, *tensors)
+        try:
+            with settings.autocast():
+                return evaluate(settings.to_layout, *tensors)
+        except Exception as err:
+            if not settings.compile or isinstance(err, Error):
+                raise
+            raise GraphError(f"Compiled evaluation of {[o.name for o in self.outputs]} on "
+                             f"inputs {_describe(tensors)} failed (torch.compile does not "
+                             f"tell which node; set compile off to find it): "
+                             f"{type(err).__name__}: {err}") from err
 
     def arrange_parameters(self, settings: execution.ExecutionSettings) -> None:
         """Store the parameters of the evaluated nodes in the layout of ``settings``."""
@@ -93,6 +108,12 @@ class GraphFunction:
         with torch.no_grad():
             outs = self(*tensors)
         return [to_numpy(o) for o in outs]
+
+
+def _describe(tensors) -> str:
+    """Shapes and dtypes of ``tensors``, e.g. ``[(2, 3, 5) float32]``."""
+    return '[' + ', '.join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}"
+                           for t in tensors) + ']'
 
 
 def to_numpy(tensor: torch.Tensor) -> np.ndarray:

@@ -8,6 +8,7 @@ optimised. Unlabelled entries: sparse labels < 0, or NaN regression targets.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -33,19 +34,27 @@ class Softmax(Node):
 
     def __init__(self, parent: Node, n_class: int | str = 'auto', n_indep: int = 1,
                  name: str = 'softmax', print_repr: bool = True):
-        if getattr(parent, 'activation_func', 'lin') not in ('lin', 'linear'):
+        if parent.activation_func not in ('lin', 'linear'):
             raise ConfigError(f"Softmax {name!r}: its parent {parent.name!r} must have "
                               f"activation_func='lin', not {parent.activation_func!r}")
         self.n_class_arg, self.n_indep = n_class, int(n_indep)
         super().__init__(parent, name, print_repr)
 
+    def _classes_of(self, n_f: int) -> int:
+        """Classes per group for ``n_f`` input features."""
+        return n_f // self.n_indep if self.n_class_arg == 'auto' else int(self.n_class_arg)
+
+    @functools.cached_property
+    def n_class(self) -> int:
+        """Classes per softmax group."""
+        return self._classes_of(self.shape['f'])
+
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
         n_f = sh['f']
-        n_class = n_f // self.n_indep if self.n_class_arg == 'auto' else int(self.n_class_arg)
+        n_class = self._classes_of(n_f)
         if n_class * self.n_indep != n_f or n_class < 2:
             raise ShapeError(f"cannot form {self.n_indep} softmax group(s) of {n_class} classes "
                              f"from {n_f} features")
-        self.n_class = n_class
         return sh
 
     def _group(self, x: torch.Tensor, fn) -> torch.Tensor:
@@ -340,13 +349,14 @@ class Errors(Node):
     sigmoid prediction (one probability per feature) it is ``pred > 0.5``.
     Sparse labels < 0 are not counted.
     """
+    is_error = True
 
     def __init__(self, pred: Node, target: Node, target_is_sparse: bool = False,
                  n_class: int | str = 'auto', n_indep: int | str = 'auto',
                  name: str = 'errors', print_repr: bool = True):
         self.target_is_sparse = target_is_sparse
         self.binary = (not isinstance(pred, Softmax)
-                       and getattr(pred, 'activation_func', None) in ('sigmoid', 'sig', 'logistic'))
+                       and pred.activation_func in ('sigmoid', 'sig', 'logistic'))
         if isinstance(pred, Softmax) or self.binary or n_class == 'auto':
             self.n_class, self.n_indep = _class_structure(pred)
         else:

@@ -14,7 +14,7 @@ at most :data:`MAX_GRAPH_BYTES` of graph and a compression ratio of
 :data:`MAX_COMPRESSION_RATIO`; stored arrays are at most as large as the tensor that
 holds their value; the model is built on the meta device and each parameter is checked
 against the stored tensors before memory is allocated for it (see
-:func:`elektronn2.neuromancer.model.modelload`). Non-finite parameters are refused on
+:func:`elektronn2.neuromancer.loading.modelload`). Non-finite parameters are refused on
 reading and on writing.
 
 Argument encoding: a parent node becomes ``{"__node__": name}``; a tuple

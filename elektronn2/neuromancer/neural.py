@@ -168,6 +168,11 @@ class Conv(NeuralLayer):
                              for i, k in zip(sh.spatial_axes, self.filter_shape))
         return self.n_f * sh['f'] * math.prod(self.filter_shape) * conv_out * sh.n_fragments
 
+    @property
+    def sees_padding(self) -> bool:
+        """'same' and 'full' convolutions see the zeros around the input."""
+        return self.conv_mode != 'valid'
+
     def _padding(self):
         if self.conv_mode == 'valid':
             return 0
@@ -283,6 +288,11 @@ class UpConv(NeuralLayer):
         y = _CONV_T[x.ndim - 2](x, self.params['w'], self.params.get('b'), stride=self.pool_shape)
         y = self._normalise(y, 1, training)
         return self._dropout(self._activate(y, 1), training)
+
+    @property
+    def sees_padding(self) -> bool:
+        """Overlapping filters see the zeros around the input."""
+        return self.filter_shape != self.pool_shape
 
     def _repr_details(self) -> str:
         return f"up {self.pool_shape}, filter {self.filter_shape}, " + super()._repr_details()

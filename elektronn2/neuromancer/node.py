@@ -3,7 +3,7 @@
 A subclass reads in a fixed order (see :class:`Node`): its constructor stores
 and validates options and then calls ``Node.__init__``, which infers the output
 shape, creates parameters, computes the cost and registers the node in the
-current :class:`~elektronn2.neuromancer.model.Model`.
+current :class:`~elektronn2.neuromancer.container.Model`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 from ..config import config
 from ..errors import GraphError, ShapeError
-from .model import NODE_CLASSES, model_manager
+from .registry import NODE_CLASSES, model_manager
 from .shape import TaggedShape, nearest_valid_sizes
 
 logger = logging.getLogger('elektronn2')
@@ -67,6 +67,13 @@ class Node:
     """
     #: True for nodes whose value is fed from outside (Input).
     is_input = False
+    #: True for classification-error nodes (Errors), which the trainer monitors.
+    is_error = False
+    #: True where the output depends on padding (Pad, non-valid convolutions), so that
+    #: tiling the network is not exact.
+    sees_padding = False
+    #: The nonlinearity a node applies last; 'lin' for none (layers store their own).
+    activation_func = 'lin'
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from ..errors import ShapeError
 
 #: Meaning of the axis tags.
@@ -43,9 +45,9 @@ def parse_tags(tags: str | Sequence[str]) -> tuple[str, ...]:
 def _per_spatial(name: str, values, n_spatial: int, default) -> tuple:
     if values is None:
         return (default,) * n_spatial
-    if isinstance(values, (int, float)):
+    if np.ndim(values) == 0:
         return (values,) * n_spatial
-    values = tuple(values)
+    values = tuple(np.asarray(values).tolist())
     if len(values) != n_spatial:
         raise ShapeError(f"{name}={values} must have one entry per spatial axis "
                          f"({n_spatial})")
@@ -373,8 +375,8 @@ def as_tuple(value: int | Iterable[int] | None, n: int, name: str, default: int 
     """Broadcast an int (or None -> default) to ``n`` entries, or check a sequence's length."""
     if value is None:
         return (default,) * n
-    if isinstance(value, int):
-        return (value,) * n
+    if isinstance(value, (int, np.integer)):
+        return (int(value),) * n
     value = tuple(int(v) for v in value)
     if len(value) != n:
         raise ShapeError(f"{name}={value} has {len(value)} entries, but the input has "

@@ -7,7 +7,7 @@ central ones).
 
 A preview is predicted with the block predictors of :mod:`elektronn2.inference`: a
 strided net is rebuilt with max-fragment pooling and an input patch of one block
-(:func:`~elektronn2.neuromancer.model.rebuild_model`), so one evaluation gives a dense
+(:func:`~elektronn2.neuromancer.loading.rebuild_model`), so one evaluation gives a dense
 block; a stride-1 net is tiled (blended if it pads inside). The region is predicted in
 blocks of :data:`BLOCK_YX` pixels per slice; between blocks the preview stops (raising
 :class:`PreviewStopped`) when asked to or when it runs over its time budget.
@@ -113,20 +113,14 @@ def preview_region(zyx: Sequence[int], max_z_pred: int) -> Box:
 
 @contextlib.contextmanager
 def _side_model(build: Callable[[], object]) -> Iterator[object]:
-    """A model built by ``build`` for the ``with`` block; the current model (the trained
-    one, which new nodes join) stays current, and the new one is forgotten after."""
+    """A model built by ``build`` (which leaves the current model alone) for the ``with``
+    block; it is forgotten after."""
     import elektronn2.neuromancer as nm
-    manager = nm.model_manager
-    previous = manager.current
-    model = None
+    model = build()
     try:
-        model = build()
         yield model
     finally:
-        if model is not None:
-            manager.discard(model)
-        if previous is not None:
-            manager.setmodel(previous)
+        nm.model_manager.discard(model)
 
 
 def _quiet(record: logging.LogRecord) -> bool:
@@ -145,7 +139,7 @@ def _rebuild_mfp(model, block_shape: Sequence[int]):
     logger.addFilter(_quiet)
     try:
         for _ in range(8):
-            mfp = rebuild_model(model, override_mfp_to_active=True,
+            mfp = rebuild_model(model, override_mfp_to_active=True, make_current=False,
                                 imposed_patch_size=geometry.net_sizes(request))
             out = NetGeometry.from_node(mfp.prediction_node).out
             if all(o >= b for o, b in zip(geometry.net_sizes(out),

@@ -275,7 +275,7 @@ class Trainer:
         left = None if rate is None else min((self.exp.n_steps - self.step) / rate,
                                              self.exp.max_runtime - self.runtime)
         return (f"step {self.step:>7d}/{self.exp.n_steps}"
-                f"  loss {_fmt(m._last_losses[-1] if m._last_losses else None, '.4f')}"
+                f"  loss {_fmt(m.recent_losses[-1] if m.recent_losses else None, '.4f')}"
                 f"  smooth {_fmt(m.loss_smooth, '.4f')}"
                 f"  train_err {_fmt(self.last_monitor.get('train_err'), '.3f')}"
                 f"  valid_err {_fmt(self.last_monitor.get('valid_err'), '.3f')}  lr {m.lr:.2e}"
@@ -288,8 +288,7 @@ class Trainer:
     def _evaluate(self, source: str) -> dict:
         """Mean loss, errors and debug outputs on monitor_batch_size examples of ``source``."""
         m = self.model
-        error_node = m.error_node or next((n for n in m.prediction_ext
-                                           if type(n).__name__ == 'Errors'), None)
+        error_node = m.error_node or next((n for n in m.prediction_ext if n.is_error), None)
         nodes = [m.loss_node] + ([error_node] if error_node is not None else []) + m.debug_outputs
         fn = m.function(nodes, training=False)
         sums: dict = {}
@@ -357,7 +356,7 @@ class Trainer:
         state = {'step': self.step, 'runtime': self.runtime, 'history_rows': len(self.history.rows),
                  'next_preview_h': self.next_preview_h, 'history_freq': self.history_freq,
                  'batch_args': self.batch_args, 'batch_position': self.batches.position,
-                 'recent_losses': list(self.model._last_losses),
+                 'recent_losses': list(self.model.recent_losses),
                  'schedules': {s.variable: s.state() for s in self.schedules},
                  'grad_scaler': scaler.state_dict() if scaler is not None else None}
         try:
@@ -387,7 +386,7 @@ class Trainer:
         self.model.optimisers.load_state_dict(state['optimisers'], params)
         self.model.iterations = int(state['iterations'])
         self.model.elapsed_time = float(state['elapsed_time'])
-        self.model._last_losses.extend(state.get('recent_losses', []))  # older checkpoints: none
+        self.model.restore_recent_losses(state.get('recent_losses', []))  # older: none
         if state.get('grad_scaler'):
             self.model.grad_scaler = torch.amp.GradScaler(self.model.device.type)
             self.model.grad_scaler.load_state_dict(state['grad_scaler'])

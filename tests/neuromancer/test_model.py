@@ -60,6 +60,19 @@ def test_trainingstep_returns_debug_outputs_and_update_loss():
     assert len(debug) == 1 and 0 <= float(debug[0]) <= 1
 
 
+def test_recent_losses_are_read_only_and_restorable():
+    model = build_classifier()
+    x, y = blob_batch()
+    losses = [model.trainingstep(x, y)[0] for _ in range(3)]
+    assert model.recent_losses == tuple(losses)
+    fresh = nm.Model('fresh')      # not registered, no nodes
+    fresh.restore_recent_losses(model.recent_losses)
+    assert fresh.recent_losses == model.recent_losses and fresh.iterations == 0
+    assert fresh.loss_smooth == pytest.approx(np.mean(losses))
+    fresh.restore_recent_losses(range(60))      # keeps the last 50
+    assert fresh.recent_losses == tuple(float(v) for v in range(10, 60))
+
+
 def test_hyper_parameters_reach_torch_optimisers():
     model = build_classifier()
     x, y = blob_batch()
