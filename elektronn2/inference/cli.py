@@ -142,6 +142,14 @@ def _interrupted_message(n_done: int, n_blocks: int, resumable: bool) -> str:
     return f"elektronn2-predict: interrupted after {n_done} of {n_blocks} blocks; {how}"
 
 
+def _abandon_pending_writes() -> None:
+    """After Ctrl+C: zarr's I/O event loop may still hold the write of the interrupted
+    block, and asyncio reports such a task ("Task was destroyed but it is pending!") when
+    the process ends. That block has no done-marker and is predicted again on resume, so
+    the report is noise after the one-line message: silence asyncio's logger."""
+    logging.getLogger('asyncio').setLevel(logging.CRITICAL + 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``elektronn2-predict``; returns the exit status."""
     args = predict_parser().parse_args(argv)
@@ -160,9 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"elektronn2-predict: error: {err}", file=sys.stderr)
         return 2
     except PredictionInterrupted as stop:
+        _abandon_pending_writes()
         print(_interrupted_message(stop.n_done, stop.n_blocks, stop.resumable), file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:  # before the first block: nothing written yet
+        _abandon_pending_writes()
         print("elektronn2-predict: interrupted before any block was predicted",
               file=sys.stderr)
         return EXIT_INTERRUPTED
