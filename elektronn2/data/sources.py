@@ -289,12 +289,16 @@ def open_source(path: str | os.PathLike | VolumeSource | np.ndarray, key: str | 
         if (path / 'knossos.conf').exists() or any(path.glob('mag*/knossos.conf')):
             from .knossos import KnossosSource
             return KnossosSource(path, **kwargs)
-        zarr_markers = ('zarr.json', '.zarray', '.zgroup')
-        if suffix == '.zarr' or any((path / m).exists() for m in zarr_markers):
+        if suffix == '.zarr' or is_zarr_store(path):
             return ZarrSource(path, key)
     raise DataError(f"Cannot tell the format of {path}: expected an HDF5 file "
                     f"({', '.join(HDF5_SUFFIXES)}), a .npy file, a zarr store or a KNOSSOS "
                     f"directory with knossos.conf")
+
+
+def is_zarr_store(path: Path) -> bool:
+    """Whether directory ``path`` holds a zarr array or group (v2 or v3 metadata)."""
+    return any((path / marker).exists() for marker in ('zarr.json', '.zarray', '.zgroup'))
 
 
 def channel_volume_shape(source: VolumeSource) -> tuple[int, tuple[int, int, int]]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.sources import HDF5_SUFFIXES, HDF5Source, VolumeSource, ZarrSource
+from ..data.sources import HDF5_SUFFIXES, HDF5Source, VolumeSource, ZarrSource, is_zarr_store
 from ..errors import ConfigError, DataError
 from .geometry import Block, BlockGrid
 
@@ -203,7 +203,7 @@ def _require_zarr_or_nothing(path: Path) -> None:
         raise DataError(f"Output {path} exists as a file, not a zarr store (a directory); "
                         f"choose another output path")
     if (path.is_dir() and any(path.iterdir())
-            and not any((path / m).exists() for m in ('zarr.json', '.zgroup', '.zarray'))):
+            and not is_zarr_store(path)):
         raise DataError(f"Output {path} is a directory that is not a zarr store; choose "
                         f"another output path (an empty or new directory, or a zarr store)")
 

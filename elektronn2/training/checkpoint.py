@@ -92,12 +92,9 @@ def set_rng_state(state: dict) -> None:
 def save(run_dir: Path, model, state: dict) -> Path:
     """Write a checkpoint of ``model`` and the trainer ``state`` (must hold 'step').
 
-    Refuses (ModelFileError) when a parameter is not finite; keeps the newest
-    :data:`KEEP` checkpoints.
+    Refuses (ModelFileError from :meth:`Model.save`, before anything is written) when a
+    parameter is not finite; keeps the newest :data:`KEEP` checkpoints.
     """
-    bad = [k for k, p in model.all_params().items() if not torch.isfinite(p).all()]
-    if bad:
-        raise ModelFileError(f"not saving a checkpoint: parameters {bad} are not finite")
     root = Path(run_dir) / 'checkpoints'
     root.mkdir(exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.tmp-', dir=root))

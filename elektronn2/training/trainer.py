@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..data.rng import seed_of
+from ..data.sources import first_nonfinite
 from ..data.workers import BackgroundBatches, make_batch
 from ..errors import DataError, ModelFileError, TrainingError
 from . import checkpoint
@@ -255,15 +256,15 @@ class Trainer:
     def _check_finite_batch(self, batch: tuple, index: int) -> None:
         """A DataError naming the first NaN/Inf of a floating-point array in ``batch``."""
         for i, array in enumerate(batch):
-            if (isinstance(array, np.ndarray) and np.issubdtype(array.dtype, np.floating)
-                    and not np.isfinite(array).all()):
-                position = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
+            position = first_nonfinite(array) if isinstance(array, np.ndarray) else None
+            if position is not None:
                 raise DataError(
                     f"training batch {index} from {type(self.data).__name__}.getbatch: array "
                     f"{i} ({'input' if i == 0 else 'target' if i == 1 else 'extra'}, shape "
-                    f"{array.shape}) holds {np.count_nonzero(~np.isfinite(array))} NaN/Inf "
-                    f"values, the first at index {position}; training on it would make the "
-                    f"parameters NaN. Check the data files (or clean them with np.nan_to_num)")
+                    f"{array.shape}) holds NaN/Inf values, the first ({array[position]}) at index "
+                    f"{position}; training on "
+                    f"it would make the parameters NaN. Check the data files (or clean them "
+                    f"with np.nan_to_num)")
 
     def status_text(self) -> str:
         """Losses, errors, lr; steps/s of the whole loop (data wait, monitoring, ...) and
