@@ -24,10 +24,10 @@ from .. import __version__
 from ..config import config as global_config
 from ..errors import ConfigError, Error
 from .rundir import RunDirLock, create_run_dir
+from .status import ConsoleFilter
 
 if TYPE_CHECKING:  # torch and the trainer are imported when needed: --help stays fast
     from .distributed import SingleProcess
-from .status import ConsoleFilter
 
 logger = logging.getLogger('elektronn2')
 
