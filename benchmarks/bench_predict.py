@@ -60,7 +60,7 @@ def _seconds(fn) -> float:
 
 def useful_macs_per_voxel(node) -> int:
     """Sum over the conv layers of n_f * n_in * taps (dense, non-redundant evaluation)."""
-    from elektronn2.neuromancer.node import topological_order
+    from elektronn2.neuromancer.traversal import topological_order
     return sum(n.n_f * n.parent.shape['f'] * math.prod(n.filter_shape)
                for n in topological_order([node]) if type(n).__name__ == 'Conv')
 

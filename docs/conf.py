@@ -38,6 +38,8 @@ html_static_path = []
 AUTODOC_EXCLUDE = {
     'elektronn2.demo_config': 'a training config, shown in the training chapter',
     'elektronn2.config': "the Config docstring's indented list is not valid reST",
+    'elektronn2.training.trainutils': "ELEKTRONN2's names ExperimentConfig and Schedule would "
+                                      "make references to training's own classes ambiguous",
 }
 
 

@@ -13,11 +13,20 @@ when set; else ``../shared/data`` next to the checkout (the directory holding
 (``$XDG_CACHE_HOME/elektronn2/data``).
 
 Importing this module does not import torch (so that the commands' ``--help`` is fast).
+
+The user's defaults: the Python file ``~/.elektronn2rc`` (or the file named by
+``$ELEKTRONN2RC``), read by :func:`read_user_settings` when a training config is read
+(its values lie between the built-in defaults and the config file) and by ELEKTRONN2's
+:class:`DefaultConfig`; ELEKTRONN2's :func:`change_logging_file` is here too.
 """
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
+import runpy
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,3 +133,142 @@ def _from_environment() -> Config:
 
 
 config = _from_environment()
+
+
+# --- ELEKTRONN2's names ---------------------------------------------------------------------
+def change_logging_file(logger_: logging.Logger, save_path: str | os.PathLike,
+                        file_name: str = 'elektronn2.log') -> None:
+    """Log ``logger_`` (everything from DEBUG on) to ``save_path/file_name`` instead of its
+    current log file (its first FileHandler, which is removed and closed)."""
+    for handler in logger_.handlers:
+        if isinstance(handler, logging.FileHandler):
+            logger_.removeHandler(handler)
+            handler.close()
+            break
+    os.makedirs(save_path, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(save_path, file_name))
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter('[%(asctime)s] [%(levelname)s]\t%(message)s',
+                                           datefmt='%Y-%m-%d %H:%M:%S'))
+    logger_.addHandler(handler)
+
+
+#: The settings of ``~/.elektronn2rc`` (ELEKTRONN2's :class:`DefaultConfig`) and their types.
+#: ``save_path``, ``param_save_it``, ``initial_prev_h``, ``prev_save_h`` and
+#: ``background_processes`` are defaults of the training settings of the same names;
+#: ``device`` is elektronn2-train's default ``--gpu``; the others are kept for old rc files
+#: and change nothing.
+USER_SETTINGS: dict[str, tuple[type, ...]] = {
+    'save_path': (str,), 'device': (int, str, type(None)), 'param_save_it': (int,),
+    'initial_prev_h': (int, float), 'prev_save_h': (int, float),
+    'background_processes': (bool, int), 'plot_on': (bool,), 'print_status': (bool,),
+    'overwrite': (bool,), 'time_per_step_smoothing_length': (int,),
+    'loss_smoothing_length': (int,), 'use_manual_cudnn_conv': (bool,),
+    'use_manual_cudnn_conv_not_w1': (bool,), 'use_manual_cudnn_pool': (bool,),
+    'allow_floatX_downcast': (bool,), 'show_axis_order_warning': (bool,),
+    'use_ortho_init': (bool,), 'inspection': (bool,), 'backupsrc': (bool,),
+}
+
+
+def user_config_path() -> Path:
+    """The user's rc file: ``$ELEKTRONN2RC`` when set, else ``~/.elektronn2rc``."""
+    return Path(os.path.expanduser(os.environ.get('ELEKTRONN2RC') or '~/.elektronn2rc'))
+
+
+def read_user_settings() -> dict:
+    """The settings of the user's rc file ({} when there is none), checked.
+
+    The file is Python, run like a training config (its top-level names are the
+    settings; names starting with '_', modules, functions and classes are ignored).
+    A name that is not in :data:`USER_SETTINGS` or a value of the wrong type is a
+    :class:`~elektronn2.errors.ConfigError` naming the file and the setting.
+    """
+    path = user_config_path()
+    if not path.is_file():
+        return {}
+    try:
+        namespace = runpy.run_path(str(path), run_name='__elektronn2rc__')
+    except Exception as err:
+        raise ConfigError(f"The user config file {path} could not be run: "
+                          f"{type(err).__name__}: {err}") from err
+    settings = {}
+    for key, value in namespace.items():
+        if key.startswith('_') or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+            continue
+        settings[key] = _checked_user_setting(path, key, value)
+    return settings
+
+
+def _checked_user_setting(path: Path, key: str, value):
+    if key == 'param_save_h':
+        raise ConfigError(f"{path}: param_save_h is no longer supported; set param_save_it "
+                          f"(steps between parameter snapshots)")
+    if key not in USER_SETTINGS:
+        close = difflib.get_close_matches(key, USER_SETTINGS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ''
+        raise ConfigError(f"{path}: unknown setting {key!r}; {hint}(known settings: "
+                          f"{', '.join(sorted(USER_SETTINGS))})")
+    allowed = USER_SETTINGS[key]
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        names = ' or '.join('None' if t is type(None) else t.__name__ for t in allowed)
+        raise ConfigError(f"{path}: {key}={value!r} must be of type {names}, not "
+                          f"{type(value).__name__}")
+    if key == 'save_path':
+        return os.path.abspath(os.path.expanduser(value))
+    if key == 'device' and value is not None:
+        return _user_device(path, value)
+    return value
+
+
+def _user_device(path: Path, value: int | str) -> str:
+    """The rc's ``device`` (a GPU index, 'auto', 'cpu'/'none' or 'cuda:<index>') as a
+    :attr:`Config.device` value."""
+    text = str(value).strip().lower()
+    device = ('cpu' if text in ('cpu', 'none', 'false') else
+              f'cuda:{text}' if text.isdigit() else text)
+    if not _DEVICE_PATTERN.match(device):
+        raise ConfigError(f"{path}: device={value!r} is invalid; use a GPU index, 'auto', "
+                          f"'cpu' or 'cuda:<index>'")
+    return device
+
+
+class DefaultConfig:
+    """ELEKTRONN2's settings object: its defaults, overridden by the user's rc file
+    (:func:`read_user_settings`; its names are those of :data:`USER_SETTINGS`).
+
+    On creation it logs the 'elektronn2' logger to ``save_path/elektronn2.log`` and, when
+    ``device`` is set, makes it :data:`config`'s device. ``save_path`` defaults to
+    :data:`config`'s. Settings ELEKTRONN2 used for Theano (``use_manual_cudnn_*``,
+    ``allow_floatX_downcast``, ...) are kept but do nothing.
+    """
+
+    def __init__(self):
+        self.save_path = os.path.abspath(os.path.expanduser(config.save_path))
+        self.plot_on = True
+        self.print_status = True
+        self.device = None
+        self.param_save_h = 1.0
+        self.param_save_it = 10000
+        self.initial_prev_h = 1.0
+        self.prev_save_h = 3.0
+        self.overwrite = True
+        self.background_processes = False
+        self.time_per_step_smoothing_length = 50
+        self.loss_smoothing_length = 200
+        self.use_manual_cudnn_conv = True
+        self.use_manual_cudnn_conv_not_w1 = True
+        self.use_manual_cudnn_pool = True
+        self.allow_floatX_downcast = True
+        self.show_axis_order_warning = True
+        self.use_ortho_init = False
+        self.inspection = False
+        self.backupsrc = True
+        self.read_user_config()
+        if self.device is not None:
+            config.device = self.device
+        change_logging_file(logging.getLogger('elektronn2'), self.save_path, 'elektronn2.log')
+
+    def read_user_config(self) -> None:
+        """Apply the settings of the user's rc file (when there is one)."""
+        for key, value in read_user_settings().items():
+            setattr(self, key, value)

@@ -9,7 +9,7 @@ monitor_batch_size = 500
 param_save_it = 500
 optimiser = 'Adam'
 optimiser_params = {'lr': 2e-3, 'mom': 0.9, 'beta2': 0.999, 'wd': 1e-4}
-schedules = {'lr': {'lindec': [1500, 2e-4]}}
+schedules = {'lr': {'lindec': [1500, 2e-3]}}   # from 2e-3 down to 0 at the last step
 batch_size = 64
 
 

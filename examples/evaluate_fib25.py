@@ -122,14 +122,15 @@ def predict_boundaries(model_path: str, raw: np.ndarray, cache: str | None = Non
     ``raw``: the whole FIB-25 volume. With ``cache``, a file written before by the
     same model file is reused, else the prediction is written to it.
     """
-    from elektronn2.inference import NetGeometry, predict_volume
+    from elektronn2.inference import predict_volume
+    from elektronn2.neuromancer.footprint import Footprint
     from elektronn2.inference.predictors import load_model, model_digest
     digest = model_digest(model_path)
     if cache and Path(cache).exists():
         with np.load(cache) as stored:
             if str(stored['model_sha256']) == digest:
                 return stored['boundary']
-    geometry = NetGeometry.from_node(load_model(model_path).prediction_node)
+    geometry = Footprint.of(load_model(model_path).prediction_node)
     first, last = SPLITS['valid'].start, SPLITS['test'].stop
     start = max(first - geometry.context[0][0], 0)
     boundary = predict_volume(model_path, raw[start:last])[1, first - start:]

@@ -17,7 +17,7 @@ history_freq = 1000
 monitor_batch_size = 2000
 optimiser = 'Adam'
 optimiser_params = {'lr': 1e-3, 'mom': 0.9, 'beta2': 0.999, 'wd': 1e-4}
-schedules = {'lr': {'lindec': [n_steps, 1e-5]}}
+schedules = {'lr': {'lindec': [n_steps, 1e-3]}}  # from 1e-3 down to 0 at the end
 
 
 def create_model():

@@ -22,7 +22,7 @@ history_freq = 1000
 monitor_batch_size = 2000
 optimiser = 'Adam'
 optimiser_params = {'lr': 2e-3, 'mom': 0.9, 'beta2': 0.999, 'wd': 0}
-schedules = {'lr': {'lindec': [n_steps, 2e-5]}}
+schedules = {'lr': {'lindec': [n_steps, 2e-3]}}  # from 2e-3 down to 0 at the end
 
 
 def create_model():

@@ -42,7 +42,7 @@ monitor_batch_size = 30
 param_save_it = 5000
 optimiser = 'Adam'
 optimiser_params = {'lr': 5e-4, 'mom': 0.9, 'beta2': 0.999, 'wd': 0.5e-4}
-schedules = {'lr': {'lindec': [n_steps, 1e-5]}}
+schedules = {'lr': {'lindec': [n_steps, 5e-4]}}  # from 5e-4 down to 0 at the end
 
 
 def create_model():

@@ -47,7 +47,7 @@ monitor_batch_size = 20
 param_save_it = 5000
 optimiser = 'Adam'
 optimiser_params = {'lr': 1e-3, 'mom': 0.9, 'beta2': 0.999, 'wd': 1e-5}
-schedules = {'lr': {'lindec': [n_steps, 1e-5]}}
+schedules = {'lr': {'lindec': [n_steps, 1e-3]}}  # from 1e-3 down to 0 at the end
 _FEATURES = (16, 32, 64)  # per resolution level, finest first
 
 

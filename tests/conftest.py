@@ -113,6 +113,25 @@ def train_cmd():
     return train_command
 
 
+@pytest.fixture
+def trainer_in_terminal(tmp_path, write_config, train_cmd):
+    """trainer_in_terminal() -> pexpect child: elektronn2-train on the small boundary net
+    (100000 steps, run directory tmp_path/runs/run) in a real pseudo-terminal; the session
+    is logged to tmp_path/session.log."""
+    import pexpect
+
+    def start(timeout: float = 90):
+        config = write_config(tmp_path / 'c.py', tmp_path / 'runs', n_steps=100000,
+                              history_freq=25, param_save_it=10000, preview_data_path=None)
+        cmd = train_cmd(config, '--gpu', 'none')
+        env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR='1', PYTHONUNBUFFERED='1')
+        child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding='utf-8', timeout=timeout,
+                              dimensions=(40, 200))
+        child.logfile_read = open(tmp_path / 'session.log', 'w')
+        return child
+    return start
+
+
 @pytest.fixture(autouse=True)
 def restore_logging():
     """The CLI configures the 'elektronn2' logger; put it back after each test."""

@@ -9,15 +9,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import h5py
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..neuromancer.footprint import Footprint, to_unit_float
 from . import augmentation as aug
-from .geometry import PatchGeometry, class_count
-from .labels import ids2affinities, nhood_targets as make_nhood_targets
+from .derived import AxisOrder
+from . import non_geometric_augmentation as nga
+from .labels import (affinity_components, ids2affinities, nhood_targets as make_nhood_targets,
+                     target_class_count)
 from .rng import ProcessRandom
 from .sources import (HDF5Source, VolumeSource, channel_slabs, channel_volume_shape,
                       first_nonfinite, open_source, read_channel_box, require_real)
@@ -58,15 +61,30 @@ class Cube:
                    difference // 2)
 
 
-def _resolve(directory: str | None, entry, what: str) -> VolumeSource:
-    """A source from a d_files/l_files entry: (file, key), a path, an array or a source."""
+def _resolve(directory: str | None, entry, what: str, zxy: bool = True) -> VolumeSource:
+    """A source from a d_files/l_files entry: (file, key), a path, an array or a source;
+    ``zxy=False``: stored (x, y, z), read as (z, y, x)."""
     if isinstance(entry, (VolumeSource, np.ndarray)):
-        return open_source(entry)
-    file, key = tuple(entry) if isinstance(entry, (tuple, list)) else (entry, None)
-    path = Path(directory).expanduser() / file if directory else Path(file).expanduser()
-    if not path.exists():
-        raise DataError(f"{what} file {path} (key {key!r}) does not exist")
-    return open_source(path, key)
+        source = open_source(entry)
+    else:
+        file, key = tuple(entry) if isinstance(entry, (tuple, list)) else (entry, None)
+        path = Path(directory).expanduser() / file if directory else Path(file).expanduser()
+        if not path.exists():
+            raise DataError(f"{what} file {path} (key {key!r}) does not exist")
+        source = open_source(path, key)
+    return source if zxy else AxisOrder(source, 'xyz'[:min(source.ndim, 3)])
+
+
+def _vector_channels(target_vec_ix, discrete: np.ndarray) -> list[tuple[int, int, int]]:
+    """Checked ``target_vec_ix``: triples of distinct, continuous label channels."""
+    triples = [tuple(int(c) for c in t) for t in (target_vec_ix or [])]
+    for triple in triples:
+        if len(triple) != 3 or len(set(triple)) != 3 or any(
+                not 0 <= c < len(discrete) or discrete[c] for c in triple):
+            raise ConfigError(f"target_vec_ix={target_vec_ix}: each entry must be 3 distinct "
+                              f"label channels (z, y, x components) among the "
+                              f"{len(discrete)} channel(s), none of them discrete")
+    return triples
 
 
 def _check_values(values: np.ndarray, source: VolumeSource, lo: Sequence[int],
@@ -118,12 +136,25 @@ def _lazy_label_mask(labels: VolumeSource, n_class: int) -> np.ndarray:
     return mask
 
 
-def _scale_to_unit(image: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Integer raw -> float32 in [0, 1] (divided by the dtype's maximum); floats unchanged."""
-    image = image.astype(np.float32, copy=False)
-    if np.issubdtype(dtype, np.integer):
-        image /= np.float32(np.iinfo(dtype).max)
-    return image
+@dataclass(frozen=True)
+class NonGeometric:
+    """Probabilities (and arguments) of the non-geometric augmentations of a batch."""
+    blur_noise: float = 0.0
+    blurry_blobs: float = 0.0
+    blurry_blobs_args: dict | None = None
+    noisy_erasing: float = 0.0
+    noisy_erasing_args: dict | None = None
+    uniform_erasing: float = 0.0
+    uniform_erasing_args: dict | None = None
+
+    def blob_augmentations(self) -> list[tuple[float, Callable[..., np.ndarray], dict]]:
+        """(probability, function, keyword arguments) of each blob augmentation in use."""
+        table = [(self.blurry_blobs, nga.blurry_blobs, self.blurry_blobs_args,
+                  {'diffuseness': None}),
+                 (self.noisy_erasing, nga.noisy_random_erasing, self.noisy_erasing_args, {}),
+                 (self.uniform_erasing, nga.uniform_random_erasing, self.uniform_erasing_args,
+                  {'value': 0.0})]
+        return [(p, fn, {**default, **(args or {})}) for p, fn, args, default in table if p > 0]
 
 
 class BatchCreatorImage:
@@ -142,32 +173,42 @@ class BatchCreatorImage:
         border_mode: 'crop': patches lie inside the image; 'mirror' / '0-pad': any
             output region inside the labels, the image reflected / zero-padded.
         aniso_factor: z voxel size / in-plane voxel size, used by warping.
+        target_vec_ix: triples of label channels that hold vectors (their z, y, x
+            components, e.g. directions): warps rotate them with the patch.
         target_discrete_ix: label channels that are class labels (nearest-neighbour
             sampling, int16 targets). Default: all when the prediction has classes or
             the target node an integer dtype, else none (regression, float32).
+        h5stream: accepted for ELEKTRONN2 scripts; volumes are always read lazily, box by
+            box (HDF5 files are never loaded whole).
+        zxy: False for files whose spatial axes are stored (x, y, z) (ELEKTRONN2's
+            flag): they are read as (z, y, x) through :class:`~.derived.AxisOrder`.
         seed: seed of the random generator (None: fresh entropy); worker processes
             get their own streams (see :class:`~elektronn2.data.rng.ProcessRandom`).
     """
 
-    def __init__(self, input_node, target_node, d_path: str | None = None,
+    def __init__(self, input_node, target_node=None, d_path: str | None = None,
                  l_path: str | None = None, d_files: Sequence | None = None,
                  l_files: Sequence | None = None, cube_prios: Sequence[float] | None = None,
-                 valid_cubes: Sequence[int] = (), border_mode: str = 'crop',
-                 aniso_factor: float = 2, target_discrete_ix: Sequence[int] | None = None,
-                 seed: int | None = None):
+                 valid_cubes: Sequence[int] | None = None, border_mode: str = 'crop',
+                 aniso_factor: float = 2, target_vec_ix: Sequence[Sequence[int]] | None = None,
+                 target_discrete_ix: Sequence[int] | None = None, h5stream: bool = False,
+                 zxy: bool = True, seed: int | None = None):
+        if target_node is None:
+            raise ConfigError("BatchCreatorImage needs the target node: its shape gives the "
+                              "output grid that labels are sampled on")
         if not d_files or not l_files or len(d_files) != len(l_files):
             raise ConfigError(f"d_files and l_files must be non-empty lists of equal length "
                               f"(one entry per cube), got {len(d_files or [])} and "
                               f"{len(l_files or [])}")
         if border_mode not in BORDER_MODES:
             raise ConfigError(f"border_mode={border_mode!r} is invalid; use one of {BORDER_MODES}")
-        self.geometry = PatchGeometry.from_nodes(input_node, target_node)
+        self.geometry = Footprint.between(input_node, target_node)
         self.border_mode = border_mode
         self.aniso_factor = float(aniso_factor)
-        self.n_class = class_count(target_node)
+        self.n_class = target_class_count(target_node)
         self.target_n_f = target_node.shape['f'] if 'f' in target_node.shape.tags else None
-        self.cubes = [Cube.from_sources(_resolve(d_path, image, 'Image'),
-                                        _resolve(l_path, labels, 'Label'))
+        self.cubes = [Cube.from_sources(_resolve(d_path, image, 'Image', zxy),
+                                        _resolve(l_path, labels, 'Label', zxy))
                       for image, labels in zip(d_files, l_files)]
         self._check_channels(input_node)
         n_label_channels = self.cubes[0].n_label_channels
@@ -179,7 +220,8 @@ class BatchCreatorImage:
             raise ConfigError(f"target_discrete_ix={list(target_discrete_ix)} must index the "
                               f"{n_label_channels} label channel(s)")
         self.discrete = np.array([c in target_discrete_ix for c in range(n_label_channels)])
-        self.valid_cubes = sorted(set(valid_cubes))
+        self.vector_channels = _vector_channels(target_vec_ix, self.discrete)
+        self.valid_cubes = sorted(set(valid_cubes or ()))
         if any(not 0 <= i < len(self.cubes) for i in self.valid_cubes):
             raise ConfigError(f"valid_cubes={list(valid_cubes)} must index the {len(self.cubes)} "
                               f"cubes of d_files (0..{len(self.cubes) - 1})")
@@ -231,16 +273,16 @@ class BatchCreatorImage:
         if np.all(lo <= hi):
             return
         g = self.geometry
-        extent = (np.asarray(g.out_shape) - 1) * np.asarray(g.strides) + 1
-        problems = [f"axis {tag!r}: input patch {g.patch_shape[a]}, image {cube.image_shape[a]}, "
+        extent = (np.asarray(g.out) - 1) * np.asarray(g.strides) + 1
+        problems = [f"axis {tag!r}: input patch {g.patch[a]}, image {cube.image_shape[a]}, "
                     f"output region {extent[a]}, labels {cube.label_shape[a]} (starting "
                     f"{cube.label_offset[a]} into the image)"
                     for a, tag in enumerate('zyx') if lo[a] > hi[a]]
         flat = [s.name for s in (cube.image, cube.labels) if s.ndim == 2]
-        if flat and g.patch_shape[0] > 1:
+        if flat and g.patch[0] > 1:
             problems.append(f"2-D (y,x) volume {' and '.join(flat)}, but the network is 3-D: "
-                            f"it needs (z,y,x) volumes of at least {g.patch_shape[0]} slices")
-        largest = g.net_order(tuple(min(p, s) for p, s in zip(g.patch_shape, cube.image_shape)))
+                            f"it needs (z,y,x) volumes of at least {g.patch[0]} slices")
+        largest = g.net_order(tuple(min(p, s) for p, s in zip(g.patch, cube.image_shape)))
         raise DataError(f"The patch does not fit into cube {index} (image {cube.image.name}, "
                         f"labels {cube.labels.name}, border_mode {self.border_mode!r}): "
                         + '; '.join(problems) + f". The largest input patch "
@@ -249,23 +291,23 @@ class BatchCreatorImage:
 
     # --- geometry of one example ----------------------------------------------------------
     def _corner_bounds(self, cube: Cube, transform: np.ndarray,
-                       geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
+                       geometry: Footprint) -> tuple[np.ndarray, np.ndarray]:
         """Lowest and highest integer patch corner (z,y,x) at which ``transform`` fits."""
-        patch_to_source = aug.patch_matrix(transform, geometry.patch_shape, np.zeros(3))
+        patch_to_source = aug.patch_matrix(transform, geometry.patch, np.zeros(3))
         target_points = aug.map_points(
             patch_to_source @ aug.grid_matrix(geometry.offsets, geometry.strides),
-            aug.box_corners(geometry.out_shape)) - cube.label_offset
+            aug.box_corners(geometry.out)) - cube.label_offset
         lo = -target_points.min(0)
         hi = np.asarray(cube.label_shape) - 1 - target_points.max(0)
         if self.border_mode == 'crop':
-            image_points = aug.map_points(patch_to_source, aug.box_corners(geometry.patch_shape))
+            image_points = aug.map_points(patch_to_source, aug.box_corners(geometry.patch))
             lo = np.maximum(lo, -image_points.min(0))
             hi = np.minimum(hi, np.asarray(cube.image_shape) - 1 - image_points.max(0))
         return (np.ceil(lo - aug.COORD_TOLERANCE).astype(int),
                 np.floor(hi + aug.COORD_TOLERANCE).astype(int))
 
     def _draw_placement(self, cube: Cube, warp: float, params: aug.WarpParams,
-                        geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
+                        geometry: Footprint) -> tuple[np.ndarray, np.ndarray]:
         """A random (transform, corner) that fits the cube; a plain crop if warps do not fit."""
         if warp and self.rng.random() < warp:
             for _ in range(MAX_WARP_TRIES):
@@ -281,31 +323,31 @@ class BatchCreatorImage:
         return np.eye(4), self.rng.integers(lo, hi + 1)
 
     def _cut(self, cube: Cube, corner: Sequence[int], transform: np.ndarray,
-             geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray]:
+             geometry: Footprint) -> tuple[np.ndarray, np.ndarray]:
         """Image (c, z,y,x) float32 in [0,1] and labels (t, z,y,x) under the output grid.
 
         ``transform`` (4x4, about the patch centre) is applied to both; the identity
         gives the plain crop starting at ``corner``.
         """
-        matrix = aug.patch_matrix(transform, geometry.patch_shape, corner)
+        matrix = aug.patch_matrix(transform, geometry.patch, corner)
         if aug.is_integer_translation(matrix):
             start = np.round(matrix[:3, 3]).astype(int)
-            image = read_channel_box(cube.image, start, start + geometry.patch_shape,
+            image = read_channel_box(cube.image, start, start + geometry.patch,
                                      self.border_mode)
             _check_values(image, cube.image, start)
         else:
-            points = aug.map_points(matrix, aug.box_corners(geometry.patch_shape))
+            points = aug.map_points(matrix, aug.box_corners(geometry.patch))
             lo = np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int)
             hi = np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2
             if self.border_mode == 'crop':
                 lo, hi = np.maximum(lo, 0), np.minimum(hi, cube.image_shape)
             box = read_channel_box(cube.image, lo, hi, self.border_mode)
             _check_values(box, cube.image, lo)
-            image = aug.warp_linear(box, aug.translation(-lo) @ matrix, geometry.patch_shape)
-        image = _scale_to_unit(image, cube.image.dtype)
+            image = aug.warp_linear(box, aug.translation(-lo) @ matrix, geometry.patch)
+        image = to_unit_float(image, cube.image.dtype)
         target_matrix = (aug.translation(-cube.label_offset) @ matrix
                          @ aug.grid_matrix(geometry.offsets, geometry.strides))
-        return image, self._sample_labels(cube, target_matrix, geometry.out_shape)
+        return image, self._sample_labels(cube, target_matrix, geometry.out)
 
     def _sample_labels(self, cube: Cube, matrix: np.ndarray, out_shape) -> np.ndarray:
         points = aug.map_points(matrix, aug.box_corners(out_shape))
@@ -320,6 +362,11 @@ class BatchCreatorImage:
         labels = aug.warp_linear(box, matrix, out_shape)
         if self.discrete.any():
             labels[self.discrete] = aug.warp_nearest(box[self.discrete], matrix, out_shape)
+        if self.vector_channels:
+            to_patch = np.linalg.inv(matrix[:3, :3] / np.asarray(self.geometry.strides, float))
+            for channels in self.vector_channels:  # source-frame vectors -> patch frame
+                labels[list(channels)] = np.einsum('ij,j...->i...', to_patch,
+                                                   labels[list(channels)])
         return labels
 
     def example_at(self, cube_index: int, corner: Sequence[int],
@@ -335,7 +382,7 @@ class BatchCreatorImage:
         image, labels = self._cut(self.cubes[cube_index], corner,
                                   np.eye(4) if transform is None else transform, geometry)
         self._check_labels(labels, self.cubes[cube_index])
-        return geometry.to_net_order(image), geometry.to_net_order(self._target_dtype(labels))
+        return geometry.patch_to_net(image), geometry.patch_to_net(self._target_dtype(labels))
 
     # --- batches ------------------------------------------------------------------------
     @property
@@ -375,38 +422,51 @@ class BatchCreatorImage:
                             f"relabel them (ids belong in targets only with affinities=True)")
         return labels.astype(np.int16)
 
-    def _augment(self, image: np.ndarray, channels: Sequence[int], noise_blur_probability: float,
-                 erasing_probability: float) -> np.ndarray:
+    def _augment(self, image: np.ndarray, channels: Sequence[int],
+                 extras: NonGeometric) -> np.ndarray:
+        """Grey-value augmentation of ``channels``, then the non-geometric augmentations
+        of ``extras`` (on every channel), each with its probability."""
         image = aug.grey_augment(image, channels, self.rng)
-        if self.rng.random() < noise_blur_probability:
-            image = aug.add_noise(aug.blur(image, channels, self.rng,
-                                           aniso_factor=self.aniso_factor), channels, self.rng)
-        if self.rng.random() < erasing_probability:
-            image = aug.random_erasing(image, channels, self.rng)
+        if self.rng.random() < extras.blur_noise:  # every channel, as ELEKTRONN2
+            every = range(len(image))
+            image = aug.add_noise(aug.blur(image, every, self.rng, aniso_factor=self.aniso_factor),
+                                  every, self.rng)
+        for probability, blobs, args in extras.blob_augmentations():
+            if self.rng.random() < probability:
+                image = blobs(image, **args)
         return image
 
     def getbatch(self, batch_size: int = 1, source: str = 'train',
-                 grey_augment_channels: Sequence[int] = (0,), warp: bool | float = 0.5,
+                 grey_augment_channels: Sequence[int] | None = None, warp: bool | float = False,
                  warp_args: dict | None = None, ignore_thresh: float | bool = False,
-                 force_dense: bool = False, affinities: bool | str = False,
-                 nhood_targets: bool | np.ndarray = False, ret_ll_mask: bool = False,
-                 noise_blur_probability: float = 0.0, erasing_probability: float = 0.0
-                 ) -> tuple[np.ndarray, ...]:
+                 force_dense: bool = False, ignore_thresh_raw: float | None = None,
+                 affinities: bool | str = False, nhood_targets: bool | np.ndarray = False,
+                 ret_ll_mask: bool = False, nga_blur_noise_probability: bool | float = False,
+                 intensity_thresh: float = 0, blurry_blobs_probability: bool | float = False,
+                 blurry_blobs_args: dict | None = None,
+                 noisy_random_erasing_probability: float = 0,
+                 noisy_random_erasing_args: dict | None = None,
+                 uniform_random_erasing_probability: float = 0,
+                 uniform_random_erasing_args: dict | None = None) -> tuple[np.ndarray, ...]:
         """A batch of random examples.
 
         Args:
             batch_size: number of examples.
             source: 'train' or 'valid' (cubes in ``valid_cubes``).
             grey_augment_channels: input channels that get grey-value augmentation
-                (and noise/blur/erasing); only for source='train'.
+                (None: none); augmentations apply to source='train' only.
             warp: probability (True = 1) that an example is warped (rotation, shear,
                 stretch, flips, axis swaps, see ``warp_args``); others are plain crops.
             warp_args: options of :class:`~elektronn2.data.augmentation.WarpParams`.
             ignore_thresh: redraw examples whose fraction of negative (unlabelled)
                 target voxels exceeds this.
             force_dense: targets at every input voxel of the output region (stride 1).
+            ignore_thresh_raw: redraw examples whose fraction of image voxels at or below
+                ``intensity_thresh`` (0..1) exceeds this (empty regions).
             affinities: True / 'affinity': labels are object ids; targets become
-                affinities (b, n_spatial, *out) between neighbouring output voxels.
+                affinities (b, n_spatial, *out) between neighbouring output voxels;
+                'malis': affinities and the segments they connect (b, 1, *out) (for
+                :class:`~elektronn2.neuromancer.loss.MalisNLL`).
             nhood_targets: True (6-neighbourhood plus centre) or an array of offsets
                 (k, n_spatial) in network axis order: target channel k holds the label at
                 p - offset[k] (-1 outside).
@@ -414,20 +474,30 @@ class BatchCreatorImage:
                 ``mask_class_labeled`` and ``mask_class_not_present`` (b, n_class) int16,
                 for MultinoulliNLL (from an HDF5 dataset 'll_mask' (2, n_class) next to
                 the labels; default: all classes labelled, none absent).
-            noise_blur_probability: probability of Gaussian blur plus noise.
-            erasing_probability: probability of overwriting a random box with noise.
+            nga_blur_noise_probability: probability of Gaussian blur plus noise.
+            blurry_blobs_probability: probability of blurred random cubes
+                (:mod:`.non_geometric_augmentation`, arguments ``blurry_blobs_args``).
+            noisy_random_erasing_probability: probability of random cubes of noise
+                (arguments ``noisy_random_erasing_args``).
+            uniform_random_erasing_probability: probability of random cubes of one value
+                (arguments ``uniform_random_erasing_args``).
         Returns:
             images float32 (b, f, *patch) and targets (b, t, *out) in the network's axis
-            order: int16 class labels, or float32 for regression (then the two masks if
-            ``ret_ll_mask``).
+            order: int16 class labels, or float32 for regression (then the segments for
+            ``affinities='malis'``, then the two masks if ``ret_ll_mask``).
         """
-        if affinities not in (False, True, 'affinity'):
-            raise ConfigError(f"affinities={affinities!r} is invalid; use False or True/'affinity'")
+        if affinities not in (False, True, 'affinity', 'malis'):
+            raise ConfigError(f"affinities={affinities!r} is invalid; use False, True/'affinity' "
+                              f"or 'malis'")
         if affinities and not self.discrete.all():
             raise ConfigError("affinities=True needs object ids sampled as discrete labels; "
                               "pass target_discrete_ix=[0]")
         warp = float(warp)
         params = aug.WarpParams.from_args(warp_args)
+        extras = NonGeometric(float(nga_blur_noise_probability), float(blurry_blobs_probability),
+                              blurry_blobs_args, float(noisy_random_erasing_probability),
+                              noisy_random_erasing_args, float(uniform_random_erasing_probability),
+                              uniform_random_erasing_args)
         geometry = self.geometry.dense() if force_dense else self.geometry
         images, targets, masks = [], [], []
         redraws = 0
@@ -436,22 +506,27 @@ class BatchCreatorImage:
             cube = self.cubes[cube_index]
             transform, corner = self._draw_placement(cube, warp, params, geometry)
             image, labels = self._cut(cube, corner, transform, geometry)
-            if ignore_thresh is not False and np.mean(labels < 0) > ignore_thresh:
+            empty = (ignore_thresh_raw is not None
+                     and np.mean(image <= intensity_thresh) > ignore_thresh_raw)
+            if empty or (ignore_thresh is not False and np.mean(labels < 0) > ignore_thresh):
                 redraws += 1
                 if redraws > 100 * batch_size:
-                    raise DataError(f"More than {100 * batch_size} patches had over "
-                                    f"{ignore_thresh:.0%} unlabelled target voxels; lower "
-                                    f"ignore_thresh or check the labels")
+                    raise DataError(f"More than {100 * batch_size} patches were refused by "
+                                    f"ignore_thresh={ignore_thresh} (unlabelled target voxels) "
+                                    f"or ignore_thresh_raw={ignore_thresh_raw} (image voxels "
+                                    f"<= {intensity_thresh}); lower them or check the data")
                 continue
             if not affinities:
                 self._check_labels(labels, cube)
             if source == 'train':
-                image = self._augment(image, grey_augment_channels, noise_blur_probability,
-                                      erasing_probability)
-            images.append(geometry.to_net_order(image))
-            targets.append(geometry.to_net_order(labels))
+                image = self._augment(image, grey_augment_channels or (), extras)
+            images.append(geometry.patch_to_net(image))
+            targets.append(geometry.patch_to_net(labels))
             masks.append(self.ll_masks[cube_index])
-        batch = np.stack(images), self._finish_targets(np.stack(targets), affinities, nhood_targets)
+        target = self._finish_targets(np.stack(targets), affinities, nhood_targets)
+        batch: tuple[np.ndarray, ...] = (np.stack(images), target)
+        if affinities == 'malis':
+            batch += (np.stack([affinity_components(a)[0][None] for a in target]),)
         return batch + tuple(np.stack(masks, axis=1)) if ret_ll_mask else batch
 
     def _finish_targets(self, target: np.ndarray, affinities, nhood) -> np.ndarray:
@@ -489,6 +564,6 @@ class BatchCreatorImage:
                 f"{self.n_class}-class" if self.n_class else 'class-label')
         return (f"BatchCreatorImage({len(self.train_cubes)} train / {len(self.valid_cubes)} "
                 f"valid cubes, {self.n_f} input channel(s), {kind} targets; patch "
-                f"{g.net_order(g.patch_shape)} -> output {g.net_order(g.out_shape)}, strides "
+                f"{g.net_order(g.patch)} -> output {g.net_order(g.out)}, strides "
                 f"{g.net_order(g.strides)} ({','.join(g.net_tags)}), border_mode "
                 f"{self.border_mode!r})")

@@ -9,6 +9,7 @@ source, lazy and picklable like any source, so it can go straight into the
   (:func:`~elektronn2.data.labels.ids2barriers`), exactly as if the whole volume had
   been converted.
 * :class:`MappedLabels`: values replaced through a table, e.g. 0/255 masks to classes.
+* :class:`AxisOrder`: a volume stored in another axis order (e.g. x,y,z), read as z,y,x.
 
 Example (FIB-25: train on z 0..159, validate on z 160..199)::
 
@@ -25,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError, ShapeError
 from .labels import ids2barriers
-from .sources import VolumeSource, normalise_index
+from .volume import VolumeSource, normalise_index
 
 
 def _spatial_ndim(source: VolumeSource) -> int:
@@ -136,3 +137,38 @@ class MappedLabels(VolumeSource):
             raise DataError(f"{self.source.name} holds values {unmapped} that the mapping "
                             f"{self.mapping} does not cover; add them or give a default")
         return labels
+
+
+class AxisOrder(VolumeSource):
+    """A volume stored with its spatial axes in another order, read as (z,y,x).
+
+    Args:
+        source: (…, a, b, c) or (c, a, b, c') volume whose spatial axes are named by
+            ``stored``.
+        stored: the stored spatial order, e.g. 'xyz' (ELEKTRONN2's ``zxy=False`` and
+            ELEKTRONN v1 volumes) or 'zxy'; a permutation of 'zyx' (or of 'yx' for 2-D).
+    """
+
+    def __init__(self, source: VolumeSource, stored: str):
+        n_spatial = _spatial_ndim(source)
+        valid = 'zyx'[-n_spatial:]
+        if sorted(stored) != sorted(valid):
+            raise DataError(f"AxisOrder of {source.name}: stored={stored!r} must name the "
+                            f"{n_spatial} spatial axes {valid!r} in some order")
+        self.source = source
+        self.n_channel = source.ndim - n_spatial
+        #: for each (z,y,x) axis, the stored axis it is read from
+        self.axes = tuple(stored.index(a) for a in valid)
+        spatial = source.shape[self.n_channel:]
+        self.shape = source.shape[:self.n_channel] + tuple(spatial[a] for a in self.axes)
+        self.dtype = source.dtype
+        self.name = f"{source.name} ({stored} as {valid})"
+
+    def _read(self, box):
+        spatial = box[self.n_channel:]
+        stored = [slice(None)] * len(spatial)
+        for ours, axis in enumerate(self.axes):
+            stored[axis] = spatial[ours]
+        values = np.asarray(self.source[box[:self.n_channel] + tuple(stored)])
+        lead = list(range(self.n_channel))
+        return values.transpose(lead + [self.n_channel + a for a in self.axes])

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import DataError
-from .sources import VolumeSource
+from .volume import VolumeSource
 
 logger = logging.getLogger('elektronn2')
 
@@ -237,6 +237,29 @@ class KnossosSource(VolumeSource):
                         continue
                     self._pending.add(key)
                 self._executor.submit(self._prefetch_one, key)
+
+    def preload(self, lo_cube: Sequence[int], hi_cube: Sequence[int], wait: bool = False) -> None:
+        """Load the cubes ``lo_cube..hi_cube`` (inclusive cube indices z, y, x, clipped to the
+        dataset) of every channel into the cache: in the background, or now if ``wait``
+        or without ``prefetch``. Cubes beyond what the cache holds are not loaded."""
+        if self._pid != os.getpid():
+            self._setup_runtime()
+        n_cubes = np.array([math.ceil(s / CUBE_EDGE) for s in self.shape[-3:]])
+        lo = np.clip(np.asarray(lo_cube, int), 0, n_cubes - 1)
+        hi = np.clip(np.asarray(hi_cube, int), 0, n_cubes - 1)
+        channels = range(self.shape[0]) if len(self.shape) == 4 else [0]
+        room = self.cache_bytes // CUBE_EDGE ** 3
+        keys = [(c,) + tuple(int(i) for i in lo + index)
+                for c in channels for index in np.ndindex(*np.maximum(hi - lo + 1, 0))][:room]
+        for key in keys:
+            if self._executor is None or wait:
+                self.cube(key)
+                continue
+            with self._pending_lock:
+                if key in self._pending or key in self.cache:
+                    continue
+                self._pending.add(key)
+            self._executor.submit(self._prefetch_one, key)
 
     def wait_for_prefetch(self) -> None:
         """Block until all queued prefetches are done."""

@@ -42,7 +42,7 @@ def _along(ndim: int, axis: int, start: int | None, stop: int | None) -> tuple[s
 
 def ids2barriers(ids: np.ndarray, dilute: bool | Sequence[bool] = False,
                  connectivity: bool | Sequence[bool] = True,
-                 ecs_as_barr: bool | str = True) -> np.ndarray:
+                 ecs_as_barr: bool | str = True, smoothen: bool = False) -> np.ndarray:
     """Boundary labels from an id volume: 1 where a neighbour has another id, else 0.
 
     Args:
@@ -53,6 +53,8 @@ def ids2barriers(ids: np.ndarray, dilute: bool | Sequence[bool] = False,
         ecs_as_barr: True: id 0 (extracellular space) counts as boundary too;
             False: id 0 is only boundary next to other ids; 'new_class': id 0 away
             from boundaries becomes class 2.
+        smoothen: (z, y, x) ids only: round the boundaries off before id 0 is added, by
+            a 3x3x3 weighted vote (:func:`smoothen_barriers`).
     Returns:
         int16 array of ``ids.shape`` with values 0, 1 (and 2 for 'new_class').
     """
@@ -73,6 +75,10 @@ def ids2barriers(ids: np.ndarray, dilute: bool | Sequence[bool] = False,
         if dilute[axis] and size > 2:
             barriers[_along(ids.ndim, axis, 0, size - 2)] |= change[_along(ids.ndim, axis, 1, None)]
             barriers[_along(ids.ndim, axis, 2, size)] |= change[_along(ids.ndim, axis, 0, size - 2)]
+    if smoothen:
+        if ids.ndim != 3:
+            raise ConfigError(f"smoothen=True needs (z, y, x) ids, got {ids.ndim}-D ids")
+        barriers = smoothen_barriers(barriers)
     out = barriers.astype(np.int16)
     ecs = ids == 0
     if ecs_as_barr == 'new_class':
@@ -80,6 +86,62 @@ def ids2barriers(ids: np.ndarray, dilute: bool | Sequence[bool] = False,
     elif ecs_as_barr:
         out[ecs] = 1
     return out
+
+
+def smoothen_barriers(barriers: np.ndarray) -> np.ndarray:
+    """bool (z, y, x): a voxel is boundary where the weighted sum of boundary voxels in its
+    3x3x3 neighbourhood exceeds 4 (of 7.2 for all 27).
+
+    The weight falls with the offset: 1 for the voxel itself; in its z plane 0.5 for the
+    4 face and 0.3 for the 4 diagonal neighbours; in the planes above and below 0.3
+    straight across, 0.2 for face and 0.1 for diagonal offsets. Edges are reflected.
+    """
+    from scipy import ndimage
+    in_plane = np.add.outer(np.array([1, 0, 1]), np.array([1, 0, 1]))  # 0 centre, 1 face, 2 diag
+    weights = np.stack([np.choose(in_plane, [0.3, 0.2, 0.1]), np.choose(in_plane, [1.0, 0.5, 0.3]),
+                        np.choose(in_plane, [0.3, 0.2, 0.1])]).astype(np.float32)
+    return ndimage.convolve(barriers.astype(np.float32), weights) > 4
+
+
+def affinity_components(affinities: np.ndarray,
+                        nhood: np.ndarray | Sequence[Sequence[int]] | None = None,
+                        size_threshold: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Connected components of an affinity graph (the inverse of :func:`ids2affinities`).
+
+    Args:
+        affinities: (k, *spatial); edge k of voxel p joins p and p + nhood[k] where it is
+            non-zero.
+        nhood: (k, ndim) offsets; default: the predecessor along each axis.
+        size_threshold: components of at most this many voxels get id 0 (with 1,
+            voxels joined to nothing, e.g. background, are 0).
+    Returns:
+        ids int64 (*spatial), 1..n in the order of each component's first voxel (C
+        order), and the sizes (n,) of components 1..n.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    affinities = np.asarray(affinities)
+    spatial = affinities.shape[1:]
+    nhood = affinity_nhood(len(spatial)) if nhood is None else np.asarray(nhood, int)
+    if nhood.shape != (affinities.shape[0], len(spatial)):
+        raise ConfigError(f"affinities of shape {affinities.shape} need an nhood of shape "
+                          f"({affinities.shape[0]}, {len(spatial)}), got {nhood.shape}")
+    n_voxels = int(np.prod(spatial))
+    voxel = np.arange(n_voxels, dtype=np.int32 if n_voxels < 2 ** 31 else np.int64).reshape(spatial)
+    firsts, seconds = [], []
+    for aff, offset in zip(affinities, nhood):
+        here, there = offset_slices(spatial, offset)
+        joined = aff[here] != 0
+        firsts.append(voxel[here][joined])
+        seconds.append(voxel[there][joined])
+    firsts, seconds = np.concatenate(firsts), np.concatenate(seconds)
+    graph = coo_matrix((np.ones(len(firsts), np.int8), (firsts, seconds)), shape=(n_voxels,) * 2)
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels)
+    kept = sizes > size_threshold
+    new_ids = np.zeros(len(sizes), np.int64)
+    new_ids[kept] = np.arange(1, int(kept.sum()) + 1)
+    return new_ids[labels].reshape(spatial), sizes[kept]
 
 
 def ids2affinities(ids: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]] | None = None,
@@ -140,3 +202,12 @@ def nhood_targets(target: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]
         dest, src = offset_slices(spatial, -offset)
         out[(slice(None), k) + dest] = target[(slice(None), 0) + src]
     return out
+
+
+def target_class_count(target_node) -> int | None:
+    """Classes the labels of a target node stand for: its own class count (an Input_like of
+    a Softmax), else that of its model's prediction node; None if neither has classes."""
+    if target_node.class_count is not None:
+        return target_node.class_count
+    prediction = target_node.model.prediction_node
+    return None if prediction is None else prediction.class_count

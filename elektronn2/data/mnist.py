@@ -14,8 +14,9 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, ShapeError
 from . import augmentation as aug
-from .geometry import class_count
+from .labels import target_class_count
 from .rng import ProcessRandom
+from .datasets import get_path
 
 logger = logging.getLogger('elektronn2')
 
@@ -52,12 +53,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _default_path() -> Path:
-    try:
-        from .datasets import get_path
-    except ImportError as err:
-        raise DataError("MNISTData(path=None) needs elektronn2.data.datasets.get_path, which is "
-                        "not available; pass path= the directory holding the MNIST IDX files"
-                        ) from err
     return Path(get_path('mnist'))
 
 
@@ -79,7 +74,7 @@ class MNISTData:
     def __init__(self, input_node, target_node=None, path: str | os.PathLike | None = None,
                  convert2image: bool = True, warp_on: bool | float = False,
                  shift_augment: bool = True, seed: int | None = None):
-        n_class = class_count(target_node) if target_node is not None else None
+        n_class = target_class_count(target_node) if target_node is not None else None
         if n_class not in (None, 10):
             raise ConfigError(f"MNIST has 10 classes, but target node {target_node.name!r} "
                               f"belongs to a prediction of {n_class}")

@@ -7,93 +7,29 @@ On-disk axis order is ``z, y, x``, with the channel axis first when present
 reopened lazily (also after a fork), so background worker processes can receive
 them. :func:`open_source` picks the source class from a path.
 
-:mod:`elektronn2.data.knossos` holds the KNOSSOS cube reader.
+:mod:`elektronn2.data.volume` holds the interface, :mod:`elektronn2.data.knossos` the
+KNOSSOS cube reader.
 """
 from __future__ import annotations
 
 import logging
 import os
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
 
 from ..errors import DataError
+from .knossos import KnossosSource
+from .volume import VolumeSource
 
 logger = logging.getLogger('elektronn2')
 
 HDF5_SUFFIXES = ('.h5', '.hdf5', '.hdf', '.he5')
 #: dtype kinds of volumes a network can read: bool, signed and unsigned integers, floats
 REAL_KINDS = 'biuf'
-
-
-def normalise_index(key: Any, shape: tuple[int, ...], name: str) -> tuple[tuple[slice, ...], tuple]:
-    """Split a numpy basic index into an in-bounds box and what to apply after reading.
-
-    Returns ``(box, post)``: ``box`` has one ``slice(start, stop)`` (step 1) per axis;
-    ``post`` indexes the read box (steps, and ints that drop an axis).
-    """
-    key = key if isinstance(key, tuple) else (key,)
-    if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError(f"{name}: an index can only have a single ellipsis ('...')")
-    if Ellipsis in key:
-        i = key.index(Ellipsis)
-        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1:]
-    if len(key) > len(shape):
-        raise IndexError(f"{name}: too many indices ({len(key)}) for shape {shape}")
-    key = key + (slice(None),) * (len(shape) - len(key))
-    box, post = [], []
-    for axis, (k, size) in enumerate(zip(key, shape)):
-        if isinstance(k, (int, np.integer)):
-            index = int(k) + size if k < 0 else int(k)
-            if not 0 <= index < size:
-                raise IndexError(f"{name}: index {k} is out of bounds for axis {axis} with "
-                                 f"size {size}")
-            box.append(slice(index, index + 1))
-            post.append(0)
-        elif isinstance(k, slice):
-            start, stop, step = k.indices(size)
-            if step < 1:
-                raise IndexError(f"{name}: only positive slice steps are supported, got {k}")
-            stop = max(start, stop)
-            box.append(slice(start, stop))
-            post.append(slice(None, None, step))
-        else:
-            raise IndexError(f"{name}: only ints, slices and '...' can index a volume source, "
-                             f"got {k!r}")
-    return tuple(box), tuple(post)
-
-
-class VolumeSource(ABC):
-    """A lazily read n-D array: ``shape``, ``dtype``, ``ndim`` and ``source[index]``.
-
-    Subclasses set ``name`` (used in messages: ``'file.h5:key'``), ``shape`` and
-    ``dtype`` and implement :meth:`_read` for an in-bounds box of unit-step slices.
-    """
-    name: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __getitem__(self, key) -> np.ndarray:
-        box, post = normalise_index(key, self.shape, self.name)
-        return np.asarray(self._read(box))[post]
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        data = self[...]
-        return data if dtype is None else data.astype(dtype)
-
-    @abstractmethod
-    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
-        """The data in ``box`` (one in-bounds, unit-step slice per axis)."""
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name}, shape={self.shape}, dtype={self.dtype})"
 
 
 class ArraySource(VolumeSource):
@@ -271,7 +207,6 @@ def open_source(path: str | os.PathLike | VolumeSource | np.ndarray, key: str | 
     if isinstance(path, np.ndarray):
         return ArraySource(path)
     if isinstance(path, (list, tuple)):
-        from .knossos import KnossosSource
         return KnossosSource(path, **kwargs)
     path = Path(path).expanduser()
     _require_exists(path, 'Data file')
@@ -287,7 +222,6 @@ def open_source(path: str | os.PathLike | VolumeSource | np.ndarray, key: str | 
         return NpySource(path)
     if path.is_dir():
         if (path / 'knossos.conf').exists() or any(path.glob('mag*/knossos.conf')):
-            from .knossos import KnossosSource
             return KnossosSource(path, **kwargs)
         if suffix == '.zarr' or is_zarr_store(path):
             return ZarrSource(path, key)
@@ -343,6 +277,26 @@ def read_channel_box(source: VolumeSource, lo: Sequence[int], hi: Sequence[int],
             raise DataError(f"Box {lo.tolist()}..{hi.tolist()} does not overlap {source.name}")
         return np.pad(data, pad, mode='symmetric')
     return np.pad(data, pad, mode='constant')
+
+
+def fit_centred(array: np.ndarray, spatial_shape: Sequence[int], border_mode: str = 'crop'
+                ) -> np.ndarray:
+    """``array`` (c, *spatial) (1 to 3 spatial axes) centre-cropped or centre-padded to
+    ``spatial_shape`` per axis (:func:`read_channel_box` of the centred box; padding by
+    ``border_mode`` 'mirror' or '0-pad'). An odd excess is cut at the end, padded at the start.
+    """
+    array = np.asarray(array)
+    spatial = array.shape[1:]
+    if not 1 <= len(spatial) <= 3 or len(spatial_shape) != len(spatial):
+        raise DataError(f"Cannot fit an array of shape {array.shape} (c, *spatial with 1-3 "
+                        f"spatial axes) to the spatial shape {tuple(spatial_shape)}")
+    lift = (1,) * (3 - len(spatial))  # as (c, z, y, x)
+    lo = np.concatenate([np.zeros(len(lift), int),
+                         np.floor_divide(np.subtract(spatial, spatial_shape), 2)]).astype(int)
+    hi = lo + np.concatenate([lift, spatial_shape]).astype(int)
+    box = read_channel_box(ArraySource(array.reshape(array.shape[:1] + lift + spatial)), lo, hi,
+                           border_mode)
+    return box.reshape(array.shape[:1] + tuple(int(s) for s in spatial_shape))
 
 
 def require_real(name: str, dtype, what: str) -> None:

@@ -59,7 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -152,15 +152,32 @@ class _Stream:
     step: int
 
 
-def _seed(data: Any, entropy: tuple[int, ...]) -> None:
+class BatchSource(Protocol):
+    """What a training data object provides (``data_class`` of a config)."""
+
+    def getbatch(self, batch_size: int = 1, source: str = 'train',
+                 **batch_kwargs) -> tuple[np.ndarray, ...]:
+        """(input, target, ...) numpy arrays for ``batch_size`` examples of ``source``."""
+
+
+@runtime_checkable
+class Reseedable(Protocol):
+    """A data object with a generator of its own, seeded before each batch."""
+
+    def reseed(self, seed: int) -> None:
+        """Seed the object's own generator (called with a seed from the run's seed and the
+        batch index)."""
+
+
+def _seed(data: BatchSource, entropy: tuple[int, ...]) -> None:
     """Seed numpy's global generator, random, torch and ``data.reseed`` (where it exists)
     from ``entropy``."""
     seed_global_generators(*entropy)
-    if callable(getattr(data, 'reseed', None)):
+    if isinstance(data, Reseedable):
         data.reseed(seed_of(*entropy, 1))
 
 
-def make_batch(data: Any, batch_size: int, source: str, batch_kwargs: dict,
+def make_batch(data: BatchSource, batch_size: int, source: str, batch_kwargs: dict,
                entropy: tuple[int, ...]) -> tuple:
     """``data.getbatch(batch_size, source, **batch_kwargs)`` with every generator seeded
     from ``entropy`` (a tuple of non-negative ints); the caller's generator states are
@@ -172,7 +189,7 @@ def make_batch(data: Any, batch_size: int, source: str, batch_kwargs: dict,
         caller_state.restore()
 
 
-def _seeded_batch(data: Any, batch_size: int, source: str, batch_kwargs: dict,
+def _seeded_batch(data: BatchSource, batch_size: int, source: str, batch_kwargs: dict,
                   entropy: tuple[int, ...]) -> tuple:
     """:func:`make_batch` without restoring the generators (for worker processes)."""
     _seed(data, entropy)
@@ -431,7 +448,7 @@ class BackgroundBatches:
     it as a context manager. ``stats`` tells how long the consumer waited for data.
     """
 
-    def __init__(self, data: Any, batch_size: int, n_workers: int = 2, source: str = 'train',
+    def __init__(self, data: BatchSource, batch_size: int, n_workers: int = 2, source: str = 'train',
                  batch_kwargs: dict | None = None, seed: int = 0, prefetch: int = 2,
                  start: int = 0):
         if n_workers < 0 or prefetch < 1 or seed < 0 or batch_size < 1 or start < 0:
@@ -477,7 +494,7 @@ class BackgroundBatches:
                             f"batch_kwargs to background workers, they do not pickle: "
                             f"{error}. Make them picklable or use n_workers=0.") from error
 
-    def restart(self, data: Any = None, batch_kwargs: dict | None = None) -> None:
+    def restart(self, data: BatchSource | None = None, batch_kwargs: dict | None = None) -> None:
         """Stop the workers and start new ones with a fresh pickle of ``data``.
 
         Call it after changing the data object (e.g. its warping settings); pass

@@ -17,7 +17,7 @@ __all__, __getattr__, __dir__ = lazy_attributes(__name__, {
     'blockwise': ('PredictionPlan', 'PredictionReport', 'plan_prediction', 'predict_to_file',
                   'predict_volume', 'read_mirrored', 'run_prediction'),
     'executors': ('DaskExecutor', 'SerialExecutor'),
-    'geometry': ('Block', 'BlockGrid', 'Box', 'NetGeometry'),
+    'geometry': ('Block', 'BlockGrid', 'Box'),
     'outputs': ('ArrayWriter', 'BlockWriter', 'HDF5BlockWriter', 'ZarrBlockWriter',
                 'open_writer'),
     'predictors': ('PredictorSpec', 'TilingPredictor', 'resolve_spec'),

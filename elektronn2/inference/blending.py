@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from .geometry import Box, NetGeometry
-from .predictors import evaluate_patches, evaluation_bytes
+from ..neuromancer.dense import evaluate_patches, evaluation_bytes
+from ..neuromancer.footprint import Footprint, to_unit_float
+from .geometry import Box
 
 IMPORTANCE_MODES = ('constant', 'gaussian')
 
@@ -114,7 +115,7 @@ class BlendingPredictor:
     def __init__(self, node, region: Box, mode: str = 'gaussian', overlap: float = 0.25,
                  batch_size: int = 4):
         self.node = node
-        self.geometry = NetGeometry.from_node(node)
+        self.geometry = Footprint.of(node)
         if any(s != 1 for s in self.geometry.strides):
             raise ShapeError(f"Blending needs an output stride of 1; {node.name!r} has strides "
                              f"{self.geometry.strides} (z,y,x)")
@@ -128,10 +129,9 @@ class BlendingPredictor:
                    ).grow(*self.geometry.context)
 
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
-        from ..neuromancer.dense import as_float_image
-        raw = as_float_image(raw)
+        raw = to_unit_float(raw)
         in_box = self.input_box(out_box)
-        merge = WeightedMerge(out_box, self.geometry.n_classes, self.weights)
+        merge = WeightedMerge(out_box, self.geometry.n_outputs, self.weights)
         windows = self.grid.windows_in(out_box)
         context = self.geometry.context
         for i in range(0, len(windows), self.batch_size):

@@ -40,8 +40,9 @@ from ..data.sources import (VolumeSource, channel_volume_shape, first_nonfinite,
                             read_channel_box, require_real)
 from ..errors import ConfigError, DataError, ModelFileError, ShapeError
 from ..neuromancer.modelfile import GRAPH_FILE
-from .executors import DaskExecutor, SerialExecutor, check_counts
-from .geometry import Block, BlockGrid, Box, NetGeometry
+from .executors import DaskExecutor, Executor, SerialExecutor, check_counts
+from ..neuromancer.footprint import Footprint
+from .geometry import Block, BlockGrid, Box
 from .memory import check_block_memory
 from .options import OUTPUT_DTYPES
 from .outputs import ArrayWriter, BlockWriter, open_writer, output_attributes, source_attributes
@@ -144,7 +145,7 @@ class PredictionPlan:
     ``grid``: the blocks; ``spec``: the block predictor; ``geometry``: the net's footprint.
     """
     spec: PredictorSpec
-    geometry: NetGeometry
+    geometry: Footprint
     grid: BlockGrid
 
     @property
@@ -176,7 +177,7 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise ConfigError(f"block_shape={tuple(block_shape)} (--block-shape) needs 3 positive "
                           f"sizes (z, y, x)")
-    geometry = NetGeometry.from_node(load_model(model_path).prediction_node)
+    geometry = Footprint.of(load_model(model_path).prediction_node)
     zyx = check_input(source, geometry, model_path)
     region = _output_region(zyx, geometry, valid_only, region, source.name)
     spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap)
@@ -184,7 +185,7 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
     return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
 
 
-def _output_region(zyx: Sequence[int], geometry: NetGeometry, valid_only: bool,
+def _output_region(zyx: Sequence[int], geometry: Footprint, valid_only: bool,
                    region: Box | None, name: str) -> Box:
     """The output voxels: the volume (its valid part with ``valid_only``), or ``region``
     once it is known to lie there and to be non-empty."""
@@ -201,7 +202,7 @@ def _output_region(zyx: Sequence[int], geometry: NetGeometry, valid_only: bool,
     return region
 
 
-def check_input(source: VolumeSource, geometry: NetGeometry,
+def check_input(source: VolumeSource, geometry: Footprint,
                 model_path: str | os.PathLike) -> tuple[int, int, int]:
     """The spatial shape (z, y, x) of ``source`` once it is known to suit the net: a
     numeric dtype, the net's channel count and at least its field of view per axis."""
@@ -232,7 +233,7 @@ class PredictionReport:
 
 
 def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWriter,
-                   dtype: str = 'float32', executor: SerialExecutor | DaskExecutor | None = None,
+                   dtype: str = 'float32', executor: Executor | None = None,
                    retries: int = 2, progress: bool = True) -> PredictionReport:
     """Predict every block of ``plan`` not yet done and hand it to ``writer``."""
     if dtype not in OUTPUT_DTYPES:
@@ -285,7 +286,7 @@ def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndar
                      overlap=overlap, valid_only=valid_only, region=region)
     plan = replan(block_shape)
     check_block_memory(plan, source, 1, replan)
-    writer = ArrayWriter(plan.grid, plan.geometry.n_classes, dtype)
+    writer = ArrayWriter(plan.grid, plan.geometry.n_outputs, dtype)
     run_prediction(plan, source, writer, dtype, progress=progress)
     return writer.result
 
@@ -318,7 +319,7 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     if not scheduler:  # a remote cluster's memory is unknown here
         check_block_memory(plan, source, workers, replan)
     attrs = output_attributes(source_attributes(source), plan.region.lo)
-    writer = open_writer(Path(output_path), output_key, plan.grid, plan.geometry.n_classes,
+    writer = open_writer(Path(output_path), output_key, plan.grid, plan.geometry.n_outputs,
                          dtype, attrs, plan.manifest(source, dtype))
     executor = (DaskExecutor(scheduler, workers) if scheduler or workers > 1
                 else SerialExecutor())

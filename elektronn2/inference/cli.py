@@ -22,8 +22,7 @@ from typing import Callable, Sequence
 
 from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter
 from ..errors import Error
-from .options import OUTPUT_DTYPES
-from .predictors import BLEND_CHOICES, MFP_CHOICES
+from .options import BLEND_CHOICES, MFP_CHOICES, OUTPUT_DTYPES
 
 
 class _StderrHandler(logging.StreamHandler):

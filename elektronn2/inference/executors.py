@@ -12,12 +12,19 @@ import logging
 import os
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 from ..errors import ConfigError, Error
 from ..utils.optional import import_optional
 
 logger = logging.getLogger('elektronn2')
+
+
+class Executor(Protocol):
+    """Runs ``fn`` on every item (module docstring)."""
+
+    def map(self, fn: Callable, items: Iterable, retries: int = 2) -> Iterator:
+        """``fn(item)`` for every item, as each completes (any order)."""
 
 
 def check_counts(workers: int = 1, retries: int = 0) -> None:

@@ -11,35 +11,28 @@ count.
 Edge convention (as :func:`elektronn2.data.labels.ids2affinities`): channel k of voxel p
 joins p and p + nhood[k]. Ground-truth id 0 is unlabelled: its voxels are in the graph
 but count in no pair.
+
+The same graph gives a segmentation by :func:`affinity_watershed` (seeded watershed: edges
+in order of decreasing affinity join unlabelled regions to seeds, never two seeds; for
+connected components see :func:`elektronn2.data.labels.affinity_components`).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+import numba
 import numpy as np
 
-from ..data.labels import offset_slices
+from ..data.labels import affinity_nhood, ids2affinities
 from ..errors import ShapeError
+from ..neuromancer.malis import affinity_edges as _edges
+from ..neuromancer.malis import malis_pair_counts
 
 if TYPE_CHECKING:
     import torch
 
 
-def _edges(shape: tuple[int, ...], nhood: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every in-volume edge: (flat index into the affinity array, voxel u, voxel v)."""
-    voxel = np.arange(int(np.prod(shape))).reshape(shape)
-    index = np.arange(len(nhood) * voxel.size).reshape((len(nhood),) + tuple(shape))
-    flat, u, v = [], [], []
-    for k, offset in enumerate(nhood):
-        here, there = offset_slices(shape, offset)
-        flat.append(index[k][here].ravel())
-        u.append(voxel[here].ravel())
-        v.append(voxel[there].ravel())
-    return np.concatenate(flat), np.concatenate(u), np.concatenate(v)
-
-
 def _check(affinities: np.ndarray, gt_ids: np.ndarray, nhood) -> np.ndarray:
-    from ..data.labels import affinity_nhood
     nhood = affinity_nhood(gt_ids.ndim) if nhood is None else np.asarray(nhood, int)
     if affinities.shape != (len(nhood),) + gt_ids.shape or nhood.shape[1:] != (gt_ids.ndim,):
         raise ShapeError(f"affinities {affinities.shape}, gt_ids {gt_ids.shape} and nhood "
@@ -59,42 +52,11 @@ def malis_weights(affinity_pred: np.ndarray, gt_ids: np.ndarray,
         nhood: (k, ndim) edge offsets (default: the predecessor along each axis).
     Returns:
         (pos, neg): int64 arrays of ``affinity_pred``'s shape; their sums are the numbers
-        of same-id and different-id pairs of labelled voxels that are connected at all.
+        of same-id and different-id pairs of labelled voxels that are connected at all
+        (:func:`elektronn2.neuromancer.malis.malis_pair_counts`).
     """
     affinity_pred, gt_ids = np.asarray(affinity_pred), np.asarray(gt_ids)
-    nhood = _check(affinity_pred, gt_ids, nhood)
-    flat, u, v = _edges(gt_ids.shape, nhood)
-    order = np.argsort(-affinity_pred.ravel()[flat], kind='stable')
-    labels = gt_ids.ravel()
-    parent = np.arange(labels.size)
-    # per component root: {gt id: voxel count} of its labelled voxels
-    members: dict[int, dict] = {i: {int(labels[i]): 1} for i in np.flatnonzero(labels)}
-    pos = np.zeros(affinity_pred.size, np.int64)
-    neg = np.zeros(affinity_pred.size, np.int64)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for e in order:
-        a, b = root(u[e]), root(v[e])
-        if a == b:
-            continue
-        ca, cb = members.pop(a, {}), members.pop(b, {})
-        if len(ca) < len(cb):
-            a, b, ca, cb = b, a, cb, ca
-        if cb:
-            same = sum(n * ca.get(i, 0) for i, n in cb.items())
-            pos[flat[e]] = same
-            neg[flat[e]] = sum(ca.values()) * sum(cb.values()) - same
-            for i, n in cb.items():
-                ca[i] = ca.get(i, 0) + n
-        parent[b] = a
-        if ca:
-            members[a] = ca
-    return pos.reshape(affinity_pred.shape), neg.reshape(affinity_pred.shape)
+    return malis_pair_counts(affinity_pred, gt_ids, _check(affinity_pred, gt_ids, nhood))
 
 
 def malis_loss(pred: torch.Tensor, gt_ids: np.ndarray | torch.Tensor,
@@ -113,7 +75,6 @@ def malis_loss(pred: torch.Tensor, gt_ids: np.ndarray | torch.Tensor,
         nhood: (k, ndim) edge offsets (default: the predecessor along each axis).
     """
     import torch
-    from ..data.labels import ids2affinities
     gt = gt_ids.detach().cpu().numpy() if torch.is_tensor(gt_ids) else np.asarray(gt_ids)
     if pred.ndim != gt.ndim + 1 or pred.shape[0] != gt.shape[0]:
         raise ShapeError(f"malis_loss needs pred (b, k, *spatial) and gt_ids (b, *spatial); "
@@ -127,7 +88,72 @@ def malis_loss(pred: torch.Tensor, gt_ids: np.ndarray | torch.Tensor,
         else:
             pos, neg = malis_weights(p, g, nhood)
         counts.append((pos, neg))
-    pos, neg = (torch.as_tensor(np.stack(c), dtype=pred.dtype, device=pred.device)
-                for c in zip(*counts))
-    total = (pos + neg).sum().clamp(min=1)
-    return (pos * (1 - pred) ** 2 + neg * pred ** 2).sum() / total
+    pos_t, neg_t = (torch.as_tensor(np.stack(c), dtype=pred.dtype, device=pred.device)
+                    for c in zip(*counts))
+    total = (pos_t + neg_t).sum().clamp(min=1)
+    return (pos_t * (1 - pred) ** 2 + neg_t * pred ** 2).sum() / total
+
+
+def _size_filtered(ids: np.ndarray, size_thresh: int) -> tuple[np.ndarray, np.ndarray]:
+    """``ids`` (0 = background) with segments of <= ``size_thresh`` voxels set to 0 and the
+    rest renumbered 1..n in the order of their ids; and the sizes (n,) of ids 1..n."""
+    labels, inverse, counts = np.unique(ids.ravel(), return_inverse=True, return_counts=True)
+    keep = (counts > size_thresh) & (labels != 0)
+    new_id = np.zeros(len(labels), np.int32)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1)
+    return new_id[inverse].reshape(ids.shape), counts[keep]
+
+
+@numba.njit(cache=True, nogil=True)
+def _flood(order, u, v, labels):
+    """Kruskal over edges ``order`` (decreasing affinity): join two sets unless both carry
+    a seed label; a joined set takes the seed label. Writes each voxel's final label."""
+    parent = np.arange(len(labels))
+    for e in order:
+        a, b = u[e], v[e]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a != b and (labels[a] == 0 or labels[b] == 0):
+            parent[b] = a
+            labels[a] = max(labels[a], labels[b])
+    for i in range(len(labels)):
+        r = i
+        while parent[r] != r:
+            r = parent[r]
+        labels[i] = labels[r]
+
+
+def affinity_watershed(affinities: np.ndarray, seeds: np.ndarray,
+                       nhood: np.ndarray | Sequence[Sequence[int]] | None = None,
+                       size_thresh: int = 0, threshold: float = 0.0,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded watershed on the affinity graph (a maximin flooding from the seeds).
+
+    Edges with affinity > ``threshold`` are visited in order of decreasing affinity; each
+    joins the regions of its two voxels unless both already hold a seed, so every voxel
+    goes to the seed it is connected to by the path of highest minimal affinity.
+
+    Args:
+        affinities: (k, *spatial) affinities (edge k of voxel p joins p and p + nhood[k]).
+        seeds: (*spatial) ints: > 0 seed ids, 0 to be flooded, < 0 masked out (no edges).
+        nhood: (k, ndim) edge offsets (default: the predecessor along each axis).
+        size_thresh: segments of at most this many voxels become background 0.
+    Returns:
+        (ids, sizes): int32 ids of shape ``spatial`` (0: reached by no seed, masked or too
+        small), renumbered 1..n in the order of the seed ids; the sizes (n,) of ids 1..n.
+    """
+    affinities, seeds = np.asarray(affinities), np.asarray(seeds)
+    nhood = _check(affinities, seeds, nhood)
+    flat, u, v = _edges(seeds.shape, nhood)
+    marker = seeds.ravel().astype(np.int64)
+    weight = affinities.ravel()[flat]
+    keep = (weight > threshold) & (marker[u] >= 0) & (marker[v] >= 0)
+    u, v, weight = u[keep], v[keep], weight[keep]
+    order = np.argsort(-weight, kind='stable')
+    labels = np.maximum(marker, 0)
+    _flood(order, u, v, labels)
+    return _size_filtered(labels.reshape(seeds.shape), size_thresh)

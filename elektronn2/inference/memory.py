@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.sources import VolumeSource
 from ..errors import ConfigError
+from .predictors import cached_predictor
 
 if TYPE_CHECKING:
     from .blockwise import PredictionPlan
@@ -60,12 +61,11 @@ def block_needs(plan: PredictionPlan, source: VolumeSource) -> list[MemoryNeed]:
     """The memory needs of one block task of ``plan`` (module docstring)."""
     import psutil
     import torch
-    from .predictors import cached_predictor
     predictor = cached_predictor(plan.spec)
     block = plan.grid.block((0, 0, 0)).compute
     in_voxels = predictor.input_box(block).size
     data = (plan.geometry.n_channels * in_voxels * (2 * np.dtype(source.dtype).itemsize + 4)
-            + plan.geometry.n_classes * block.size * 8)
+            + plan.geometry.n_outputs * block.size * 8)
     activations = predictor.activation_bytes(block)
     growing, fixed = (activations, 0) if plan.spec.backend == 'mfp' else (0, activations)
     host = psutil.virtual_memory().available
@@ -106,14 +106,14 @@ def _fitting_block_shape(plan: PredictionPlan, source: VolumeSource, parallel: i
     each candidate is planned and estimated again), or None."""
     need = _overflow(plan, source, parallel)
     for _ in range(tries):
+        if need is None:  # this plan fits
+            return plan.grid.block_shape
         shape = need.fitting_shape(plan.grid.block_shape, parallel)
         if shape is None:
             return None
         plan = replan(tuple(min(s, r) for s, r in zip(shape, plan.region.shape)))
         need = _overflow(plan, source, parallel)
-        if need is None:
-            return plan.grid.block_shape
-    return None
+    return plan.grid.block_shape if need is None else None
 
 
 def _gib(n_bytes: float) -> str:

@@ -64,10 +64,21 @@ class Contingency:
         return seg_size, gt_size, seg_size[seg_inv], gt_size[gt_inv]
 
 
+def _table(seg: np.ndarray | Contingency, gt: np.ndarray | None,
+           ignore_gt: Sequence[int]) -> Contingency:
+    """``seg`` if it is a table already, else the table of ``seg`` and ``gt``."""
+    if isinstance(seg, Contingency):
+        return seg
+    if gt is None:
+        raise ShapeError("a segmentation array needs a ground truth array gt (or pass a "
+                         "Contingency table instead)")
+    return Contingency.of(seg, gt, ignore_gt)
+
+
 def variation_of_information(seg: np.ndarray | Contingency, gt: np.ndarray | None = None,
                              ignore_gt: Sequence[int] = (0,)) -> tuple[float, float]:
     """(split, merge) in bits: H(seg | gt) and H(gt | seg); see the module docstring."""
-    table = seg if isinstance(seg, Contingency) else Contingency.of(seg, gt, ignore_gt)
+    table = _table(seg, gt, ignore_gt)
     n = table.n_voxels
     if n == 0:
         return 0.0, 0.0
@@ -81,7 +92,7 @@ def variation_of_information(seg: np.ndarray | Contingency, gt: np.ndarray | Non
 def adapted_rand_error(seg: np.ndarray | Contingency, gt: np.ndarray | None = None,
                        ignore_gt: Sequence[int] = (0,)) -> tuple[float, float, float]:
     """(error, precision, recall) of the adapted Rand index; see the module docstring."""
-    table = seg if isinstance(seg, Contingency) else Contingency.of(seg, gt, ignore_gt)
+    table = _table(seg, gt, ignore_gt)
     counts = table.counts.astype(np.float64)
     seg_size, gt_size, _, _ = table.sizes()
     together = np.sum(counts * (counts - 1))
@@ -107,8 +118,11 @@ def evaluate_sources(seg: VolumeSource | np.ndarray, gt: VolumeSource | np.ndarr
     if tuple(seg.shape) != tuple(gt.shape):
         raise ShapeError(f"segmentation {getattr(seg, 'name', '')} has shape {tuple(seg.shape)}, "
                          f"ground truth {getattr(gt, 'name', '')} {tuple(gt.shape)}; they must be equal")
-    table = None
+    table: Contingency | None = None
     for z in range(0, seg.shape[0], slab):
         part = Contingency.of(seg[z:z + slab], gt[z:z + slab], ignore_gt)
         table = part if table is None else table + part
+    if table is None:
+        raise ShapeError(f"nothing to evaluate: the volumes have shape {tuple(seg.shape)} "
+                         f"and slabs of {slab} z-slices")
     return scores(table)

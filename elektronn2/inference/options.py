@@ -3,3 +3,7 @@ prediction modules are imported (this module imports nothing heavy)."""
 
 #: output dtypes: float32 probabilities, or uint8 as round(p * 255)
 OUTPUT_DTYPES = ('float32', 'uint8')
+#: --mfp: max-fragment pooling for strided nets ('auto': when it needs fewer operations)
+MFP_CHOICES = ('auto', 'on', 'off')
+#: --blend: window blending for nets that pad inside ('auto': exactly those nets)
+BLEND_CHOICES = ('auto', 'off', 'constant', 'gaussian')

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.knossos import KnossosSource
 from ..data.sources import HDF5_SUFFIXES, HDF5Source, VolumeSource, ZarrSource, is_zarr_store
 from ..errors import ConfigError, DataError
 from .geometry import Block, BlockGrid
@@ -227,8 +228,13 @@ def stored_attributes(source: VolumeSource) -> dict:
     elif isinstance(source, ZarrSource):
         import zarr
         node = zarr.open(store=str(source.path), mode='r')
-        found = dict((node[source.key] if source.key else node).attrs)
-    elif hasattr(source, 'confs'):  # KNOSSOS: scale of mag 1, times the magnification
+        if source.key:
+            if not isinstance(node, zarr.Group):
+                raise DataError(f"{source.path} is a zarr array, not a group: it has no "
+                                f"key {source.key!r}")
+            node = node[source.key]
+        found = dict(node.attrs)
+    elif isinstance(source, KnossosSource):  # scale of mag 1, times the magnification
         found = {'resolution': [s * source.mag for s in source.confs[0]['scale']]}
     return found
 

@@ -1,13 +1,12 @@
 """Block predictors: how a model turns the input of one block into its class probabilities.
 
-A block predictor has a :class:`~.geometry.NetGeometry`, says which input box an output
-box needs (:meth:`input_box`) and predicts ``(f, *out_box.shape)`` float32 from that
+A block predictor has a :class:`~elektronn2.neuromancer.footprint.Footprint`, says which
+input box an output box needs (:meth:`input_box`) and predicts ``(f, *out_box.shape)`` float32 from that
 input (:meth:`predict`). Three back ends:
 
 * ``'tiling'``: the model as saved, its patches placed over the block at every output
   shift of a strided net, on the grid of its internal strides
-  (:meth:`~.geometry.NetGeometry.patch_bases`; the geometry of
-  :mod:`elektronn2.neuromancer.dense`).
+  (:func:`elektronn2.neuromancer.dense.predict_tile`, the tiler of ``predict_dense``).
 * ``'mfp'``: the model rebuilt with max-fragment pooling and an input patch of one
   block (``modelload(override_mfp_to_active=True, imposed_patch_size=...)``): one
   evaluation gives the dense block.
@@ -16,7 +15,7 @@ input (:meth:`predict`). Three back ends:
 
 Choosing (:func:`resolve_spec`, ``mfp='auto'``, ``blend='auto'``):
 
-1. A net that pads inside (not :attr:`NetGeometry.exact`) is blended (Gaussian weights).
+1. A net that pads inside (not :attr:`.Footprint.exact`) is blended (Gaussian weights).
 2. An exact net with output stride 1 is tiled: MFP would change nothing.
 3. An exact strided net uses MFP when that needs fewer multiply-adds per output voxel:
    tiling costs ``evaluations(block) * MACs(patch) / voxels(block)``, MFP costs
@@ -36,23 +35,28 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import logging
 import os
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, ModelFileError, ShapeError
-from .geometry import Box, NetGeometry
+from ..neuromancer.dense import evaluation_bytes, predict_tile
+from ..neuromancer.loading import modelload
+from ..neuromancer.footprint import Footprint
+from .blending import BlendingPredictor
+from .geometry import Box
+from .options import BLEND_CHOICES, MFP_CHOICES
+
+if TYPE_CHECKING:
+    from ..neuromancer.node import Node
 
 logger = logging.getLogger('elektronn2')
 
-MFP_CHOICES = ('auto', 'on', 'off')
-BLEND_CHOICES = ('auto', 'off', 'constant', 'gaussian')
 
 #: held while a predictor is built or looked up, so that threads asking at once share one
 _CACHE_LOCK = threading.Lock()
@@ -60,8 +64,8 @@ _CACHE_LOCK = threading.Lock()
 
 class BlockPredictor(Protocol):
     """Predicts one block with ``node`` (a prediction node); see the module docstring."""
-    node: object
-    geometry: NetGeometry
+    node: Node
+    geometry: Footprint
 
     def input_box(self, out_box: Box) -> Box:
         """The input voxels (volume coordinates, may lie outside the volume) ``out_box`` needs."""
@@ -75,8 +79,7 @@ class BlockPredictor(Protocol):
 
 def load_model(path: str | os.PathLike, **modelload_args):
     """``nm.modelload`` that leaves the caller's current model current (thread-safe)."""
-    import elektronn2.neuromancer as nm
-    model = nm.modelload(path, make_current=False, **modelload_args)
+    model = modelload(path, make_current=False, **modelload_args)
     if model.prediction_node is None:
         raise ConfigError(f"Model file {path} designates no prediction_node; save a model "
                           f"after model.designate_nodes(prediction_node=...)")
@@ -94,47 +97,17 @@ def model_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def evaluate_patches(node, geometry: NetGeometry, batch: np.ndarray) -> np.ndarray:
-    """(b, c, z, y, x) float32 input patches -> (b, f, z, y, x) outputs of ``node``.
-
-    A 2-D net gets patches of depth 1 as single slices; an input with a hardcoded batch
-    size gets the batch padded to it.
-    """
-    function = node.model.function([node], training=False)
-    net = geometry.to_net(batch)
-    if geometry.planar:
-        net = net[:, :, 0]
-    inp = function.inputs[0]
-    fixed = inp.shape.batch_size if inp.hardcoded_shape else None
-    if fixed is not None and len(net) != fixed:
-        net = np.concatenate([net, np.zeros((fixed - len(net),) + net.shape[1:], net.dtype)])
-    out = function.numpy(net)[0][:len(batch)]
-    return geometry.from_net(out[:, :, None] if geometry.planar else out)
-
-
-def evaluation_bytes(node, batch_size: int) -> int:
-    """float32 bytes of the outputs of all nodes ``node`` depends on, for ``batch_size``
-    examples (max-fragment-pooling fragments included): a graph function keeps them all
-    until it returns. An input with a hardcoded batch size is always filled to it."""
-    from ..neuromancer.node import topological_order
-    inp = node.input_nodes[0]
-    if inp.hardcoded_shape and inp.shape.batch_size is not None:
-        batch_size = inp.shape.batch_size
-    elements = sum(n.shape.n_fragments * n.shape.stripbatch_prod
-                   for n in topological_order([node]))
-    return 4 * batch_size * elements
-
-
 class TilingPredictor:
     """Exact tiling of a valid-convolution net over a block (strided or MFP model).
 
-    Patch placements follow :meth:`NetGeometry.patch_bases` (phase-aligned, every output
-    shift); each output voxel is written by the patch that computes it.
+    Patch placements follow :meth:`.Footprint.patch_starts` (phase-aligned, every output
+    shift); each output voxel is written by the patch that computes it
+    (:func:`elektronn2.neuromancer.dense.predict_tile`).
     """
 
-    def __init__(self, node, batch_size: int = 16):
+    def __init__(self, node: Node, batch_size: int = 16):
         self.node = node
-        self.geometry = NetGeometry.from_node(node)
+        self.geometry = Footprint.of(node)
         if not self.geometry.exact:
             raise ShapeError(f"{node.name!r} pads inside the network ('same' convolutions): "
                              f"tiles would show seams; use blending (blend='gaussian')")
@@ -145,21 +118,7 @@ class TilingPredictor:
         return Box.from_shape(extent, out_box.lo).grow(*self.geometry.context)
 
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
-        from ..neuromancer.dense import as_float_image
-        g = self.geometry
-        raw = as_float_image(raw)
-        shifts = itertools.product(*(range(s) for s in g.strides))
-        starts = [tuple(b + s for b, s in zip(base, shift)) for shift in shifts
-                  for base in itertools.product(*g.patch_bases(out_box.shape))]
-        result = np.zeros((g.n_classes,) + g.tile_extent(out_box.shape), np.float32)
-        for i in range(0, len(starts), self.batch_size):
-            chunk = starts[i:i + self.batch_size]
-            batch = np.stack([raw[(slice(None),) + tuple(slice(p, p + n) for p, n in
-                                                         zip(start, g.patch))] for start in chunk])
-            for start, pred in zip(chunk, evaluate_patches(self.node, g, batch)):
-                result[(slice(None),) + tuple(slice(p, p + o * s, s) for p, o, s in
-                                              zip(start, g.out, g.strides))] = pred
-        return result[(slice(None),) + tuple(slice(0, t) for t in out_box.shape)]
+        return predict_tile(self.node, self.geometry, raw, out_box.shape, self.batch_size)
 
     def activation_bytes(self, out_box: Box) -> int:
         evaluations = self.geometry.evaluations(out_box.shape)
@@ -192,7 +151,9 @@ class PredictorSpec:
         model = load_model(self.model_path)
         if self.backend == 'tiling':
             return TilingPredictor(model.prediction_node)
-        from .blending import BlendingPredictor
+        if self.region is None or self.blend_mode is None or self.overlap is None:
+            raise ConfigError(f"PredictorSpec backend {self.backend!r} needs region, blend_mode "
+                              f"and overlap (resolve_spec sets them); got {self}")
         return BlendingPredictor(model.prediction_node, self.region, self.blend_mode, self.overlap)
 
     def describe(self) -> dict:
@@ -216,10 +177,10 @@ def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
         return _built_predictor(spec)
 
 
-def _mfp_spec(model_path: str, geometry: NetGeometry, block_shape: Sequence[int],
-              ) -> tuple[PredictorSpec, NetGeometry, int]:
+def _mfp_spec(model_path: str, geometry: Footprint, block_shape: Sequence[int],
+              ) -> tuple[PredictorSpec, Footprint, int]:
     """The MFP model whose input patch covers one block: (spec, its geometry, MACs)."""
-    patch = geometry.net_sizes([b + c for b, c in zip(block_shape, geometry.border)])
+    patch = geometry.net_order([b + c for b, c in zip(block_shape, geometry.border)])
     try:
         model = load_model(model_path, override_mfp_to_active=True, imposed_patch_size=patch)
     except ModelFileError as err:  # the file loaded as saved: its size limits refuse the patch
@@ -227,13 +188,13 @@ def _mfp_spec(model_path: str, geometry: NetGeometry, block_shape: Sequence[int]
                          f"input patch {patch}: {err}") from None
     node = model.prediction_node
     snapped = tuple(node.input_nodes[0].shape.spatial_shape)
-    return PredictorSpec(model_path, 'mfp', patch=snapped), NetGeometry.from_node(node), \
+    return PredictorSpec(model_path, 'mfp', patch=snapped), Footprint.of(node), \
         node.all_computational_cost
 
 
 def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], region: Box,
                  mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
-                 ) -> tuple[PredictorSpec, tuple[int, int, int]]:
+                 ) -> tuple[PredictorSpec, tuple[int, ...]]:
     """Choose the back end (module docstring) and the block shape it works with.
 
     Args:
@@ -254,7 +215,7 @@ def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], regi
         raise ConfigError(f"overlap={overlap}; it must be in [0, 1)")
     model_path = str(Path(model_path).resolve())
     node = load_model(model_path).prediction_node
-    geometry = NetGeometry.from_node(node)
+    geometry = Footprint.of(node)
     block_shape = tuple(int(b) for b in block_shape)
     if blend != 'off' and (blend != 'auto' or not geometry.exact):
         if any(s != 1 for s in geometry.strides):
@@ -292,7 +253,7 @@ def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], regi
     return (spec, mfp_block) if mfp_cost < tiling_cost else (tiling, tiling_block)
 
 
-def _aligned(block_shape: Sequence[int], phase: Sequence[int]) -> tuple[int, int, int]:
+def _aligned(block_shape: Sequence[int], phase: Sequence[int]) -> tuple[int, ...]:
     """Block shape rounded up to multiples of the net's phase (blocks start on its grid)."""
     aligned = tuple(-(-b // q) * q for b, q in zip(block_shape, phase))
     if aligned != tuple(block_shape):

@@ -137,6 +137,7 @@ def _markers(interior: np.ndarray, seeds: str, distance: np.ndarray | None,
     """Seeds 1..n: the components of ``interior``, or the maxima of its ``distance``."""
     if seeds == 'components':
         return _relabel(ndi.label(interior)[0])
+    assert distance is not None, "seeds='distance' needs the interior distance"
     return _distance_maxima(distance, interior, h)
 
 
@@ -220,8 +221,8 @@ def merge_segments(ids: np.ndarray, boundary: np.ndarray, merge_threshold: float
     parent = np.arange(int(ids.max()) + 1)
     while heap and heap[0][0] < merge_threshold:
         mean, a, b = heapq.heappop(heap)
-        edge = contacts.get(a, {}).get(b)
-        if edge is None or edge[0] / edge[1] != mean:  # joined already or outdated
+        current = contacts.get(a, {}).get(b)
+        if current is None or current[0] / current[1] != mean:  # joined already or outdated
             continue
         if len(contacts[a]) < len(contacts[b]):
             a, b = b, a                  # keep the segment with more neighbours
@@ -312,6 +313,7 @@ def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
                           f"lower the threshold")
     landscape = boundary
     if distance_weight > 0:
+        assert distance is not None  # computed above whenever distance_weight > 0
         depth = distance / max(float(distance.max()), 1e-6)
         landscape = (1 - distance_weight) * boundary + distance_weight * (1 - depth)
     ids = watershed(landscape, markers, mask=mask)

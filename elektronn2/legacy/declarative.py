@@ -10,7 +10,10 @@ including a ``create_model`` that builds the described network with neuromancer.
 As in v1, the last layer is added automatically: a Perceptron with ``n_lab``
 outputs after MLP layers, else a 1x1 convolution; it never has dropout. Sizes are
 given in v1's axis order, (x, y) or (x, y, z), and become elektronn2's (x, y) /
-(z, x, y) tags. Unlike v1, data volumes are read in elektronn2's (z, y, x) layout.
+(z, x, y) tags. Data volumes are read as v1's ``zchxy_order`` says: ``False`` (v1's
+default, files (ch,) x, y, z) reads them through :class:`~elektronn2.data.derived.AxisOrder`
+(the batch creator's ``zxy=False``); ``True`` (z-first files) and a config without the
+key read them in elektronn2's (z, y, x) layout.
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .. import neuromancer as nm
+from ..data.sources import channel_volume_shape, open_source
+from ..utils.cnncalculator import cnncalculator
 
 logger = logging.getLogger('elektronn2')
 
@@ -42,7 +48,6 @@ WITHOUT_EFFECT = {
     'overwrite': 'elektronn2-train never overwrites a run directory',
     'param_save_h': 'checkpoints are written every param_save_it steps',
     'border_mode': "v1's border_mode concerned resizing img-scalar data",
-    'zchxy_order': 'elektronn2 reads volumes as (z, y, x), channels first',
     'RPROP_params': "elektronn2's Rprop uses torch's defaults",
     'CG_params': 'there is no CG optimiser',
     'LBFGS_params': "elektronn2's LBFGS uses torch's defaults",
@@ -88,7 +93,6 @@ class V1Network:
 
     def create_model(self):
         """Build the network in the current model and designate its nodes."""
-        import elektronn2.neuromancer as nm
         out = inp = nm.Input((None,) + self.input_shape, self.tags, name='raw')
         for layer in self.layers:
             if layer.filter_shape is not None:
@@ -164,7 +168,6 @@ def _n_lab(v1: dict) -> int:
 
 def _input_channels(v1: dict) -> int:
     """Channels of the first image file of an img-img config (1 if it cannot be read yet)."""
-    from ..data.sources import channel_volume_shape, open_source
     files = v1.get('d_files') or []
     if not files:
         return 1
@@ -227,7 +230,6 @@ def _vector_size(v1: dict) -> int:
 
 def _patch_size(v1: dict, conv: list, mfps: list, n_dim: int) -> tuple[int, ...]:
     """desired_input (v1 order) snapped to the nearest size the conv layers accept."""
-    from ..utils.cnncalculator import cnncalculator
     if v1.get('desired_input') is None:
         raise ConfigError("desired_input (the input patch size, v1 order x, y[, z]) is missing")
     desired = _to_net_order(v1['desired_input'], n_dim, 'desired_input')
@@ -284,6 +286,7 @@ def _data_settings(v1: dict) -> dict:
             'aniso_factor': 2 if v1.get('anisotropic_data', True) else 1}
     if v1.get('cube_prios') is not None:
         init['cube_prios'] = list(v1['cube_prios'])
+    init.update(_axis_order(v1))
     batch: dict[str, Any] = {'grey_augment_channels': list(v1.get('grey_augment_channels', [0])),
                              'warp': float(v1.get('warp_on') or 0)}
     warp_args = {}
@@ -296,6 +299,24 @@ def _data_settings(v1: dict) -> dict:
     if v1.get('example_ignore_threshold') is not None:
         batch['ignore_thresh'] = float(v1['example_ignore_threshold'])
     return {'data_class': 'BatchCreatorImage', 'data_init_kwargs': init, 'data_batch_args': batch}
+
+
+def _axis_order(v1: dict) -> dict:
+    """Batch creator arguments for v1's ``zchxy_order``: False means files (ch,) x, y, z."""
+    order = v1.get('zchxy_order')
+    if order is None:
+        logger.info("v1 config: no zchxy_order, the volumes are read as (z, y, x); set "
+                    "zchxy_order = False for v1's (x, y, z) files")
+        return {}
+    if not order:
+        return {'zxy': False}
+    files = v1.get('d_files') or []
+    if files:
+        path = Path(v1.get('data_path') or '.').expanduser() / files[0][0]
+        if path.exists() and open_source(path, files[0][1]).ndim == 4:
+            raise ConfigError(f"zchxy_order=True with 4-D volumes ({path}): v1's (z, ch, x, y) "
+                              f"layout is not read; store the channels first, (ch, z, y, x)")
+    return {}
 
 
 def _check_supported(v1: dict) -> None:

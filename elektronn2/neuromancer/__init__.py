@@ -3,25 +3,40 @@
 Every node knows its output shape with axis tags, its field of view, strides,
 parameters and cost at construction; calling a node on numpy arrays compiles
 its graph on first use.
+
+ELEKTRONN2's module paths exist too (``nm.node_basic``, ``nm.neural``, ``nm.various``,
+``nm.loss``, ``nm.variables``, ``nm.optimiser``, ``nm.model``, ``nm.computations``,
+``nm.graphutils``, ``nm.graphmanager``); they map each name to its one home here.
 """
-from . import model
-from .basic import (Add, ApplyFunc, Concat, Crop, InitialState_like, Input, Input_like,
-                    MultMerge, Pad, Reshape, Split, ValueNode, split)
+from . import (computations, graphmanager, graphutils, loss, model, neural, node_basic, optimiser,
+               variables, various)
+from .basic import (Add, ApplyFunc, Concat, Crop, FromTensor, GenericInput, InitialState_like,
+                    Input, Input_like, MultMerge, Pad, Reshape, Split, ValueNode, split)
 from .container import Model
 from .loading import modelload, rebuild_model
-from .loss import (AbsLoss, AggregateLoss, BinaryNLL, Errors, GaussianNLL, GaussianRV,
-                   MultinoulliNLL, OneHot, Softmax, SquaredLoss)
+from .loss import (AbsLoss, AggregateLoss, BetaNLL, BinaryNLL, BlockedMultinoulliNLL,
+                   Classification, Errors, EuclideanDistance, GaussianAEVBPrior, GaussianNLL,
+                   GaussianRV, MalisNLL, MultinoulliNLL, OneHot, RampLoss, SobelizedLoss, Softmax,
+                   SquaredLoss)
 from .mfp import FragmentsToDense
-from .neural import LRN, AutoMerge, Conv, Dot, Perceptron, Pool, UpConv, UpConvMerge
+from .neural import (LRN, AutoMerge, Conv, Dot, FaithlessMerge, Perceptron, Pool, UpConv,
+                     UpConvMerge)
 from .node import Node
 from .recurrent import GRU, LSTM, Scan
 from .registry import model_manager
 from .shape import AxisGeometry, TaggedShape
+from .tracing import SkelGetBatch, SkelGridUpdate, SkelLoss, SkelLossRec, SkelPrior
+from .variables import ConstantParam, VariableParam, VariableWeight, initweights
 
-__all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'ApplyFunc', 'AutoMerge', 'AxisGeometry',
-           'BinaryNLL', 'Concat', 'Conv', 'Crop', 'Dot', 'Errors', 'FragmentsToDense', 'GRU',
-           'GaussianNLL', 'GaussianRV', 'InitialState_like', 'Input', 'Input_like', 'LRN', 'LSTM',
-           'Model', 'MultMerge', 'MultinoulliNLL', 'Node', 'OneHot', 'Pad', 'Perceptron', 'Pool',
-           'Reshape', 'Scan', 'Softmax', 'Split', 'SquaredLoss', 'TaggedShape', 'UpConv',
-           'UpConvMerge', 'ValueNode', 'model', 'model_manager', 'modelload', 'rebuild_model',
-           'split']
+__all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'ApplyFunc', 'AutoMerge', 'AxisGeometry', 'BetaNLL',
+           'BinaryNLL', 'BlockedMultinoulliNLL', 'Classification', 'Concat', 'ConstantParam',
+           'Conv', 'Crop', 'Dot', 'Errors', 'EuclideanDistance', 'FaithlessMerge',
+           'FragmentsToDense', 'FromTensor', 'GRU', 'GaussianAEVBPrior', 'GaussianNLL',
+           'GaussianRV', 'GenericInput', 'InitialState_like', 'Input', 'Input_like', 'LRN',
+           'LSTM', 'MalisNLL', 'Model', 'MultMerge', 'MultinoulliNLL', 'Node', 'OneHot', 'Pad',
+           'Perceptron', 'Pool', 'RampLoss', 'Reshape', 'Scan', 'SkelGetBatch', 'SkelGridUpdate',
+           'SkelLoss', 'SkelLossRec', 'SkelPrior', 'SobelizedLoss', 'Softmax', 'Split',
+           'SquaredLoss', 'TaggedShape', 'UpConv', 'UpConvMerge', 'ValueNode', 'VariableParam',
+           'VariableWeight', 'computations', 'graphmanager', 'graphutils', 'initweights', 'loss',
+           'model', 'model_manager', 'modelload', 'neural', 'node_basic', 'optimiser',
+           'rebuild_model', 'split', 'variables', 'various']

@@ -7,13 +7,15 @@ divides the number of features by k).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError
 
-_FUNCTIONS = {
+#: Element-wise activations; 'lin', 'prelu' and 'maxout' are applied by Activation itself.
+_ELEMENTWISE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     'tanh': torch.tanh,
     'relu': F.relu,
     'elu': F.elu,
@@ -21,10 +23,8 @@ _FUNCTIONS = {
     'abs': torch.abs,
     'sigmoid': torch.sigmoid,
     'softplus': F.softplus,
-    'lin': None,
-    'prelu': None,
-    'maxout': None,
 }
+_FUNCTIONS = set(_ELEMENTWISE) | {'lin', 'prelu', 'maxout'}
 _ALIASES = {'sig': 'sigmoid', 'logistic': 'sigmoid', 'linear': 'lin'}
 # max(f(a), f(b)) == f(max(a, b)): max pooling may come before these
 _MONOTONE = {'tanh', 'relu', 'elu', 'selu', 'sigmoid', 'softplus', 'lin', 'maxout'}
@@ -61,6 +61,8 @@ class Activation:
         if self.name == 'lin':
             return x
         if self.name == 'prelu':
+            if slope is None:
+                raise ConfigError("Activation 'prelu' needs its learned slope (slope=...)")
             shape = [1] * x.ndim
             shape[f_axis] = -1
             return torch.where(x >= 0, x, x * slope.view(shape))
@@ -68,7 +70,7 @@ class Activation:
             n_f = x.shape[f_axis]
             grouped = x.unflatten(f_axis, (n_f // self.k, self.k))
             return grouped.amax(dim=f_axis + 1)
-        return _FUNCTIONS[self.name](x)
+        return _ELEMENTWISE[self.name](x)
 
 
 def parse_activation(spec: str, node_name: str = '?') -> Activation:
@@ -78,7 +80,7 @@ def parse_activation(spec: str, node_name: str = '?') -> Activation:
     parts = spec.split()
     name = _ALIASES.get(parts[0], parts[0]) if parts else ''
     if name not in _FUNCTIONS:
-        valid = sorted(set(_FUNCTIONS) - {'maxout'} | set(_ALIASES)) + ["'maxout <k>'"]
+        valid = sorted(_FUNCTIONS - {'maxout'} | set(_ALIASES)) + ["'maxout <k>'"]
         raise ConfigError(f"Node {node_name!r}: unknown activation_func {spec!r}; "
                           f"valid: {', '.join(valid)}")
     if name == 'maxout':

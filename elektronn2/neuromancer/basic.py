@@ -1,9 +1,12 @@
-"""Sources, merges and shape operations: Input, Input_like, ValueNode, InitialState_like,
-Concat, Add, MultMerge, Crop, Pad, split, Reshape, ApplyFunc."""
+"""Sources, merges and shape operations: Input, Input_like, GenericInput, ValueNode,
+InitialState_like, Concat, Add, MultMerge, Crop, Pad, split, FromTensor, Reshape, ApplyFunc;
+:func:`choose_name` (ELEKTRONN2's naming rule)."""
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import replace
-from types import MappingProxyType
+from types import EllipsisType, MappingProxyType
 from typing import Callable, Sequence
 
 import numpy as np
@@ -13,6 +16,9 @@ import torch.nn.functional as F
 from ..errors import ConfigError, ShapeError
 from .node import Node
 from .shape import TaggedShape
+from .variables import init_tensor
+
+logger = logging.getLogger('elektronn2')
 
 #: The dtypes of inputs and value nodes, by name.
 TORCH_DTYPES = MappingProxyType({
@@ -46,11 +52,11 @@ class Input(Node):
         _check_dtype(dtype, f"Input {name!r}")
         self.dtype = dtype
         self.hardcoded_shape = hardcoded_shape
-        self._declared = (tuple(shape), tags, strides, fov)
+        self._declared = dict(shape=tuple(shape), tags=tags, strides=strides, fov=fov)
         super().__init__(None, name, print_repr)
 
     def _infer_shape(self) -> TaggedShape:
-        return TaggedShape(*self._declared)
+        return TaggedShape(**self._declared)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -60,9 +66,9 @@ class Input(Node):
         """Check a numpy array against this input and move it to the model's device."""
         arr = np.asarray(array)
         sh = self.shape
-        if arr.ndim != sh.ndim:
-            raise ShapeError(f"Input {self.name!r} expects {sh.ndim} axes ({','.join(sh.tags)}, "
-                             f"shape {sh.shape}), got an array of shape {arr.shape}")
+        if arr.ndim != len(sh.shape):
+            raise ShapeError(f"Input {self.name!r} expects {len(sh.shape)} axes "
+                             f"({','.join(sh.tags)}, shape {sh.shape}), got an array of shape {arr.shape}")
         for want, got, tag in zip(sh.shape, arr.shape, sh.tags):
             if want is not None and want != got and (tag != 'b' or self.hardcoded_shape):
                 raise ShapeError(f"Input {self.name!r}: axis {tag!r} has size {got}, expected "
@@ -100,18 +106,35 @@ class Input_like(Input):  # noqa: N801  (ELEKTRONN2's name)
     """An Input shaped like another node's output (typically a target for a prediction).
 
     Args:
-        ref: the node whose output shape (and geometry) to copy.
+        ref: the node whose output shape (and geometry) to copy; a TaggedShape gives a
+            plain :class:`Input` of that shape (then ``dtype`` is needed).
         dtype: defaults to 'float32'.
         override_f: if an int, the size of the 'f' axis (e.g. 1 for sparse labels).
+        hardcoded_shape: as for :class:`Input` (the batch size must match too).
     """
 
+    def __new__(cls, ref, dtype: str | None = None, name: str = 'input', print_repr: bool = True,
+                override_f: int | bool = False, hardcoded_shape: bool = False):
+        if isinstance(ref, TaggedShape):
+            if dtype is None:
+                raise ShapeError(f"Input_like {name!r}: a TaggedShape reference needs a dtype")
+            shape = ref if override_f is False else ref.updateshape('f', int(override_f))
+            return Input(shape.shape, shape.tags, shape.strides, shape.fov, dtype=dtype,
+                         hardcoded_shape=hardcoded_shape, name=name, print_repr=print_repr)
+        return super().__new__(cls, ref, dtype, name, print_repr, override_f, hardcoded_shape)
+
     def __init__(self, ref: Node, dtype: str | None = None, name: str = 'input',
-                 print_repr: bool = True, override_f: int | bool = False):
+                 print_repr: bool = True, override_f: int | bool = False,
+                 hardcoded_shape: bool = False):
         self.ref = ref
         self.override_f = override_f
         sh = self._like_ref()
-        Input.__init__(self, sh.shape, sh.tags, dtype=dtype or 'float32', name=name,
-                       print_repr=print_repr)
+        Input.__init__(self, sh.shape, sh.tags, dtype=dtype or 'float32',
+                       hardcoded_shape=hardcoded_shape, name=name, print_repr=print_repr)
+
+    @property
+    def class_count(self) -> int | None:
+        return self.ref.class_count
 
     def _like_ref(self) -> TaggedShape:
         sh = self.ref.shape
@@ -121,7 +144,35 @@ class Input_like(Input):  # noqa: N801  (ELEKTRONN2's name)
         return self._like_ref()
 
 
-def _merged_geometry(shapes: Sequence[TaggedShape], names: Sequence[str], node_label: str,
+class GenericInput(Node):
+    """A source fed with an arbitrary Python object (not converted to a tensor).
+
+    Nodes written for it receive the object itself in ``forward``; its shape is
+    empty (no axes). ELEKTRONN2 fed skeletons and coordinate transforms this way.
+    """
+    is_input = True
+
+    def __init__(self, name: str = 'generic_input', print_repr: bool = True):
+        super().__init__(None, name, print_repr)
+
+    def _infer_shape(self) -> TaggedShape:
+        return TaggedShape((), ())
+
+    def to_tensor(self, value):
+        """The value itself (passed to the child nodes unchanged)."""
+        return value
+
+    def random_value(self, batch_size: int = 1):
+        return None
+
+    def forward(self, *inputs, training=False):
+        raise RuntimeError(f"GenericInput {self.name!r} is fed, not computed")
+
+    def _compute_cost(self) -> int:
+        return 0
+
+
+def merged_geometry(shapes: Sequence[TaggedShape], names: Sequence[str], node_label: str,
                      skip_axis: int | None) -> TaggedShape:
     """Check shapes have equal tags, sizes (except ``skip_axis``) and strides; merge fov."""
     first = shapes[0]
@@ -156,10 +207,11 @@ class Concat(Node):
 
     def _infer_shape(self, *shapes: TaggedShape) -> TaggedShape:
         axis = shapes[0].index(self.axis)
-        merged = _merged_geometry(shapes, [p.name for p in self.parents],
+        merged = merged_geometry(shapes, [p.name for p in self.parents],
                                   f"Concat {self.name!r}", axis)
         sizes = [s.shape[axis] for s in shapes]
-        return merged.updateshape(axis, None if None in sizes else sum(sizes))
+        known = [s for s in sizes if s is not None]
+        return merged.updateshape(axis, None if len(known) < len(sizes) else sum(known))
 
     def forward(self, *inputs, training=False):
         return torch.cat(inputs, dim=self.shape.index(self.axis))
@@ -172,7 +224,7 @@ class Add(Node):
         super().__init__([n1, n2], name, print_repr)
 
     def _infer_shape(self, *shapes: TaggedShape) -> TaggedShape:
-        return _merged_geometry(shapes, [p.name for p in self.parents], f"Add {self.name!r}", None)
+        return merged_geometry(shapes, [p.name for p in self.parents], f"Add {self.name!r}", None)
 
     def forward(self, a, b, training=False):
         return a + b
@@ -185,7 +237,7 @@ class MultMerge(Node):
         super().__init__([n1, n2], name, print_repr)
 
     def _infer_shape(self, *shapes: TaggedShape) -> TaggedShape:
-        return _merged_geometry(shapes, [p.name for p in self.parents],
+        return merged_geometry(shapes, [p.name for p in self.parents],
                                 f"MultMerge {self.name!r}", None)
 
     def forward(self, a, b, training=False):
@@ -239,8 +291,8 @@ class Pad(Node):
     """
     sees_padding = True
 
-    def __init__(self, parent: Node, pad, mode: str = 'constant', value: float = 0.0,
-                 name: str = 'pad', print_repr: bool = True):
+    def __init__(self, parent: Node, pad, value: float = 0.0, name: str = 'pad',
+                 print_repr: bool = True, mode: str = 'constant'):
         if mode not in ('constant', 'reflect', 'replicate'):
             raise ShapeError(f"Pad {name!r}: mode {mode!r}; valid: 'constant', 'reflect', 'replicate'")
         self.pad = _per_axis_pairs(pad, len(parent.shape.spatial_axes), 'Pad', name)
@@ -248,7 +300,7 @@ class Pad(Node):
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
-        if sh.spatial_axes != tuple(range(sh.ndim - len(sh.spatial_axes), sh.ndim)):
+        if sh.spatial_axes != tuple(range(len(sh.shape) - len(sh.spatial_axes), len(sh.shape))):
             raise ShapeError(f"Pad needs the spatial axes last, tags are {sh.tags}")
         return sh.map_spatial(lambda k, g: g.crop(-self.pad[k][0], -self.pad[k][1]))
 
@@ -297,8 +349,12 @@ class Split(Node):
 
 def split(node: Node, axis: str | int = 'f', index: int | Sequence[int] | None = None,
           n_out: int | None = None, strip_singleton_dims: bool = False,
-          name: str = 'split') -> tuple[Split, ...]:
-    """Split ``node`` along ``axis``: at position(s) ``index`` or into ``n_out`` equal parts."""
+          name: str | Sequence[str] = 'split') -> tuple[Split, ...]:
+    """Split ``node`` along ``axis``: at position(s) ``index`` or into ``n_out`` equal parts.
+
+    ``name``: one name for all parts (made unique: 'split', 'split1', ...) or a list
+    with one name per part.
+    """
     size = node.shape[node.shape.index(axis)]
     if (index is None) == (n_out is None):
         raise ShapeError(f"split of {node.name!r}: give either index or n_out")
@@ -307,21 +363,142 @@ def split(node: Node, axis: str | int = 'f', index: int | Sequence[int] | None =
             raise ShapeError(f"split of {node.name!r}: axis {axis!r} of size {size} cannot be "
                              f"split into {n_out} equal parts")
         cuts = [size // n_out * k for k in range(1, n_out)]
-    else:
-        cuts = [index] if isinstance(index, int) else list(index)
+    elif index is not None:  # always, by the check above
+        cuts = [index] if isinstance(index, (int, np.integer)) else list(index)
     bounds = [0] + cuts + [size]
-    return tuple(Split(node, axis, a, b, strip_singleton_dims, name=name)
-                 for a, b in zip(bounds[:-1], bounds[1:]))
+    names = [name] * (len(bounds) - 1) if isinstance(name, str) else list(name)
+    if len(names) != len(bounds) - 1:
+        raise ShapeError(f"split of {node.name!r}: {len(names)} names {names} for "
+                         f"{len(bounds) - 1} parts")
+    return tuple(Split(node, axis, a, b, strip_singleton_dims, name=n)
+                 for a, b, n in zip(bounds[:-1], bounds[1:], names))
+
+
+def choose_name(proposal: str, names) -> str:
+    """ELEKTRONN2's rule for a unique name: ``proposal`` if free; else a trailing number
+    is counted up ('conv1' -> 'conv2'), or '1' appended ('conv' -> 'conv1')."""
+    names = set(names)
+    if proposal not in names:
+        return proposal
+    if not re.search(r'\d+$', proposal):
+        proposal += '1'
+    while proposal in names:
+        proposal = re.sub(r'\d+$', lambda m: str(int(m.group(0)) + 1), proposal)
+    return proposal
+
+
+def _index_spec(index) -> list:
+    """A tuple index (ints, slices, None, Ellipsis) as a JSON-able list."""
+    items = index if isinstance(index, (tuple, list)) else (index,)
+    spec: list[list | int | None] = []
+    for item in items:
+        if isinstance(item, slice):
+            spec.append(['slice', item.start, item.stop, item.step])
+        elif item is Ellipsis:
+            spec.append(['ellipsis'])
+        elif item is None or isinstance(item, (int, np.integer)):
+            spec.append(None if item is None else int(item))
+        elif isinstance(item, list) and item and item[0] in ('slice', 'ellipsis'):
+            spec.append(list(item))
+        else:
+            raise ShapeError(f"FromTensor: index item {item!r} is not an int, slice, None "
+                             f"or Ellipsis")
+    return spec
+
+
+def _index_from_spec(spec: list) -> tuple:
+    out: list[slice | int | None | EllipsisType] = []
+    for item in spec:
+        if isinstance(item, list):
+            if item[0] == 'ellipsis':
+                out.append(Ellipsis)
+            elif item[0] == 'slice' and len(item) == 4 and all(
+                    v is None or isinstance(v, int) for v in item[1:]):
+                out.append(slice(*item[1:]))
+            else:
+                raise ShapeError(f"FromTensor: invalid index item {item!r}")
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _shape_spec(sh: TaggedShape) -> dict:
+    return {'shape': list(sh.shape), 'tags': ','.join(sh.tags), 'strides': list(sh.strides),
+            'fov': list(sh.fov), 'offsets': list(sh.offsets)}
+
+
+class FromTensor(Node):
+    """A node computed from ``tensor_parent``'s output by ``tensor``, with the declared
+    shape ``tensor_shape``.
+
+    ELEKTRONN2 wrapped a symbolic expression of the parent's output; here ``tensor``
+    is an index (e.g. ``(slice(None), slice(0, 2))``: ``parent_output[index]``) or a
+    function of :data:`APPLY_FUNCTIONS` (name or object). ``tensor_shape``: a
+    TaggedShape (the result is checked against it).
+    """
+    functor: Callable | None  # exactly one of functor and index is set
+    index: tuple | None
+
+    def __init__(self, tensor, tensor_shape, tensor_parent: Node, name: str = 'from_tensor',
+                 print_repr: bool = False):
+        if callable(tensor) or (isinstance(tensor, str) and tensor in APPLY_FUNCTIONS):
+            self.functor_name, self.functor = resolve_function(tensor, name)
+            self.index = None
+            self._call_args['tensor'] = self.functor_name
+        else:
+            spec = _index_spec(tensor)
+            self.index, self.functor = _index_from_spec(spec), None
+            self._call_args['tensor'] = spec
+        if isinstance(tensor_shape, dict):
+            tensor_shape = TaggedShape(**tensor_shape)
+        if not isinstance(tensor_shape, TaggedShape):
+            raise ShapeError(f"FromTensor {name!r}: tensor_shape must be a TaggedShape, got "
+                             f"{tensor_shape!r:.80}")
+        self.declared_shape = tensor_shape
+        self._call_args['tensor_shape'] = _shape_spec(tensor_shape)
+        super().__init__(tensor_parent, name, print_repr)
+
+    def _apply(self, x):
+        return self.functor(x) if self.functor is not None else x[self.index]
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        unknown = 7919  # a size no declared axis is likely to have
+        probe = torch.empty([unknown if s is None else s for s in sh.shape], device='meta')
+        try:
+            out = tuple(self._apply(probe).shape)
+        except (IndexError, RuntimeError, TypeError) as err:
+            raise ShapeError(f"cannot apply {self._call_args['tensor']} to {sh}: {err}") from None
+        want = self.declared_shape
+        if len(out) != len(want.shape) or any(w is not None and o != unknown and w != o
+                                        for w, o in zip(want.shape, out)):
+            raise ShapeError(f"{self._call_args['tensor']} of {sh} gives shape "
+                             f"{tuple(None if o == unknown else o for o in out)}, the declared "
+                             f"tensor_shape is {want}")
+        return want
+
+    def forward(self, x, training=False):
+        return self._apply(x)
+
+    def _compute_cost(self) -> int:
+        return 0 if self.functor is None else self.shape.stripbatch_prod
 
 
 class Reshape(Node):
-    """Reshape to ``shape`` (None: the batch size, -1: inferred) with new ``tags``.
+    """Reshape to ``shape`` (None: the batch size, -1: inferred) with new ``tags`` (or to
+    the TaggedShape ``shape``).
 
     Spatial geometry (strides, fov) must be given anew if the spatial axes change.
     """
 
-    def __init__(self, parent: Node, shape: Sequence[int | None], tags: str | Sequence[str],
-                 strides=None, fov=None, name: str = 'reshape', print_repr: bool = True):
+    def __init__(self, parent: Node, shape: Sequence[int | None] | TaggedShape,
+                 tags: str | Sequence[str] | None = None, strides=None, fov=None,
+                 name: str = 'reshape', print_repr: bool = True):
+        if isinstance(shape, TaggedShape):  # ELEKTRONN2 took a TaggedShape too
+            given = shape
+            shape, tags, strides, fov = given.shape, ','.join(given.tags), given.strides, given.fov
+            self._call_args.update(shape=shape, tags=tags, strides=strides, fov=fov)
+        if tags is None:
+            raise ShapeError(f"Reshape {name!r}: give tags (or a TaggedShape as shape)")
         self.new_shape, self.new_tags = tuple(shape), tags
         self.strides, self.fov = strides, fov
         super().__init__(parent, name, print_repr)
@@ -333,7 +510,7 @@ class Reshape(Node):
         if n_infer > 1 or (n_infer == 0 and int(np.prod(sizes)) != known) or known % int(np.prod(sizes)):
             raise ShapeError(f"cannot reshape {sh} ({known} values per example) to {self.new_shape}")
         shape = tuple(known // int(np.prod(sizes)) if s == -1 else s for s in self.new_shape)
-        return TaggedShape(shape, self.new_tags, self.strides, self.fov)
+        return TaggedShape(shape, self.new_tags, self.strides, fov=self.fov)
 
     def forward(self, x, training=False):
         return x.reshape([x.shape[0] if s is None else s for s in self.shape.shape])
@@ -378,7 +555,12 @@ APPLY_FUNCTIONS: MappingProxyType = MappingProxyType({
     'torch.special.entr': torch.special.entr, 'torch.special.i0': torch.special.i0,
     'torch.special.softmax': torch.special.softmax,
     'torch.special.log_softmax': torch.special.log_softmax,
+    **{f"torch.{name}": getattr(torch, name) for name in (
+        'mean', 'sum', 'amax', 'amin', 'std', 'var', 'logsumexp')},
 })
+#: The reductions among them: ApplyFunc removes the axes ``dim`` (or ``axis``) names.
+REDUCTIONS = frozenset(f"torch.{name}" for name in
+                       ('mean', 'sum', 'amax', 'amin', 'std', 'var', 'logsumexp'))
 #: Longest string ApplyFunc passes to its function (e.g. ``approximate='tanh'``).
 MAX_APPLY_STRING = 32
 
@@ -409,6 +591,10 @@ def _check_apply_arguments(args, kwargs, name: str) -> None:
             raise ConfigError(f"ApplyFunc {name!r}: keyword {key!r} is not a plain argument name")
     values = [(f"args[{i}]", v) for i, v in enumerate(args)] + [(f"kwargs[{k!r}]", v)
                                                                  for k, v in kwargs.items()]
+    for key in ('dim', 'axis'):  # reduction axes: an axis or a short list of them
+        if isinstance(kwargs.get(key), (list, tuple)) and len(kwargs[key]) <= 8:
+            values = [v for v in values if v[0] != f"kwargs[{key!r}]"]
+            values += [(f"kwargs[{key!r}][{i}]", v) for i, v in enumerate(kwargs[key])]
     for where, value in values:
         plain = (value is None or isinstance(value, (bool, int, float, np.integer, np.floating))
                  or (isinstance(value, str) and len(value) <= MAX_APPLY_STRING))
@@ -422,11 +608,13 @@ class ApplyFunc(Node):
     """Apply an allowed torch function, e.g. ``ApplyFunc(node, 'torch.sigmoid')`` or
     ``ApplyFunc(node, F.softsign)``.
 
-    Only the functions of :data:`APPLY_FUNCTIONS` are accepted (element-wise functions
-    and softmax-like normalisations of torch, torch.nn.functional and torch.special),
-    so that a saved model is restored without executing stored code. ``args`` and
-    ``kwargs`` (numbers, bools, None or short strings) are passed after the tensor.
-    The shape must not change and the function must not work in place.
+    Only the functions of :data:`APPLY_FUNCTIONS` are accepted (element-wise functions,
+    softmax-like normalisations and the :data:`REDUCTIONS` of torch, torch.nn.functional
+    and torch.special), so that a saved model is restored without executing stored code.
+    ``args`` and ``kwargs`` (numbers, bools, None or short strings) are passed after the
+    tensor. The shape must not change, except that a reduction removes the axes named
+    by ``dim`` (or ELEKTRONN2's ``axis``: indices or tags, e.g. ``{'axis': 'f'}``) or keeps
+    them with size 1 (``keepdim=True``); the function must not work in place.
     """
 
     def __init__(self, parent: Node, functor, args: Sequence = (), kwargs: dict | None = None,
@@ -436,6 +624,11 @@ class ApplyFunc(Node):
         kwargs = {} if kwargs is None else kwargs
         _check_apply_arguments(args, kwargs, name)
         self.args, self.kwargs = tuple(args), dict(kwargs)
+        self.reduced: tuple[int, ...] = ()
+        if self.functor_name in REDUCTIONS:
+            self.reduced = _reduced_axes(parent.shape, self.kwargs, name)
+            self.kwargs = {k: v for k, v in self.kwargs.items() if k != 'axis'}
+            self.kwargs['dim'] = self.reduced
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
@@ -444,16 +637,35 @@ class ApplyFunc(Node):
         if out is probe:
             raise ConfigError(f"{self.functor_name} works in place (on its parent's output); "
                               f"drop inplace=True")
-        if tuple(out.shape) != tuple(probe.shape):
+        expected = sh
+        for axis in sorted(self.reduced, reverse=True):
+            expected = (expected.updateshape(axis, 1) if self.kwargs.get('keepdim')
+                        else expected.delaxis(axis))
+        if tuple(out.shape) != tuple(2 if s is None else s for s in expected.shape):
             raise ShapeError(f"{self.functor_name} changes the shape {tuple(probe.shape)} -> "
-                             f"{tuple(out.shape)}; ApplyFunc keeps shapes")
-        return sh
+                             f"{tuple(out.shape)}; ApplyFunc keeps shapes (reductions remove "
+                             f"the axes given as dim=...)")
+        return expected
 
     def forward(self, x, training=False):
         return self.functor(x, *self.args, **self.kwargs)
 
     def _repr_details(self) -> str:
         return self.functor_name
+
+
+def _reduced_axes(sh: TaggedShape, kwargs: dict, name: str) -> tuple[int, ...]:
+    """The axis indices a reduction's ``dim`` / ``axis`` (indices or tags) names."""
+    given = kwargs.get('dim', kwargs.get('axis'))
+    if given is None or ('dim' in kwargs and 'axis' in kwargs):
+        raise ConfigError(f"ApplyFunc {name!r}: a reduction needs the axes to reduce as dim=... "
+                          f"(or axis=...), one of them: indices or tags of {','.join(sh.tags)}")
+    axes = given if isinstance(given, (list, tuple)) else [given]
+    try:
+        return tuple(sorted({sh.index(a) for a in axes}))
+    except (ShapeError, TypeError):
+        raise ConfigError(f"ApplyFunc {name!r}: dim/axis {given!r} must name axes of "
+                          f"{','.join(sh.tags)} (indices or tags)") from None
 
 
 def _filled(value, shape: tuple, dtype: str, what: str) -> torch.Tensor:
@@ -470,55 +682,107 @@ def _filled(value, shape: tuple, dtype: str, what: str) -> torch.Tensor:
                          f"{tuple(shape)}") from None
 
 
+def _own_shape(value, declared: tuple) -> tuple[int, ...] | None:
+    """The shape of an array ``value`` with as many axes as ``declared`` that does not
+    broadcast to it; None when the declared shape stands."""
+    if value is None or None in declared:
+        return None
+    shape = tuple(int(n) for n in np.shape(value))
+    if len(shape) != len(declared):
+        return None
+    try:
+        fits = np.broadcast_shapes(shape, declared) == tuple(declared)
+    except ValueError:
+        fits = False
+    return None if fits else shape
+
+
 class ValueNode(Node):
     """A source holding a parameter ``value`` of the given shape (trainable if ``apply_train``).
 
-    ``value``: None (zeros), a number (constant fill) or an array.
+    ``value``: None (zeros, or drawn by ``init_kwargs``, the arguments of
+    :func:`.variables.initweights`), a number (constant fill), an array, or
+    ``[array, 'const']`` (never trained). An array with as many axes as ``shape`` that
+    does not broadcast to it gives the node its own shape, as in ELEKTRONN2 (a warning
+    says so), e.g. class weights ``(0.2, 1.8)`` shared by the groups of a Softmax.
     """
 
     def __init__(self, shape: Sequence[int], tags: str | Sequence[str], strides=None, fov=None,
                  dtype: str = 'float32', apply_train: bool = False, value=None,
-                 name: str = 'value', print_repr: bool = True):
+                 init_kwargs: dict | None = None, name: str = 'value_state',
+                 print_repr: bool = True):
         _check_dtype(dtype, f"ValueNode {name!r}")
-        self._declared = (tuple(shape), tags, strides, fov)
+        if isinstance(value, (list, tuple)) and len(value) == 2 and value[1] == 'const':
+            value, apply_train = value[0], False
+        self._declared = dict(shape=tuple(shape), tags=tags, strides=strides, fov=fov)
         self.dtype, self.apply_train, self._value = dtype, apply_train, value
+        self.init_kwargs = init_kwargs
         super().__init__(None, name, print_repr)
 
     def _infer_shape(self) -> TaggedShape:
-        sh = TaggedShape(*self._declared)
+        declared = dict(self._declared)
+        own = _own_shape(self._value, declared['shape'])
+        if own is not None:
+            logger.warning("ValueNode %r: value of shape %s does not broadcast to the declared "
+                           "shape %s; the node takes the value's shape (as ELEKTRONN2 did)",
+                           self.name, own, declared['shape'])
+            declared['shape'] = own
+        sh = TaggedShape(**declared)
         if None in sh.shape:
             raise ShapeError(f"a ValueNode needs known sizes, got {sh.shape}")
         return sh
 
     def _make_params(self):
-        value = _filled(self._value, self.shape.shape, self.dtype, f"ValueNode {self.name!r}")
+        if self._value is None and self.init_kwargs is not None:
+            value = init_tensor(self.shape.shape, **{'dtype': self.dtype, **self.init_kwargs})
+        else:
+            value = _filled(self._value, self.shape.shape, self.dtype, f"ValueNode {self.name!r}")
         return {'value': self._new_param(value, trainable=self.apply_train)}
 
     def forward(self, training=False):
         return self.params['value']
 
+    def get_value(self) -> np.ndarray:
+        return self.get_param_values()['value']
+
 
 class InitialState_like(Node):  # noqa: N801  (ELEKTRONN2's name)
-    """A learnable initial state (b, override_f), broadcast over the batch of ``parent``.
+    """A learnable initial state: ``parent``'s shape with 'f' = ``override_f``, holding one
+    value per feature (broadcast over the other axes, e.g. the batch).
 
-    Used as the memory of a recurrent step before the first iteration.
+    Used as the memory of a recurrent step before the first iteration. The values
+    start at ``value`` (default 0), or are drawn by ``init_kwargs`` (the arguments of
+    :func:`.variables.initweights`, e.g. ``dict(mode='const', scale=0.1)``).
     """
 
     def __init__(self, parent: Node, override_f: int, dtype: str | None = None,
-                 name: str = 'initial_state', print_repr: bool = True, value=None,
-                 apply_train: bool = True):
+                 name: str = 'initial_state', print_repr: bool = True,
+                 init_kwargs: dict | None = None, value=None, apply_train: bool = True):
         self.n_f, self.dtype = int(override_f), dtype or 'float32'
         _check_dtype(self.dtype, f"InitialState_like {name!r}")
-        self._value, self.apply_train = value, apply_train
+        self._value, self.apply_train, self.init_kwargs = value, apply_train, init_kwargs
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
-        return TaggedShape((sh.batch_size if sh.hasbatch else 1, self.n_f), 'b,f')
+        if 'f' not in sh.tags:
+            raise ShapeError(f"the parent {sh} has no 'f' axis to override")
+        return sh.updateshape('f', self.n_f)
 
     def _make_params(self):
-        value = _filled(self._value, (self.n_f,), self.dtype, f"InitialState_like {self.name!r}")
+        if self._value is None and self.init_kwargs is not None:
+            value = init_tensor((self.n_f,), **{'dtype': self.dtype, **self.init_kwargs})
+        else:
+            value = _filled(self._value, (self.n_f,), self.dtype,
+                            f"InitialState_like {self.name!r}")
         return {'value': self._new_param(value, self.apply_train)}
 
     def forward(self, x, training=False):
-        batch = x.shape[self.parent.shape.tag2index('b')] if self.parent.shape.hasbatch else 1
-        return self.params['value'].unsqueeze(0).expand(batch, -1)
+        f = self.parent.shape.tag2index('f')
+        shape = list(x.shape)
+        shape[f] = self.n_f
+        view = [1] * x.ndim
+        view[f] = self.n_f
+        return self.params['value'].view(view).expand(shape)
+
+    def get_value(self) -> np.ndarray:
+        return self.get_param_values()['value']

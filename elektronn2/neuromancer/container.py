@@ -20,6 +20,8 @@ from ..errors import GraphError, ShapeError
 from . import modelfile, training_step
 from .graph_compile import GraphFunction, to_numpy
 from .optimiser import Optimisers
+from .summary import model_summary
+from .traversal import topological_order
 
 if TYPE_CHECKING:
     from .node import Node
@@ -48,10 +50,13 @@ class Model:
         self.device = config.torch_device
         self.nodes: dict[str, Node] = {}
         self._index: dict[Node, int] = {}
-        self.input_node = self.target_node = self.loss_node = None
-        self.prediction_node = self.error_node = None
-        self.prediction_ext: list = []
-        self.debug_outputs: list = []
+        self.input_node: Node | None = None
+        self.target_node: Node | None = None
+        self.loss_node: Node | None = None
+        self.prediction_node: Node | None = None
+        self.error_node: Node | None = None
+        self.prediction_ext: list[Node] = []
+        self.debug_outputs: list[Node] = []
         self._designations: dict = {}
         self._functions: dict[tuple, GraphFunction] = {}
         self.optimisers = Optimisers()
@@ -83,18 +88,24 @@ class Model:
     def node_index(self, node) -> int:
         return self._index[node]
 
-    def __getitem__(self, name: str):
+    def __getitem__(self, name: str | int | slice):
+        """The node called ``name``; as in ELEKTRONN2, an int or slice indexes the nodes in
+        the order they were made (so ``list(model)`` gives the nodes)."""
+        if isinstance(name, (int, slice)) and not isinstance(name, bool):
+            return list(self.nodes.values())[name]
         if name not in self.nodes:
             raise GraphError(f"Model {self.name!r} has no node {name!r}; nodes: {list(self.nodes)}")
         return self.nodes[name]
 
+    def __contains__(self, name) -> bool:
+        return name in self.nodes
+
     def __repr__(self) -> str:
-        return f"Model {self.name!r} with {len(self.nodes)} nodes"
+        return f"Model {self.name!r} with {len(self.nodes)} nodes: {list(self.nodes)}"
 
     # --- functions ------------------------------------------------------------------------
     def ordered_inputs(self, outputs: Sequence) -> list:
         """Input nodes ``outputs`` depend on: designated input, target, then model order."""
-        from .node import topological_order
         needed = [n for n in topological_order(list(outputs)) if n.is_input]
         first = [n for n in (self.input_node, self.target_node) if n is not None]
         return sorted(needed, key=lambda n: (first.index(n) if n in first else len(first),
@@ -232,18 +243,18 @@ class Model:
     @dropout_rates.setter
     def dropout_rates(self, rates: float | Sequence[float]) -> None:
         nodes = self._nodes_with('dropout_rate')
-        if np.isscalar(rates):
-            rates = [rates] * len(nodes)
-        if len(rates) != len(nodes):
-            raise GraphError(f"{len(rates)} dropout rates given for {len(nodes)} nodes "
+        per_node = ([rates] * len(nodes) if isinstance(rates, (int, float, np.number))
+                    else list(rates))
+        if len(per_node) != len(nodes):
+            raise GraphError(f"{len(per_node)} dropout rates given for {len(nodes)} nodes "
                              f"{[n.name for n in nodes]}")
-        for node, rate in zip(nodes, rates):
+        for node, rate in zip(nodes, per_node):
             node.dropout_rate = rate
 
     @property
     def batch_normalisation_active(self) -> bool:
         """Whether any node normalises with batch statistics while training."""
-        return any(getattr(n, 'batch_normalisation', False) == 'train' for n in self.nodes.values())
+        return any(n.batch_normalisation == 'train' for n in self.nodes.values())
 
     @property
     def batch_size(self) -> int | None:
@@ -292,7 +303,6 @@ class Model:
 
     def summary(self) -> str:
         """A table of every node (shape, fov, parameters, cost) with totals."""
-        from .summary import model_summary
         return model_summary(self)
 
     def test_run_prediction(self, batch_size: int = 1):
@@ -308,9 +318,9 @@ class Model:
     # --- saving -----------------------------------------------------------------------------
     def serialise(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(graph, parameter arrays) as stored in a model file."""
-        from .node import Node
+        own = {id(n) for n in self.nodes.values()}  # node arguments refer to nodes of this model
         nodes = [{'class': d['class'],
-                  'args': {k: modelfile.encode_value(v, n.name, k, lambda x: isinstance(x, Node))
+                  'args': {k: modelfile.encode_value(v, n.name, k, lambda x: id(x) in own)
                            for k, v in d['args'].items()}}
                  for n in self.nodes.values() for d in [n.descriptor]]
         tensors = {k: p.detach().cpu().numpy() for k, p in self.all_params().items()}

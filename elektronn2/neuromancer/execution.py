@@ -68,8 +68,10 @@ class ExecutionSettings:
 
     def to_layout(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` in this layout if it is a 4-D or 5-D floating tensor (activations,
-        filters): channels-last or contiguous; same values and shape, other strides."""
-        if not tensor.is_floating_point() or tensor.ndim not in _CHANNELS_LAST:
+        filters): channels-last or contiguous; same values and shape, other strides.
+        Anything else (e.g. the object fed to a GenericInput) passes unchanged."""
+        if (not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point()
+                or tensor.ndim not in _CHANNELS_LAST):
             return tensor
         if self.memory_format == 'contiguous':
             return tensor.contiguous()

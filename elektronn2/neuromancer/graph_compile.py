@@ -17,6 +17,7 @@ import torch
 from ..config import config
 from ..errors import Error, GraphError, NodeError
 from . import execution
+from .traversal import topological_order
 
 
 class GraphFunction:
@@ -32,7 +33,6 @@ class GraphFunction:
     """
 
     def __init__(self, outputs: Sequence, inputs: Sequence, training: bool):
-        from .node import topological_order
         self.outputs = list(outputs)
         self.inputs = list(inputs)
         self.training = training

@@ -5,6 +5,8 @@ batch normalisation and dropout.
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -14,6 +16,8 @@ from .activations import parse_activation
 from .init import init_weights
 from .node import Node
 
+logger = logging.getLogger('elektronn2')
+
 _BN_MODES = (False, 'train', 'predict')
 _BN_EPS = 1e-5
 #: Running batch-norm statistics average over all batches seen, but at least this
@@ -22,17 +26,23 @@ BN_MIN_MOMENTUM = 0.01
 
 
 def _initial_value(arg, default_fn, node_name: str, param: str, shape: tuple):
-    """ELEKTRONN2's ``w``/``b`` arguments: None, an array, or ``[array, 'const']``.
+    """ELEKTRONN2's ``w``/``b`` arguments: None, an array (or tensor), or ``[array, 'const']``
+    (``[array, 'trainable']`` is the same as the array).
 
     Returns (value, trainable).
     """
     trainable = True
     if isinstance(arg, (list, tuple)) and len(arg) == 2 and isinstance(arg[1], str):
-        if arg[1] != 'const':
+        if arg[1] not in ('const', 'trainable'):
             raise ConfigError(f"Node {node_name!r}: {param}=[value, {arg[1]!r}]; the flag "
-                              f"can only be 'const'")
-        arg, trainable = arg[0], False
-    value = default_fn() if arg is None else torch.as_tensor(np.asarray(arg, dtype=np.float32))
+                              f"can only be 'const' or 'trainable'")
+        arg, trainable = arg[0], arg[1] == 'trainable'
+    if arg is None:
+        value = default_fn()
+    elif torch.is_tensor(arg):
+        value = arg.detach().float().clone()
+    else:
+        value = torch.as_tensor(np.asarray(arg, dtype=np.float32))
     if tuple(value.shape) != tuple(shape):
         raise ShapeError(f"Node {node_name!r}: initial {param} has shape {tuple(value.shape)}, "
                          f"expected {tuple(shape)}")
@@ -44,7 +54,8 @@ class NeuralLayer(Node):
 
     def _store_neural_options(self, n_f: int, activation_func: str, batch_normalisation,
                               dropout_rate: float, w, b, name: str, w_init='auto',
-                              dual_of: Node | None = None) -> None:
+                              dual_of: Node | None = None, gamma=None, mean=None, std=None,
+                              gradnet_mode=None) -> None:
         if not isinstance(n_f, (int, np.integer)) or n_f < 1:
             raise ConfigError(f"Node {name!r}: n_f must be a positive int, got {n_f!r}")
         if batch_normalisation not in _BN_MODES:
@@ -61,7 +72,14 @@ class NeuralLayer(Node):
         self.dropout_rate = float(dropout_rate)
         self.w_init = w_init
         self.dual_of = dual_of
+        self.gradnet_mode = gradnet_mode  # accepted for ELEKTRONN2 scripts; it had no effect
         self._w_arg, self._b_arg = w, b
+        self._bn_args = {'gamma': gamma, 'mean': mean, 'std': std}
+        unused = [k for k, v in self._bn_args.items() if v is not None]
+        if not batch_normalisation and unused:  # ELEKTRONN2 ignored them too
+            logger.warning("Node %r: %s initialise batch normalisation, which is off; ignored",
+                           name, unused)
+            self._call_args.update({k: None for k in unused})
 
     def _layer_params(self, w_shape: tuple, fan_in: int, fan_out: int) -> dict[str, torch.Tensor]:
         """w (or the tied weight of ``dual_of``), b or batch-norm parameters, prelu slopes."""
@@ -72,23 +90,101 @@ class NeuralLayer(Node):
                                  f"shape {tuple(tied.shape)}, this layer needs {w_shape} (tied)")
             params = {'w': tied}
         else:
-            w, w_train = _initial_value(
-                self._w_arg, lambda: init_weights(w_shape, fan_in, fan_out, self.activation.name,
-                                                  self.w_init, self.name), self.name, 'w', w_shape)
-            params = {'w': self._new_param(w, w_train, regularise=True)}
+            shared = self._shared_param('w', self._w_arg, w_shape)
+            if shared is not None:
+                params = {'w': shared}
+            else:
+                w, w_train = _initial_value(
+                    self._w_arg, lambda: init_weights(w_shape, fan_in, fan_out, self.activation.name,
+                                                      self.w_init, self.name), self.name, 'w', w_shape)
+                params = {'w': self._new_param(w, w_train, regularise=True)}
         if not self.batch_normalisation:
-            b, b_train = _initial_value(self._b_arg, lambda: torch.zeros(self.n_f), self.name,
-                                        'b', (self.n_f,))
-            params['b'] = self._new_param(b, b_train)
+            shared = self._shared_param('b', self._b_arg, (self.n_f,))
+            if shared is not None:
+                params['b'] = shared
+            else:
+                b, b_train = _initial_value(self._b_arg, lambda: torch.zeros(self.n_f), self.name,
+                                            'b', (self.n_f,))
+                params['b'] = self._new_param(b, b_train)
         else:
-            params.update(gamma=self._new_param(torch.ones(self.n_f)),
-                          beta=self._new_param(torch.zeros(self.n_f)),
-                          mean=self._new_param(torch.zeros(self.n_f), trainable=False),
-                          var=self._new_param(torch.ones(self.n_f), trainable=False),
-                          count=self._new_param(torch.zeros(1), trainable=False))
+            params.update(self._bn_params())
         if self.activation.has_param:
             params['prelu_slope'] = self._new_param(torch.full((self.n_f,), 0.25))
         return params
+
+    def _bn_params(self) -> dict[str, torch.Tensor]:
+        """gamma, beta (initial value: the ``b`` argument), mean, var (from ``std``), count.
+
+        ``b`` and ``std`` have no parameter of their name, so a model file records
+        only whether they were constant."""
+        n = (self.n_f,)
+
+        def initial(arg, default: float, param: str):
+            return _initial_value(arg, lambda: torch.full(n, default), self.name, param, n)
+        gamma, gamma_train = initial(self._bn_args['gamma'], 1.0, 'gamma')
+        beta, beta_train = initial(self._b_arg, 0.0, 'b')
+        mean, _ = initial(self._bn_args['mean'], 0.0, 'mean')
+        std, _ = initial(self._bn_args['std'], 1.0, 'std')
+        for arg in ('b', 'std'):
+            given = self._call_args.get(arg)
+            if given is not None:
+                const = isinstance(given, (list, tuple)) and len(given) == 2 and given[1] == 'const'
+                self._call_args[arg] = [None, 'const'] if const else None
+        return {'gamma': self._new_param(gamma, gamma_train),
+                'beta': self._new_param(beta, beta_train),
+                'mean': self._new_param(mean, trainable=False),
+                'var': self._new_param(std ** 2, trainable=False),
+                'count': self._new_param(torch.zeros(1), trainable=False)}
+
+    def _shared_param(self, key: str, arg, shape: tuple) -> torch.Tensor | None:
+        """The parameter ``key`` of another layer, if ``arg`` is that layer or that
+        parameter (ELEKTRONN2's weight sharing); the argument is then recorded as the
+        layer, so that a model file shares it again."""
+        owner: Node | None
+        if isinstance(arg, Node):
+            owner = arg
+        elif isinstance(arg, torch.nn.Parameter):
+            owner = next((n for n in self.model.nodes.values() if n.params.get(key) is arg), None)
+            if owner is None:
+                return None  # a parameter of no layer: its value initialises this one
+        else:
+            return None
+        if key not in owner.params:
+            raise ConfigError(f"Node {self.name!r}: {key}={owner.name!r} shares that node's "
+                              f"{key!r}, but it has none (it has {sorted(owner.params)})")
+        param = owner.params[key]
+        if tuple(param.shape) != tuple(shape):
+            raise ShapeError(f"Node {self.name!r}: the shared {key} of {owner.name!r} has shape "
+                             f"{tuple(param.shape)}, this layer needs {tuple(shape)}")
+        self._call_args[key] = owner
+        return param
+
+    # --- ELEKTRONN2's parameter attributes ------------------------------------------------
+    @property
+    def w(self) -> torch.Tensor:
+        """The weights (a torch Parameter; pass it as ``w=`` to share it)."""
+        return self.params['w']
+
+    @property
+    def b(self) -> torch.Tensor | None:
+        """The bias; with batch normalisation its shift ``beta`` (added after normalising)."""
+        return self.params.get('b', self.params.get('beta'))
+
+    @property
+    def gamma(self) -> torch.Tensor | None:
+        """Batch-normalisation scale (None without batch normalisation)."""
+        return self.params.get('gamma')
+
+    @property
+    def mean(self) -> torch.Tensor | None:
+        """Batch-normalisation mean (running average while training)."""
+        return self.params.get('mean')
+
+    @property
+    def std(self) -> torch.Tensor | None:
+        """Batch-normalisation standard deviation (derived from the stored variance)."""
+        var = self.params.get('var')
+        return None if var is None else var.detach().sqrt()
 
     def _tied_shape(self, w_shape: tuple) -> tuple:
         """Shape the tied weight has in ``dual_of`` (layers override if they transpose it)."""

@@ -19,8 +19,12 @@ import torch
 
 from ..errors import Error, GraphError, ModelFileError, ShapeError
 from . import modelfile, surgery
+from .basic import ValueNode
 from .container import DESIGNATIONS, Model
+from .optimiser import is_regularised, mark_regularised
+from .node import Node, failing_axis_with
 from .registry import NODE_CLASSES, model_manager
+from .traversal import topological_order
 
 logger = logging.getLogger('elektronn2')
 
@@ -30,11 +34,11 @@ MAX_AXIS_SIZE = 2 ** 24
 MAX_NODE_VALUES = 2 ** 32
 
 
-def modelload(path: str | os.PathLike, imposed_patch_size: Sequence[int] | None = None,
-              imposed_batch_size: int | None = None, override_mfp_to_active: bool = False,
+def modelload(file_name: str | os.PathLike, override_mfp_to_active: bool = False,
+              imposed_patch_size: Sequence[int] | None = None,
+              imposed_batch_size: int | None = None, name: str | None = None,
               replace_bn: str | None = None, lock_trainable_params: bool | Sequence[str] | None = None,
-              make_weights_constant: bool = False, name: str | None = None,
-              make_current: bool = True) -> Model:
+              make_weights_constant: bool = False, make_current: bool = True) -> Model:
     """Rebuild a model saved by :meth:`.Model.save` (it becomes the current model).
 
     The nodes are built in a scope of their own (:meth:`.ModelManager.building`), so
@@ -49,28 +53,28 @@ def modelload(path: str | os.PathLike, imposed_patch_size: Sequence[int] | None 
     non-finite parameters, is a ModelFileError naming the file, node and parameter.
 
     Args:
-        imposed_patch_size: new spatial size of the input (snapped to the nearest size the
-            network accepts, with a warning).
+        imposed_patch_size: new spatial size of the input, each axis snapped to the nearest
+            size the network accepts (ties: the smaller), with a warning.
         imposed_batch_size: new batch size of the input.
         override_mfp_to_active: switch max-fragment pooling on in all max-pooling layers and
-            append FragmentsToDense to the prediction (dense predictions in one pass).
+            append FragmentsToDense to the prediction (dense predictions in one pass); the
+            saved patch size is snapped to a valid one if it does not fit.
         replace_bn: 'predict' (use accumulated statistics), 'const' (also freeze gamma and
             beta) or 'remove' (fold the normalisation into the weights).
         lock_trainable_params: True, or names of nodes whose parameters become constant.
         make_weights_constant: make every parameter constant.
     """
-    graph, tensors = modelfile.read(path)
-    return _build_edited(graph, tensors, str(path), imposed_patch_size, imposed_batch_size,
+    graph, tensors = modelfile.read(file_name)
+    return _build_edited(graph, tensors, str(file_name), imposed_patch_size, imposed_batch_size,
                          override_mfp_to_active, replace_bn, lock_trainable_params,
                          make_weights_constant, name, make_current)
 
 
-def rebuild_model(model: Model, imposed_patch_size: Sequence[int] | None = None,
-                  imposed_batch_size: int | None = None, override_mfp_to_active: bool = False,
-                  replace_bn: str | None = None,
+def rebuild_model(model: Model, override_mfp_to_active: bool = False,
+                  imposed_patch_size: Sequence[int] | None = None, name: str | None = None,
+                  imposed_batch_size: int | None = None, replace_bn: str | None = None,
                   lock_trainable_params: bool | Sequence[str] | None = None,
-                  make_weights_constant: bool = False, name: str | None = None,
-                  make_current: bool = True) -> Model:
+                  make_weights_constant: bool = False, make_current: bool = True) -> Model:
     """A new model rebuilt from ``model``'s descriptors and parameters with the same edits
     (and ``make_current``) as :func:`modelload` offers."""
     graph, tensors = model.serialise()
@@ -88,6 +92,9 @@ def _build_edited(graph, tensors, source, imposed_patch_size, imposed_batch_size
     # without shape edits, a node that does not fit its parents means a broken file
     shape_edits = (imposed_patch_size is not None or imposed_batch_size is not None
                    or override_mfp_to_active)
+    if imposed_patch_size is None and override_mfp_to_active:  # the saved size may not fit MFP
+        with _stored_graph_errors(source):
+            imposed_patch_size = tuple(surgery.input_spatial_sizes(graph).values())
     if imposed_patch_size is not None:
         model = _build_with_patch_size(graph, tensors, source, tuple(imposed_patch_size), name)
     else:
@@ -128,32 +135,67 @@ def _freeze(model: Model, frozen: list[str], lock_trainable_params, make_weights
 
 
 def _build_with_patch_size(graph, tensors, source, desired: tuple, name) -> Model:
-    """Build with the input's spatial sizes set to ``desired``, snapped to valid sizes."""
+    """Build with the input's spatial sizes set to ``desired``, each axis snapped to its
+    nearest valid size (ties: the smaller one), whatever the other axes ask for."""
     with _stored_graph_errors(source):
         tags = list(surgery.input_spatial_sizes(graph))
     if len(desired) != len(tags):
         raise ShapeError(f"imposed_patch_size {desired} has {len(desired)} entries, the input "
                          f"has {len(tags)} spatial axes {tags}")
-    sizes = dict(zip(tags, desired))
+    wanted = dict(zip(tags, (int(d) for d in desired)))
+    model = _build_near(graph, tensors, source, wanted, name)
+    inp = model.input_node
+    assert inp is not None  # surgery found the designated Input
+    built = {t: inp.shape[t] for t in tags}
+    chosen = _nearest_valid_sizes(inp, list(model.nodes.values()), wanted)
+    if chosen != built:
+        model_manager.discard(model)
+        with _stored_graph_errors(source):
+            surgery.set_input_sizes(graph, chosen)
+        model = _build(graph, tensors, source, name, strict_shapes=False)
+    if chosen != wanted:
+        logger.warning("Patch size %s is not valid for this network%s; using the nearest "
+                       "valid size %s", desired, ' with max-fragment pooling' if any(
+                           d.get('args', {}).get('mfp') for d in graph['nodes']) else '',
+                       tuple(chosen[t] for t in tags))
+    return model
+
+
+def _build_near(graph, tensors, source, wanted: dict[str, int], name) -> Model:
+    """A model built at some valid input size, found from ``wanted`` by following the
+    nearest valid sizes that failing nodes suggest."""
+    sizes = dict(wanted)
     for _ in range(4 * len(graph['nodes'])):
         with _stored_graph_errors(source):
             surgery.set_input_sizes(graph, sizes)
         try:
-            model = _build(graph, tensors, source, name, strict_shapes=False)
+            return _build(graph, tensors, source, name, strict_shapes=False)
         except ShapeError as err:
             suggestion = err.suggestion
             if suggestion is None or suggestion.axis not in sizes:
                 raise
-            target = dict(zip(tags, desired))[suggestion.axis]
+            target = wanted[suggestion.axis]
             sizes[suggestion.axis] = min(suggestion.valid, key=lambda n: (abs(n - target), n))
             sizes.update(suggestion.other_axes)
-            continue
-        snapped = tuple(sizes[t] for t in tags)
-        if snapped != desired:
-            logger.warning("imposed_patch_size %s is not valid for this network; using the "
-                           "nearest valid size %s", desired, snapped)
-        return model
-    raise ShapeError(f"no valid patch size found near imposed_patch_size {desired}")
+    raise ShapeError(f"no valid patch size found near imposed_patch_size "
+                     f"{tuple(wanted.values())}")
+
+
+def _nearest_valid_sizes(inp: Node, nodes: list[Node], wanted: dict[str, int],
+                         search_range: int = 256) -> dict[str, int]:
+    """Per axis, the valid size of input ``inp`` nearest to ``wanted`` (ties: the smaller),
+    each searched with the other axes at their built sizes (shape rules act per axis); the
+    built sizes where the axes turn out to be coupled."""
+    nodes = topological_order(nodes)
+    built = {t: inp.shape[t] for t in wanted}
+    chosen = {}
+    for tag, size in wanted.items():
+        candidates = sorted(range(max(1, size - search_range), size + search_range + 1),
+                            key=lambda n: (abs(n - size), n))
+        chosen[tag] = next((n for n in candidates
+                            if failing_axis_with(inp, {**built, tag: n}, nodes) is None),
+                           built[tag])
+    return chosen if failing_axis_with(inp, chosen, nodes) is None else built
 
 
 def _build(graph: dict, tensors: dict[str, np.ndarray], source: str, name: str | None,
@@ -262,7 +304,7 @@ def _materialise(model: Model, tensors: dict[str, np.ndarray]) -> None:
     for key, param in model.all_params().items():
         value = torch.from_numpy(np.array(tensors[key])).to(model.device, param.dtype)
         new = torch.nn.Parameter(value, requires_grad=param.requires_grad)
-        new.apply_reg = getattr(param, 'apply_reg', False)
+        mark_regularised(new, is_regularised(param))
         real[id(param)] = new
     for node in model.nodes.values():
         node.params.update({k: real[id(p)] for k, p in node.params.items()})
@@ -281,3 +323,65 @@ def _restore_state(model: Model, graph: dict, source: str) -> None:
             model.designate_nodes(**designations)
     except Error as err:
         raise ModelFileError(f"{source}: invalid stored model state: {err}") from None
+
+
+def model_from_graph(graph: dict, tensors: dict[str, np.ndarray], name: str | None = None,
+                     make_current: bool = True, source: str = 'edited graph') -> Model:
+    """A model built from a graph and parameter arrays (the contents of a model file,
+    e.g. :meth:`.Model.serialise` edited by :func:`.surgery.inject_source`)."""
+    model = _build(graph, tensors, source, name, strict_shapes=False)
+    if make_current:
+        model_manager.setmodel(model)
+    return model
+
+
+def params_from_model_file(file_name: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
+    """The parameters stored in a model file: node name -> {parameter name -> array}, in
+    the order of the nodes."""
+    graph, tensors = modelfile.read(file_name)
+    params: dict[str, dict[str, np.ndarray]] = {}
+    for descr in graph['nodes']:
+        node = descr['args']['name']
+        values = {k.split('.', 1)[1]: v for k, v in tensors.items() if k.split('.', 1)[0] == node}
+        if values:
+            params[node] = values
+    return params
+
+
+def rebuild_decoder(model: Model, state_name: str, state_child_name: str) -> Model:
+    """The decoder of an auto-encoder as a model of its own: a new Input 'state_input',
+    shaped like the node ``state_name``, replaces that node as the parent of
+    ``state_child_name`` and becomes the input node."""
+    state = model[state_name].shape
+    graph, tensors = model.serialise()
+    graph, input_name = surgery.inject_source(graph, state_child_name, state.shape, state.tags,
+                                              state.strides, state.fov, name='state_input')
+    graph['designations']['input_node'] = input_name
+    return model_from_graph(graph, tensors, source=f"decoder of model {model.name!r}")
+
+
+def rebuild_rnn(model: Model) -> Model:
+    """ELEKTRONN2's tracing RNN, rebuilt to run one step at a time with its feedback fed in.
+
+    New inputs replace: the image input before 'conv' (or the split 'split' if the model
+    has 'conv_r') as 'img'; the parent of 'trace_join' (if any) as 'trace_feedback'
+    (1, 3 * scan steps); a ValueNode 'mem_hid' as the memory of 'gru' ('mem_hid_feedback').
+    """
+    if model.input_node is None:
+        raise GraphError(f"Model {model.name!r} has no input_node to replace; call "
+                         f"model.designate_nodes(input_node=...) first")
+    img = model.input_node.shape
+    graph, tensors = model.serialise()
+    if 'conv_r' in model.nodes:
+        graph, input_name = surgery.inject_source_split(graph, 'split', img.shape, img.tags,
+                                                        name='img')
+    else:
+        graph, input_name = surgery.inject_source(graph, 'conv', img.shape, img.tags, name='img')
+    if 'trace_join' in model.nodes:
+        graph, _ = surgery.inject_source(graph, 'trace_join', (1, 3 * model['scan'].n_steps),
+                                         'b,f', name='trace_feedback')
+    if isinstance(model.nodes.get('mem_hid'), ValueNode):
+        graph, _ = surgery.inject_source(graph, 'gru', model['mem_hid'].shape.shape, 'b,f',
+                                         name='mem_hid_feedback', parent_no=1)
+    graph['designations']['input_node'] = input_name
+    return model_from_graph(graph, tensors, source=f"RNN of model {model.name!r}")

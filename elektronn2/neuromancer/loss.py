@@ -1,5 +1,7 @@
-"""Outputs and losses: Softmax, MultinoulliNLL, BinaryNLL, SquaredLoss, AbsLoss,
-AggregateLoss, Errors, OneHot, GaussianNLL and GaussianRV (sampling).
+"""Outputs and losses: Softmax, Classification, MultinoulliNLL, BlockedMultinoulliNLL,
+MalisNLL, BinaryNLL, SquaredLoss, AbsLoss, EuclideanDistance, RampLoss, SobelizedLoss,
+AggregateLoss, Errors, OneHot, GaussianNLL, BetaNLL, GaussianRV (sampling) and
+GaussianAEVBPrior.
 
 Element-wise losses keep the prediction's shape with 'f' reduced to 1 and are
 normalised so that their *mean* is the average loss over labelled entries;
@@ -16,6 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, ShapeError
+from .malis import malis_pair_counts
+from .neural import Conv
 from .node import Node
 from .shape import TaggedShape
 
@@ -48,6 +52,10 @@ class Softmax(Node):
     def n_class(self) -> int:
         """Classes per softmax group."""
         return self._classes_of(self.shape['f'])
+
+    @property
+    def class_count(self) -> int:
+        return self.n_class
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
         n_f = sh['f']
@@ -88,12 +96,17 @@ class MultinoulliNLL(Node):
             are computed stably from its logits).
         target: sparse labels (b, n_indep, ...) with values in [0, n_class) and < 0 for
             unlabelled, or dense probabilities shaped like ``pred``.
-        class_weights: weight per class (list/array, or a node).
+        class_weights: weight per class (list/array, or a node): ``n_class`` values shared
+            by the ``n_indep`` softmax groups, or ``n_class * n_indep`` (ELEKTRONN2's
+            length, one per output feature).
         example_weights: node of shape (b, 1, ...) or (b, ...): weight per output position.
         mask_class_labeled: node (b, n_class): 0 where a class is present but not labelled
             in that example; such positions are ignored.
         mask_class_not_present: node (b, n_class): 1 where a class is known to be absent;
             its probability is pushed to 0 everywhere in that example.
+        weakness: in [0, 1): labels are trusted only to this degree less, i.e. each
+            labelled target row becomes ``(1 - weakness) * target + weakness / n_class``
+            (label smoothing of weak labels); 0 is the plain NLL.
         label_prop_thresh: label propagation (ELEKTRONN v1): unlabelled positions
             (sparse label < 0) whose predicted probability for a class exceeds this
             threshold are trained as that class.
@@ -103,11 +116,14 @@ class MultinoulliNLL(Node):
     """
 
     def __init__(self, pred: Node, target: Node, target_is_sparse: bool = False,
-                 class_weights=None, example_weights: Node | None = None,
+                 class_weights=None, example_weights: Node | None = None, weakness: float = 0,
                  mask_class_labeled: Node | None = None, mask_class_not_present: Node | None = None,
                  label_prop_thresh: float | None = None, name: str = 'nll', print_repr: bool = True):
         if label_prop_thresh is not None and not target_is_sparse:
             raise ConfigError(f"MultinoulliNLL {name!r}: label_prop_thresh needs sparse targets")
+        if not 0 <= weakness < 1:
+            raise ConfigError(f"{type(self).__name__} {name!r}: weakness={weakness} must be in [0, 1)")
+        self.weakness = float(weakness)
         self.target_is_sparse = target_is_sparse
         self.label_prop_thresh = label_prop_thresh
         self.n_class, self.n_indep = _class_structure(pred)
@@ -127,8 +143,9 @@ class MultinoulliNLL(Node):
         want_f = self.n_indep if self.target_is_sparse else pred['f']
         if target.ndim != pred.ndim or target['f'] != want_f:
             kind = 'sparse' if self.target_is_sparse else 'dense'
-            raise ShapeError(f"{kind} target has shape {target.shape}; expected {pred.ndim} axes "
-                             f"with 'f'={want_f} for prediction {pred.shape}")
+            raise ShapeError(f"{kind} target has shape {target.shape}; expected "
+                             f"{len(pred.shape)} axes ({','.join(pred.tags)}) with "
+                             f"'f'={want_f} for prediction {pred.shape}")
         if target.spatial_shape != pred.spatial_shape:
             raise ShapeError(f"target spatial shape {target.spatial_shape} differs from the "
                              f"prediction's {pred.spatial_shape}")
@@ -140,9 +157,11 @@ class MultinoulliNLL(Node):
         if isinstance(cw, Node):
             return {}
         cw = np.ones(self.n_class, np.float32) if cw is None else np.asarray(cw, np.float32).ravel()
-        if cw.size != self.n_class:
+        if cw.size not in (self.n_class, self.n_class * self.n_indep):
             raise ShapeError(f"MultinoulliNLL {self.name!r}: {cw.size} class_weights given for "
-                             f"{self.n_class} classes")
+                             f"{self.n_class} classes in {self.n_indep} group(s): give "
+                             f"{self.n_class} (shared by the groups) or "
+                             f"{self.n_class * self.n_indep} (one per output feature)")
         return {'class_weights': self._new_param(cw, trainable=False)}
 
     @property
@@ -177,11 +196,26 @@ class MultinoulliNLL(Node):
         hot = labels.unsqueeze(f + 1) == _broadcast_along(classes, labels.ndim + 1, f + 1)
         return hot.flatten(f, f + 1).float()
 
+    def _log_probs(self, get: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities, their log) of the prediction; stable from a Softmax's logits."""
+        pred = get['pred'].float()
+        softmax = self.parents[0]  # there are logits only if the prediction is a Softmax
+        log_p = (softmax.log_probs(get['logits'].float())
+                 if 'logits' in get and isinstance(softmax, Softmax)
+                 else torch.log(pred.clamp(min=EPS)))
+        return pred, log_p
+
+    def _weakened(self, target: torch.Tensor) -> torch.Tensor:
+        """Labelled rows mixed with the uniform distribution by ``weakness``."""
+        f = self._f_axis
+        grouped = target.unflatten(f, (self.n_indep, self.n_class))
+        mass = grouped.sum(dim=f + 1, keepdim=True)
+        mixed = (1 - self.weakness) * grouped + self.weakness * mass / self.n_class
+        return mixed.flatten(f, f + 1)
+
     def forward(self, *inputs, training=False):
         get = dict(zip(self._slots, inputs))
-        pred = get['pred'].float()
-        log_p = (self.parents[0].log_probs(get['logits'].float()) if 'logits' in get
-                 else torch.log(pred.clamp(min=EPS)))
+        pred, log_p = self._log_probs(get)
         if self.target_is_sparse:
             labels = get['target'].long()
             if self.label_prop_thresh is not None:
@@ -189,9 +223,13 @@ class MultinoulliNLL(Node):
             target = self._one_hot(labels)
         else:
             target = get['target'].float()
+        if self.weakness:
+            target = self._weakened(target)
         f = self._f_axis
         cw = get['class_weights'] if 'class_weights' in get else self.params['class_weights']
-        weights = _broadcast_along(cw.float().reshape(-1).repeat(self.n_indep), pred.ndim, f)
+        cw = cw.float().reshape(-1)
+        per_feature = cw if cw.numel() == self.n_class * self.n_indep else cw.repeat(self.n_indep)
+        weights = _broadcast_along(per_feature, pred.ndim, f)
         if 'example_weights' in get:
             ew = get['example_weights'].float()
             weights = weights * (ew if ew.ndim == pred.ndim else ew.unsqueeze(f))
@@ -205,6 +243,139 @@ class MultinoulliNLL(Node):
             n_labelled = n_labelled + absent.sum()
         scale = pred.numel() / (n_labelled + EPS) / (self.n_class * self.n_indep)
         return (nll * scale).sum(dim=f, keepdim=True)
+
+
+class BlockedMultinoulliNLL(MultinoulliNLL):
+    """:class:`MultinoulliNLL` where confusions among the foreground classes cost less.
+
+    Within each group, the probability of every class but class 0 is raised to at
+    least ``blocking_factor`` times the largest of them,
+    ``p_k <- max(p_k, blocking_factor * max_{j >= 1} p_j)`` for ``k >= 1``, before the
+    NLL is taken; a foreground example predicted as another foreground class is then
+    penalised by at most ``-log(blocking_factor * p_max)``. ``blocking_factor`` is a
+    constant parameter (``node.params['blocking_factor']``, changeable while training).
+    Arguments otherwise as for :class:`MultinoulliNLL`; output (b, 1, ...) as there.
+    """
+
+    def __init__(self, pred: Node, target: Node, blocking_factor: float = 0.5,
+                 target_is_sparse: bool = False, class_weights=None,
+                 example_weights: Node | None = None, mask_class_labeled: Node | None = None,
+                 mask_class_not_present: Node | None = None, name: str = 'nll',
+                 print_repr: bool = True):
+        self._blocking_factor = float(blocking_factor)
+        super().__init__(pred, target, target_is_sparse=target_is_sparse,
+                         class_weights=class_weights, example_weights=example_weights,
+                         mask_class_labeled=mask_class_labeled,
+                         mask_class_not_present=mask_class_not_present, name=name,
+                         print_repr=print_repr)
+
+    def _make_params(self):
+        params = super()._make_params()
+        params['blocking_factor'] = self._new_param([self._blocking_factor], trainable=False)
+        return params
+
+    def _log_probs(self, get: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self._f_axis
+        grouped = get['pred'].float().unflatten(f, (self.n_indep, self.n_class))
+        foreground = grouped.narrow(f + 1, 1, self.n_class - 1)
+        floor = self.params['blocking_factor'] * foreground.amax(dim=f + 1, keepdim=True)
+        blocked = torch.cat([grouped.narrow(f + 1, 0, 1), torch.maximum(foreground, floor)],
+                            dim=f + 1).flatten(f, f + 1)
+        return blocked, torch.log(blocked.clamp(min=EPS))
+
+
+class MalisNLL(Node):
+    """MALIS loss of affinity predictions as a negative log-likelihood (Turaga et al. 2009).
+
+    Args:
+        pred: a :class:`Softmax` with 2 classes for each of the k edges (n_indep = k):
+            'f' holds (disconnected, connected) of edge 0, then of edge 1, ...
+        aff_gt: (b, k, *spatial) true affinities (1: connected).
+        seg_gt: (b, 1, *spatial) true segment ids (0: unlabelled, in no pair).
+        nhood: (k, n_spatial) edge offsets: edge i at voxel p joins p and p + nhood[i].
+        unrestrict_neg: count negative pairs on the predicted affinities as they are;
+            else on ``max(pred, aff_gt)`` (positive pairs always on ``min(pred, aff_gt)``).
+        class_weights: 2 weights (disconnected, connected) for the pair counts.
+        example_weights: node (b, 1 or k, *spatial) weighting each edge.
+
+    Each edge gets the number of same-segment pairs (positive) and different-segment
+    pairs (negative) whose maximin edge it is (:func:`.malis.malis_pair_counts`); the
+    output (b, k, *spatial) is ``-(pos * log p_connected + neg * log p_disconnected)``,
+    normalised so that its mean is the NLL per counted pair.
+    """
+
+    def __init__(self, pred: Node, aff_gt: Node, seg_gt: Node, nhood, unrestrict_neg: bool = True,
+                 class_weights=None, example_weights: Node | None = None, name: str = 'nll',
+                 print_repr: bool = True):
+        if not isinstance(pred, Softmax) or pred.n_class != 2:
+            raise ConfigError(f"MalisNLL {name!r}: pred must be a Softmax of 2 classes per "
+                              f"edge (n_class=2, n_indep=number of edges)")
+        self.nhood = np.asarray(nhood, dtype=np.int64)
+        self._call_args['nhood'] = self.nhood.tolist()
+        if self.nhood.ndim != 2 or len(self.nhood) != pred.n_indep:
+            raise ShapeError(f"MalisNLL {name!r}: nhood {self.nhood.tolist()} must have one "
+                             f"row of offsets per edge ({pred.n_indep} edges)")
+        self.unrestrict_neg = bool(unrestrict_neg)
+        self._class_weights_arg = class_weights
+        slots = {'pred': pred, 'aff_gt': aff_gt, 'seg_gt': seg_gt}
+        optional = {'class_weights': class_weights, 'example_weights': example_weights}
+        slots.update({k: v for k, v in optional.items() if isinstance(v, Node)})
+        self._slots = list(slots)
+        super().__init__(list(slots.values()), name, print_repr)
+
+    def _infer_shape(self, pred: TaggedShape, aff: TaggedShape, seg: TaggedShape,
+                     *others) -> TaggedShape:
+        n_edges = len(self.nhood)
+        if self.nhood.shape[1] != len(pred.spatial_axes):
+            raise ShapeError(f"nhood has {self.nhood.shape[1]} offsets per edge for "
+                             f"{len(pred.spatial_axes)} spatial axes")
+        for what, sh, n_f in (('aff_gt', aff, n_edges), ('seg_gt', seg, 1)):
+            if sh.tags != pred.tags or sh['f'] != n_f or sh.spatial_shape != pred.spatial_shape:
+                raise ShapeError(f"{what} {sh} must have the tags and spatial shape of the "
+                                 f"prediction {pred} and 'f'={n_f}")
+        return pred.updateshape('f', n_edges)
+
+    def _make_params(self):
+        cw = self._class_weights_arg
+        if isinstance(cw, Node):
+            return {}
+        cw = np.ones(2, np.float32) if cw is None else np.asarray(cw, np.float32).ravel()
+        if cw.size != 2:
+            raise ShapeError(f"MalisNLL {self.name!r}: class_weights needs 2 values "
+                             f"(disconnected, connected), got {cw.size}")
+        return {'class_weights': self._new_param(cw, trainable=False)}
+
+    def _counts(self, affinity: torch.Tensor, aff_gt: torch.Tensor, seg_gt: torch.Tensor):
+        """(pos, neg) pair counts per edge, (b, k, *spatial), on the CPU."""
+        aff = affinity.detach().float().cpu().numpy()
+        gt = aff_gt.detach().float().cpu().numpy()
+        seg = seg_gt.detach().cpu().numpy()
+        f = self.shape.tag2index('f')
+        aff, gt, seg = (np.moveaxis(a, f, 1) for a in (aff, gt, seg))
+        pos, neg = np.zeros(aff.shape, np.int64), np.zeros(aff.shape, np.int64)
+        for i in range(aff.shape[0]):
+            pos[i] = malis_pair_counts(np.minimum(aff[i], gt[i]), seg[i, 0], self.nhood)[0]
+            neg_on = aff[i] if self.unrestrict_neg else np.maximum(aff[i], gt[i])
+            neg[i] = malis_pair_counts(neg_on, seg[i, 0], self.nhood)[1]
+        return (torch.from_numpy(np.moveaxis(c, 1, f)).to(affinity.device, torch.float32)
+                for c in (pos, neg))
+
+    def forward(self, *inputs, training=False):
+        get = dict(zip(self._slots, inputs))
+        pred = get['pred'].float()
+        f = self.shape.tag2index('f')
+        connected, disconnected = pred[(slice(None),) * f + (slice(1, None, 2),)], \
+            pred[(slice(None),) * f + (slice(0, None, 2),)]
+        pos, neg = self._counts(connected, get['aff_gt'], get['seg_gt'])
+        cw = (get['class_weights'] if 'class_weights' in get else self.params['class_weights'])
+        cw = cw.float().reshape(-1)
+        weight = get['example_weights'].float() if 'example_weights' in get else 1.0
+        nll = -(pos * cw[1] * weight * torch.log(connected + EPS)
+                + neg * cw[0] * weight * torch.log(disconnected + EPS))
+        return nll * (nll.numel() / ((pos + neg).sum() + EPS))
+
+    def _compute_cost(self) -> int:
+        return 10 * self.shape.stripbatch_prod
 
 
 class BinaryNLL(Node):
@@ -311,6 +482,85 @@ class AbsLoss(_RegressionLoss):
         return 1.0 + self.scale_correction * target.abs()
 
 
+class EuclideanDistance(Node):
+    """Euclidean distance ``||target - pred||`` over the 'f' axis, shape of ``pred`` with
+    'f' = 1; NaN distances (unlabelled) count 0."""
+
+    def __init__(self, pred: Node, target: Node, name: str = 'se', print_repr: bool = True):
+        super().__init__([pred, target], name, print_repr)
+
+    def _infer_shape(self, pred: TaggedShape, target: TaggedShape) -> TaggedShape:
+        if pred.stripnone != target.stripnone or pred.ndim != target.ndim:
+            raise ShapeError(f"target shape {target.shape} differs from prediction {pred.shape}")
+        return pred.updateshape('f', 1)
+
+    def forward(self, pred, target, training=False):
+        f = self.parents[0].shape.tag2index('f')
+        dist = torch.linalg.vector_norm(target.float() - pred.float(), dim=f, keepdim=True)
+        return torch.nan_to_num(dist, nan=0.0)
+
+
+class RampLoss(Node):
+    """Ramp (hinge) loss of two distances: ``max(d_low - d_big + margin, 0)``, averaged
+    over 'f' (shape of ``d_low`` with 'f' = 1); pushes ``d_low`` below ``d_big`` by
+    ``margin`` (a constant parameter, ``node.params['margin']``). NaN counts 0."""
+
+    def __init__(self, d_low: Node, d_big: Node, name: str = 'se', print_repr: bool = True,
+                 margin: float | None = None):
+        self._margin = 0.0 if margin is None else float(margin)
+        super().__init__([d_low, d_big], name, print_repr)
+
+    def _infer_shape(self, low: TaggedShape, big: TaggedShape) -> TaggedShape:
+        if low.stripnone != big.stripnone or low.ndim != big.ndim:
+            raise ShapeError(f"d_big {big} must have the shape of d_low {low}")
+        return low.updateshape('f', 1)
+
+    def _make_params(self):
+        return {'margin': self._new_param([self._margin], trainable=False)}
+
+    def forward(self, low, big, training=False):
+        f = self.parents[0].shape.tag2index('f')
+        ramp = torch.nan_to_num(F.relu(low.float() - big.float() + self.params['margin']), nan=0.0)
+        return ramp.mean(dim=f, keepdim=True)
+
+
+def _sobel_filters(n_f: int, n_sp: int) -> np.ndarray:
+    """Constant filters (n_f * n_sp, n_f, 3, ...): output channel ``k * n_f + i`` is the
+    derivative (1, 0, -1) of input feature i along spatial axis k, smoothed by
+    (0.3, 0.4, 0.3) along the other spatial axes."""
+    derivative, smooth = np.array([1.0, 0.0, -1.0]), np.array([0.3, 0.4, 0.3])
+    w = np.zeros((n_f * n_sp, n_f) + (3,) * n_sp, np.float32)
+    for k in range(n_sp):
+        kernel = np.ones((1,) * n_sp)
+        for axis in range(n_sp):
+            shape = [1] * n_sp
+            shape[axis] = 3
+            kernel = kernel * (derivative if axis == k else smooth).reshape(shape)
+        for i in range(n_f):
+            w[k * n_f + i, i] = kernel
+    return w
+
+
+def SobelizedLoss(pred: Node, target: Node, loss_type: str = 'abs',  # noqa: N802
+                  loss_kwargs: dict | None = None) -> Node:
+    """:class:`AbsLoss` between the Sobel gradients of ``pred`` and ``target``.
+
+    Both pass through the same constant 'same' :class:`~.neural.Conv` (``pred_sobel``,
+    ``target_sobel``) of :func:`_sobel_filters`: one smoothed derivative per spatial
+    axis and feature. ``loss_kwargs`` go to AbsLoss; only ``loss_type='abs'`` exists.
+    """
+    if loss_type != 'abs':
+        raise ConfigError(f"SobelizedLoss: loss_type={loss_type!r}; only 'abs' exists")
+    n_f, n_sp = pred.shape['f'], len(pred.shape.spatial_axes)
+    w = _sobel_filters(n_f, n_sp)
+    b = np.zeros(n_f * n_sp, np.float32)
+
+    def sobel(node: Node, name: str) -> Node:
+        return Conv(node, n_f * n_sp, (3,) * n_sp, (1,) * n_sp, conv_mode='same',
+                    activation_func='lin', w=[w, 'const'], b=[b, 'const'], name=name)
+    return AbsLoss(sobel(pred, 'pred_sobel'), sobel(target, 'target_sobel'), **(loss_kwargs or {}))
+
+
 class AggregateLoss(Node):
     """The scalar objective: mean over components of ``mixing_weight * mean(loss)``.
 
@@ -342,12 +592,55 @@ class AggregateLoss(Node):
         return (means * self.params['mixing_weights']).mean()
 
 
+def _classification_structure(pred: Node, n_class, n_indep) -> tuple[int, int, bool]:
+    """(n_class, n_indep, binary) of a prediction: from a Softmax, a sigmoid output (one
+    probability per feature: 2 classes, thresholded at 0.5) or the given numbers."""
+    if isinstance(pred, Softmax):
+        return pred.n_class, pred.n_indep, False
+    if pred.activation_func in ('sigmoid', 'sig', 'logistic'):
+        return 2, pred.shape['f'], True
+    if n_class == 'auto':
+        return pred.shape['f'], 1, False
+    n_indep = 1 if n_indep == 'auto' else int(n_indep)
+    return int(n_class), n_indep, n_indep == pred.shape['f']
+
+
+def _classify(x: torch.Tensor, f: int, n_class: int, n_indep: int, binary: bool) -> torch.Tensor:
+    """Class indices along axis ``f``: ``x > 0.5`` per feature, or the argmax per group."""
+    if binary:
+        return (x > 0.5).long()
+    return x.unflatten(f, (n_indep, n_class)).argmax(dim=f + 1)
+
+
+class Classification(Node):
+    """The predicted class of each group: shape of ``pred`` with 'f' = n_indep (int64).
+
+    For a :class:`Softmax` the argmax within each of its groups; for a sigmoid output
+    (or ``n_indep`` equal to the number of features) ``pred > 0.5`` per feature; else
+    ``n_class`` and ``n_indep`` say how the features group.
+    """
+
+    def __init__(self, pred: Node, n_class: int | str = 'auto', n_indep: int | str = 'auto',
+                 name: str = 'cls', print_repr: bool = True):
+        self.n_class, self.n_indep, self.binary = _classification_structure(pred, n_class, n_indep)
+        super().__init__(pred, name, print_repr)
+
+    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
+        if not self.binary and self.n_class * self.n_indep != sh['f']:
+            raise ShapeError(f"{self.n_indep} group(s) of {self.n_class} classes do not make "
+                             f"{sh['f']} features")
+        return sh.updateshape('f', self.n_indep)
+
+    def forward(self, pred, training=False):
+        f = self.parent.shape.tag2index('f')
+        return _classify(pred, f, self.n_class, self.n_indep, self.binary)
+
+
 class Errors(Node):
     """Fraction of wrongly classified entries (scalar).
 
-    For a Softmax prediction the class is the argmax within each group; for a
-    sigmoid prediction (one probability per feature) it is ``pred > 0.5``.
-    Sparse labels < 0 are not counted.
+    The class is taken as by :class:`Classification` (argmax within each Softmax group,
+    ``pred > 0.5`` for a sigmoid prediction). Sparse labels < 0 are not counted.
     """
     is_error = True
 
@@ -355,32 +648,33 @@ class Errors(Node):
                  n_class: int | str = 'auto', n_indep: int | str = 'auto',
                  name: str = 'errors', print_repr: bool = True):
         self.target_is_sparse = target_is_sparse
-        self.binary = (not isinstance(pred, Softmax)
-                       and pred.activation_func in ('sigmoid', 'sig', 'logistic'))
-        if isinstance(pred, Softmax) or self.binary or n_class == 'auto':
-            self.n_class, self.n_indep = _class_structure(pred)
+        if isinstance(pred, Classification):
+            self.n_class, self.n_indep, self.binary = pred.n_class, pred.n_indep, pred.binary
+            self._classified = True
         else:
-            self.n_indep = 1 if n_indep == 'auto' else int(n_indep)
-            self.n_class = int(n_class)
+            self.n_class, self.n_indep, self.binary = _classification_structure(pred, n_class,
+                                                                                n_indep)
+            self._classified = False
         super().__init__([pred, target], name, print_repr)
 
     def _infer_shape(self, pred: TaggedShape, target: TaggedShape) -> TaggedShape:
-        groups = pred['f'] if self.binary else self.n_indep
-        want_f = groups if self.target_is_sparse else pred['f']
+        if self._classified:
+            dense_f = self.n_indep if self.binary else self.n_class * self.n_indep
+            want_f = self.n_indep if self.target_is_sparse else dense_f
+        else:
+            groups = pred['f'] if self.binary else self.n_indep
+            want_f = groups if self.target_is_sparse else pred['f']
         if target.ndim != pred.ndim or target['f'] != want_f:
             raise ShapeError(f"target shape {target.shape} does not fit prediction {pred.shape} "
                              f"(expected 'f'={want_f})")
         return SCALAR
 
-    def _classes(self, x: torch.Tensor) -> torch.Tensor:
-        if self.binary:
-            return (x > 0.5).long()
-        f = self.parents[0].shape.tag2index('f')
-        return x.unflatten(f, (self.n_indep, self.n_class)).argmax(dim=f + 1)
-
     def forward(self, pred, target, training=False):
-        predicted = self._classes(pred)
-        truth = target.long() if self.target_is_sparse else self._classes(target)
+        f = self.parents[0].shape.tag2index('f')
+        predicted = pred.long() if self._classified else _classify(
+            pred, f, self.n_class, self.n_indep, self.binary)
+        truth = (target.long() if self.target_is_sparse
+                 else _classify(target, f, self.n_class, self.n_indep, self.binary))
         counted = truth >= 0
         wrong = (predicted != truth) & counted
         return wrong.sum().float() / counted.sum().clamp(min=1).float()
@@ -408,6 +702,23 @@ class OneHot(Node):
         return (target.long() == _broadcast_along(classes, target.ndim, axis)).float()
 
 
+def _density_shape(first: TaggedShape, second: TaggedShape, target: TaggedShape,
+                   names: tuple[str, str]) -> TaggedShape:
+    """Shape of an element-wise NLL of ``target`` under a density of two parameters of equal
+    shape; a samples axis 's' of the parameters is broadcast over the target."""
+    if first.shape != second.shape:
+        raise ShapeError(f"{names[0]} {first} and {names[1]} {second} must have equal shapes")
+    stripped = first.delaxis('s') if 's' in first.tags else first
+    if stripped.stripnone != target.stripnone or stripped.ndim != target.ndim:
+        raise ShapeError(f"target {target} does not match {names[0]} {first}")
+    return first
+
+
+def _along_samples(target: torch.Tensor, parameter: TaggedShape) -> torch.Tensor:
+    """``target`` with a length-1 samples axis where the density's parameters have one."""
+    return target.unsqueeze(parameter.tag2index('s')) if 's' in parameter.tags else target
+
+
 class GaussianNLL(Node):
     """Element-wise Gaussian negative log-likelihood of ``target`` under N(mu, sig**2).
 
@@ -422,19 +733,37 @@ class GaussianNLL(Node):
         super().__init__([mu, sig, target], name, print_repr)
 
     def _infer_shape(self, mu: TaggedShape, sig: TaggedShape, target: TaggedShape) -> TaggedShape:
-        if mu.shape != sig.shape:
-            raise ShapeError(f"mu {mu} and sig {sig} must have equal shapes")
-        stripped = mu.delaxis('s') if 's' in mu.tags else mu
-        if stripped.stripnone != target.stripnone or stripped.ndim != target.ndim:
-            raise ShapeError(f"target {target} does not match mu {mu}")
-        return mu
+        return _density_shape(mu, sig, target, ('mu', 'sig'))
 
     def forward(self, mu, sig, target, training=False):
-        if 's' in self.parents[0].shape.tags:
-            target = target.unsqueeze(self.parents[0].shape.tag2index('s'))
+        target = _along_samples(target, self.parents[0].shape)
         log_sig = sig if self.sig_is_log else torch.log(sig.clamp(min=EPS))
         sig = torch.exp(sig) if self.sig_is_log else sig
         return 0.5 * np.log(2 * np.pi) + log_sig + 0.5 * ((target - mu) / sig) ** 2
+
+
+class BetaNLL(Node):
+    """Element-wise negative log-likelihood of ``target`` in [0, 1] under a Beta density
+    given by its ``mode`` in (0, 1) and ``concentration`` c > 2:
+    ``a = mode (c - 2) + 1``, ``b = (1 - mode)(c - 2) + 1``,
+    ``-log Beta(target; a, b) + softplus(-c)`` (the last term keeps c from shrinking).
+    A samples axis 's' of ``mode`` is broadcast over the target, as in GaussianNLL.
+    """
+
+    def __init__(self, mode: Node, concentration: Node, target: Node, name: str = 'beta_nll',
+                 print_repr: bool = True):
+        super().__init__([mode, concentration, target], name, print_repr)
+
+    def _infer_shape(self, mode: TaggedShape, conc: TaggedShape, target: TaggedShape) -> TaggedShape:
+        return _density_shape(mode, conc, target, ('mode', 'concentration'))
+
+    def forward(self, mode, conc, target, training=False):
+        target = _along_samples(target, self.parents[0].shape)
+        a = mode * (conc - 2) + 1
+        b = (1 - mode) * (conc - 2) + 1
+        log_pdf = (torch.lgamma(a + b) - torch.lgamma(a) - torch.lgamma(b)
+                   + (a - 1) * torch.log(target + EPS) + (b - 1) * torch.log(1 - target + EPS))
+        return -log_pdf + F.softplus(-conc)
 
 
 class GaussianRV(Node):
@@ -444,10 +773,15 @@ class GaussianRV(Node):
     In inference mode the mean ``mu`` is returned (broadcast along 's').
     """
 
-    def __init__(self, mu: Node, log_sig: Node, n_samples: int = 0, name: str = 'gauss_rv',
+    def __init__(self, mu: Node, log_sig: Node, n_samples: int = 0, name: str = 'state',
                  print_repr: bool = True):
         self.n_samples = int(n_samples)
         super().__init__([mu, log_sig], name, print_repr)
+
+    def make_priorlayer(self) -> GaussianAEVBPrior:
+        """The :class:`GaussianAEVBPrior` of this node's ``mu`` and ``log_sig`` (same samples)."""
+        return GaussianAEVBPrior(self.parents[0], self.parents[1], self.n_samples,
+                                 name=f"{self.name}_prior")
 
     def _infer_shape(self, mu: TaggedShape, log_sig: TaggedShape) -> TaggedShape:
         if mu.shape != log_sig.shape:
@@ -463,3 +797,24 @@ class GaussianRV(Node):
         if not training:
             return mu.clone() if self.n_samples else mu
         return mu + torch.exp(log_sig) * torch.randn_like(mu)
+
+
+class GaussianAEVBPrior(GaussianRV):
+    """KL divergence of N(mu, exp(log_sig)**2) from N(0, 1), element-wise:
+    ``0.5 * (mu**2 + sig**2 - 1 - 2 log_sig)`` (the prior term of auto-encoding
+    variational Bayes). With ``n_samples`` it is repeated along the samples axis 's',
+    so that it weighs as much as a loss on the samples of the matching GaussianRV
+    (see :meth:`GaussianRV.make_priorlayer`).
+    """
+
+    def __init__(self, mu: Node, log_sig: Node, n_samples: int = 0, name: str = 'prior',
+                 print_repr: bool = True):
+        super().__init__(mu, log_sig, n_samples, name, print_repr)
+
+    def forward(self, mu, log_sig, training=False):
+        kl = 0.5 * (mu ** 2 + torch.exp(2 * log_sig) - 1 - 2 * log_sig)
+        if self.n_samples:
+            shape = list(kl.shape)
+            shape.insert(1, self.n_samples)
+            kl = kl.unsqueeze(1).expand(shape)
+        return kl

@@ -88,8 +88,8 @@ def fragmented_shape(sh: TaggedShape, pool_shape: tuple) -> TaggedShape:
         return sh
     b = sh.batch_size
     out = sh.updateshape('b', None if b is None else b * math.prod(pool_shape))
-    return TaggedShape(out.shape, out.tags, out.strides, out.fov, out.offsets,
-                       out.mfp_pools + (tuple(pool_shape),))
+    return TaggedShape(out.shape, out.tags, out.strides, fov=out.fov, offsets=out.offsets,
+                       mfp_pools=out.mfp_pools + (tuple(pool_shape),))
 
 
 class FragmentsToDense(Node):
@@ -114,7 +114,7 @@ class FragmentsToDense(Node):
             size = sh.shape[i]
             out = out.updateshape(i, None if size is None else size * factors[k])
         strides = tuple(s // f for s, f in zip(sh.strides, factors))
-        return TaggedShape(out.shape, out.tags, strides, sh.fov, sh.offsets)
+        return TaggedShape(out.shape, out.tags, strides, fov=sh.fov, offsets=sh.offsets)
 
     def forward(self, x, training=False):
         pools = self.parent.shape.mfp_pools

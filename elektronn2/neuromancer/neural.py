@@ -1,4 +1,7 @@
-"""Learnable layers: Perceptron, Conv (1-, 2-, 3-D), Pool, UpConv and LRN.
+"""Learnable layers: Perceptron, Conv (1-, 2-, 3-D), Pool, UpConv and LRN; FaithlessMerge.
+
+ELEKTRONN2's ``neural`` module also held Crop, Pad (:mod:`.basic`), FragmentsToDense
+(:mod:`.mfp`), GRU and LSTM (:mod:`.recurrent`); they are importable from here too.
 
 Order of operations in a Conv: convolution + bias, batch normalisation,
 activation, pooling, dropout. For max pooling and a monotone activation the
@@ -8,17 +11,26 @@ the pooling is max-fragment pooling (see :mod:`.mfp`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError
+from .basic import Add, Concat, Crop, merged_geometry
 from .conv_paths import convolve
 from .layer import NeuralLayer
 from .mfp import fragment_pool, fragmented_shape, pool
 from .node import Node
 from .shape import SPATIAL_TAGS, TaggedShape, as_tuple
+
+# ELEKTRONN2's neural module held these too (re-exports; their homes are named here)
+from .basic import Pad as Pad
+from .mfp import FragmentsToDense as FragmentsToDense
+from .recurrent import GRU as GRU
+from .recurrent import LSTM as LSTM
 
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
@@ -28,17 +40,20 @@ class Perceptron(NeuralLayer):
 
     With ``flatten=True`` all non-batch axes are flattened into the features
     first and the output is ``(b, n_f)`` with tags 'b,f'. Weights ``w`` have shape
-    (n_in, n_f), bias ``b`` (n_f,). 'maxout k' divides the outputs by k.
-    ``w_init``: see :mod:`.init`. ``dual_of``: a Perceptron whose weights this
-    layer uses transposed (tied auto-encoder decoders; see :meth:`make_dual`).
+    (n_in, n_f), bias ``b`` (n_f,). 'maxout k' divides the outputs by k. ``w``/``b`` may
+    also be another layer (or its ``.w``/``.b``) to share its parameter; ``gamma``,
+    ``mean``, ``std`` initialise batch normalisation. ``w_init``: see :mod:`.init`.
+    ``dual_of``: a Perceptron whose weights this layer uses transposed (tied auto-encoder
+    decoders; see :meth:`make_dual`).
     """
 
     def __init__(self, parent: Node, n_f: int, activation_func: str = 'relu',
                  flatten: bool = False, batch_normalisation=False, dropout_rate: float = 0,
-                 name: str = 'dot', print_repr: bool = True, w=None, b=None,
-                 w_init: str | float = 'auto', dual_of: Perceptron | None = None):
+                 name: str = 'dot', print_repr: bool = True, w=None, b=None, gamma=None,
+                 mean=None, std=None, gradnet_mode=None, w_init: str | float = 'auto',
+                 dual_of: Perceptron | None = None):
         self._store_neural_options(n_f, activation_func, batch_normalisation, dropout_rate,
-                                   w, b, name, w_init, dual_of)
+                                   w, b, name, w_init, dual_of, gamma, mean, std, gradnet_mode)
         self.flatten = flatten
         super().__init__(parent, name, print_repr)
 
@@ -129,7 +144,12 @@ class Conv(NeuralLayer):
             accumulated statistics for prediction) or 'predict' (fixed statistics).
         dropout_rate: fraction of outputs dropped while training.
         w, b: initial filters (n_f, n_in, *filter_shape) and biases (n_f,), or
-            ``[value, 'const']`` for constants.
+            ``[value, 'const']`` for constants, or another layer (or its ``.w``/``.b``)
+            whose parameter this layer shares.
+        gamma, mean, std: initial batch-normalisation scale and statistics.
+        gradnet_mode: accepted for ELEKTRONN2 scripts (it had no effect there).
+        invalidate_fov: mark the output's field of view as unknown (-1), e.g. where
+            later layers make it meaningless.
         w_init: initialisation of w when not given (see :mod:`.init`; 'gabor' suits
             first layers).
     """
@@ -138,9 +158,11 @@ class Conv(NeuralLayer):
                  pool_shape: int | Sequence[int] | None = None, conv_mode: str = 'valid',
                  activation_func: str = 'relu', mfp: bool = False, batch_normalisation=False,
                  dropout_rate: float = 0, name: str = 'conv', print_repr: bool = True,
-                 w=None, b=None, w_init: str | float = 'auto'):
+                 w=None, b=None, gamma=None, mean=None, std=None, gradnet_mode=None,
+                 invalidate_fov: bool = False, w_init: str | float = 'auto'):
         self._store_neural_options(n_f, activation_func, batch_normalisation, dropout_rate,
-                                   w, b, name, w_init)
+                                   w, b, name, w_init, None, gamma, mean, std, gradnet_mode)
+        self.invalidate_fov = bool(invalidate_fov)
         n_sp = len(parent.shape.spatial_axes)
         self.filter_shape = as_tuple(filter_shape, n_sp, 'filter_shape')
         self.pool_shape = as_tuple(pool_shape, n_sp, 'pool_shape')
@@ -154,6 +176,8 @@ class Conv(NeuralLayer):
         _check_conv_tags(sh)
         conv = sh.map_spatial(lambda k, g: g.conv(self.filter_shape[k], self.conv_mode))
         out = _pooled(conv, self.pool_shape, self.pool_shape, self.mfp)
+        if self.invalidate_fov:
+            out = replace(out, fov=(-1,) * len(out.fov))
         return out.updateshape('f', self.activation.n_out(self.n_f, self.name))
 
     def _make_params(self):
@@ -164,7 +188,7 @@ class Conv(NeuralLayer):
 
     def _compute_cost(self) -> int:
         sh = self.parent.shape
-        conv_out = math.prod(sh.geometry(i).conv(k, self.conv_mode).size
+        conv_out = math.prod(sh.geometry(i).conv(k, self.conv_mode).size or 1  # unknown: 1
                              for i, k in zip(sh.spatial_axes, self.filter_shape))
         return self.n_f * sh['f'] * math.prod(self.filter_shape) * conv_out * sh.n_fragments
 
@@ -254,9 +278,10 @@ class UpConv(NeuralLayer):
     """
 
     def __init__(self, parent: Node, n_f: int, pool_shape: int | Sequence[int],
-                 filter_shape: int | Sequence[int] | None = None, activation_func: str = 'relu',
-                 identity_init: bool = True, batch_normalisation=False, dropout_rate: float = 0,
-                 name: str = 'upconv', print_repr: bool = True, w=None, b=None,
+                 activation_func: str = 'relu', identity_init: bool = True,
+                 batch_normalisation=False, dropout_rate: float = 0, name: str = 'upconv',
+                 print_repr: bool = True, w=None, b=None, gamma=None, mean=None, std=None,
+                 gradnet_mode=None, filter_shape: int | Sequence[int] | None = None,
                  w_init: str | float = 'auto', dual_of: Conv | None = None):
         n_sp = len(parent.shape.spatial_axes)
         self.pool_shape = as_tuple(pool_shape, n_sp, 'pool_shape')
@@ -266,7 +291,7 @@ class UpConv(NeuralLayer):
             w_init = 'identity'
         self.identity_init = identity_init
         self._store_neural_options(n_f, activation_func, batch_normalisation, dropout_rate,
-                                   w, b, name, w_init, dual_of)
+                                   w, b, name, w_init, dual_of, gamma, mean, std, gradnet_mode)
         super().__init__(parent, name, print_repr)
 
     def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
@@ -308,15 +333,22 @@ class LRN(Node):
 
     def __init__(self, parent: Node, filter_shape: int | Sequence[int] = 5,
                  mode: str = 'spatial', alpha: float = 1e-4, k: float = 1.0, beta: float = 0.75,
-                 name: str = 'lrn', print_repr: bool = True):
+                 name: str = 'LRN', print_repr: bool = True):
         if mode not in ('spatial', 'channel'):
             raise ConfigError(f"Node {name!r}: LRN mode={mode!r}; valid: 'spatial', 'channel'")
         n_sp = len(parent.shape.spatial_axes)
-        self.filter_shape = (int(filter_shape) if mode == 'channel'
-                             else as_tuple(filter_shape, n_sp, 'filter_shape'))
-        if mode == 'spatial' and any(f % 2 == 0 for f in self.filter_shape):
-            raise ConfigError(f"Node {name!r}: spatial LRN needs odd filter sizes, got "
-                              f"{self.filter_shape}")
+        self.filter_shape: int | tuple[int, ...]
+        if mode == 'channel':
+            if not isinstance(filter_shape, (int, np.integer)):
+                raise ConfigError(f"Node {name!r}: channel LRN needs an int filter_shape (the "
+                                  f"number of features), got {filter_shape!r}")
+            self.filter_shape = int(filter_shape)
+        else:
+            window = as_tuple(filter_shape, n_sp, 'filter_shape')
+            if any(f % 2 == 0 for f in window):
+                raise ConfigError(f"Node {name!r}: spatial LRN needs odd filter sizes, got "
+                                  f"{window}")
+            self.filter_shape = window
         self.mode, self.alpha, self.k, self.beta = mode, alpha, k, beta
         super().__init__(parent, name, print_repr)
 
@@ -386,7 +418,6 @@ def AutoMerge(parent1: Node, parent2: Node, upconv_n_f: int | None = None,  # no
     then the larger map is cropped so both cover the same input region (a clear
     error when that needs a fractional or negative crop, e.g. odd size differences).
     """
-    from .basic import Add, Concat, Crop
     if merge_mode not in ('concat', 'add'):
         raise ConfigError(f"{name!r}: merge_mode={merge_mode!r}; valid: 'concat', 'add'")
     if parent1.shape.strides != parent2.shape.strides:
@@ -403,5 +434,50 @@ def AutoMerge(parent1: Node, parent2: Node, upconv_n_f: int | None = None,  # no
         merged.append(node if crop is None else
                       Crop(node, crop, name=f"{name}_crop", print_repr=print_repr))
     if merge_mode == 'add':
-        return Add(*merged, name=name, print_repr=print_repr)
+        return Add(merged[0], merged[1], name=name, print_repr=print_repr)
     return Concat(merged, name=name, print_repr=print_repr)
+
+
+class FaithlessMerge(Node):
+    """Concatenate ``hard_features`` and ``easy_features`` along ``axis``, one of them
+    failing (all zero) now and then while training, so that the next layers cannot
+    rely on either alone.
+
+    In each training step, with probability ``failing_prob`` one part fails: the hard
+    features with probability ``1 - hardeasy_ratio``, else the easy ones (as ELEKTRONN2
+    drew them: one draw for the whole batch). In inference nothing fails. Both
+    probabilities are constant parameters (``node.params``), changeable while training.
+    """
+
+    def __init__(self, hard_features: Node, easy_features: Node, axis: str | int = 'f',
+                 failing_prob: float = 0.5, hardeasy_ratio: float = 0.8,
+                 name: str = 'faithless_merge', print_repr: bool = True):
+        for what, p in (('failing_prob', failing_prob), ('hardeasy_ratio', hardeasy_ratio)):
+            if not 0 <= p <= 1:
+                raise ConfigError(f"FaithlessMerge {name!r}: {what}={p} must be in [0, 1]")
+        self.axis = axis
+        self._probs = (float(failing_prob), float(hardeasy_ratio))
+        super().__init__([hard_features, easy_features], name, print_repr)
+
+    def _infer_shape(self, hard: TaggedShape, easy: TaggedShape) -> TaggedShape:
+        axis = hard.index(self.axis)
+        merged = merged_geometry((hard, easy), [p.name for p in self.parents],
+                                 f"FaithlessMerge {self.name!r}", axis)
+        sizes = [hard.shape[axis], easy.shape[axis]]
+        known = [s for s in sizes if s is not None]
+        return merged.updateshape(axis, None if len(known) < len(sizes) else sum(known))
+
+    def _make_params(self):
+        return {'failing_prob': self._new_param([self._probs[0]], trainable=False),
+                'hardeasy_ratio': self._new_param([self._probs[1]], trainable=False)}
+
+    def forward(self, hard, easy, training=False):
+        if training:
+            fails = torch.bernoulli(self.params['failing_prob'])
+            hard_fails = torch.bernoulli(1 - self.params['hardeasy_ratio'])
+            hard = hard * (1 - hard_fails * fails)
+            easy = easy * (1 - (1 - hard_fails) * fails)
+        return torch.cat([hard, easy], dim=self.shape.index(self.axis))
+
+    def _compute_cost(self) -> int:
+        return 0

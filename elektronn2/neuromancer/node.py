@@ -11,15 +11,19 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from ..config import config
 from ..errors import GraphError, ShapeError
+from .dense import predict_dense
+from .optimiser import mark_regularised
 from .registry import NODE_CLASSES, model_manager
 from .shape import TaggedShape, nearest_valid_sizes
+from .summary import pretty_ops
+from .traversal import topological_order
 
 logger = logging.getLogger('elektronn2')
 
@@ -42,14 +46,6 @@ class SizeSuggestion:
                 f"(now {self.current}): {list(self.valid)}{others}")
 
 
-def pretty_ops(n: float) -> str:
-    """``1.5e9 -> '1.50 G'`` for operation and parameter counts."""
-    for unit, scale in (('T', 1e12), ('G', 1e9), ('M', 1e6), ('k', 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{n:.0f} "
-
-
 class Node:
     """Base of all graph nodes.
 
@@ -69,11 +65,35 @@ class Node:
     is_input = False
     #: True for classification-error nodes (Errors), which the trainer monitors.
     is_error = False
-    #: True where the output depends on padding (Pad, non-valid convolutions), so that
-    #: tiling the network is not exact.
-    sees_padding = False
+    @property
+    def sees_padding(self) -> bool:
+        """True where the output depends on padding (Pad, non-valid convolutions), so that
+        tiling the network is not exact (subclasses override it by an attribute or property)."""
+        return False
+
     #: The nonlinearity a node applies last; 'lin' for none (layers store their own).
     activation_func = 'lin'
+    #: Batch normalisation of the output: False, 'train' or 'predict' (layers store their own).
+    batch_normalisation: bool | str = False
+    #: Inputs: whether even the batch size must match exactly (Input stores its own).
+    hardcoded_shape = False
+
+    #: The constructor arguments (see :attr:`descriptor`); set by ``__new__``.
+    _call_args: dict[str, Any]
+    #: Unique name within the model; set by ``__init__``.
+    name: str
+
+    @property
+    def inner_nodes(self) -> tuple[Node, ...]:
+        """Nodes this node evaluates inside its own forward (a Scan's step nodes): their
+        parameters count as this node's ancestors' parameters (:attr:`all_params`)."""
+        return ()
+
+    @property
+    def class_count(self) -> int | None:
+        """Classes the values of this node stand for (a Softmax's ``n_class``; an Input_like
+        of a prediction holds labels of its classes); None where there are no classes."""
+        return None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -108,7 +128,8 @@ class Node:
             logger.info('%r', self)
 
     # --- to implement in subclasses -----------------------------------------------------
-    def _infer_shape(self, *parent_shapes: TaggedShape) -> TaggedShape:
+    def _infer_shape(self, *parent_shapes: Any, **kwargs: Any) -> TaggedShape:
+        """The output shape from the parents' shapes (one per parent; subclasses name them)."""
         return parent_shapes[0]
 
     def _make_params(self) -> dict[str, torch.Tensor]:
@@ -117,7 +138,9 @@ class Node:
     def _compute_cost(self) -> int:
         return self.shape.stripbatch_prod
 
-    def forward(self, *inputs: torch.Tensor, training: bool = False) -> torch.Tensor:
+    def forward(self, *inputs: Any, **kwargs: Any) -> Any:
+        """The output tensor from the parents' tensors (subclasses name them) and
+        ``training`` (keyword)."""
         raise NotImplementedError(type(self).__name__)
 
     def _repr_details(self) -> str:
@@ -148,17 +171,7 @@ class Node:
         sizes = {t: source.shape[t] for t in source.shape.spatial_tags if source.shape[t]}
 
         def failing_axis(trial: dict) -> str | None:
-            shape = source.shape
-            for tag, n in trial.items():
-                shape = shape.updateshape(tag, n)
-            shapes = {source: shape}
-            try:
-                for node in ancestors + [self]:
-                    if node not in shapes:
-                        shapes[node] = node._infer_shape(*(shapes[p] for p in node.parents))
-            except ShapeError as err:
-                return err.axis or '?'
-            return None
+            return failing_axis_with(source, trial, ancestors + [self])
 
         for _ in range(2 * len(sizes)):
             bad = failing_axis(sizes)
@@ -187,7 +200,7 @@ class Node:
             tensor = tensor.to(dtype or config.torch_float_dtype)
         tensor = tensor.to(self.model.device).clone()
         param = torch.nn.Parameter(tensor, requires_grad=trainable and tensor.is_floating_point())
-        param.apply_reg = regularise
+        mark_regularised(param, regularise)
         return param
 
     # --- graph structure -----------------------------------------------------------------
@@ -207,7 +220,8 @@ class Node:
 
     @property
     def all_children(self) -> list[Node]:
-        seen, stack = {}, list(self.children)
+        seen: dict[Node, None] = {}
+        stack = list(self.children)
         while stack:
             node = stack.pop()
             if node not in seen:
@@ -224,13 +238,15 @@ class Node:
     # --- parameters ---------------------------------------------------------------------
     @property
     def all_params(self) -> dict[str, torch.Tensor]:
-        """``'node.param' -> tensor`` over this node and its ancestors (shared once)."""
+        """``'node.param' -> tensor`` over this node, its ancestors and their inner nodes
+        (shared parameters once)."""
         out, seen = {}, set()
         for node in topological_order([self]):
-            for key, p in node.params.items():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out[f"{node.name}.{key}"] = p
+            for owner in (node, *node.inner_nodes):
+                for key, p in owner.params.items():
+                    if id(p) not in seen:
+                        seen.add(id(p))
+                        out[f"{owner.name}.{key}"] = p
         return out
 
     @property
@@ -263,12 +279,12 @@ class Node:
             param = self.params[key]
             if skip_const and not param.requires_grad:
                 continue
-            value = torch.as_tensor(np.asarray(value))
-            if tuple(value.shape) != tuple(param.shape):
+            tensor = torch.as_tensor(np.asarray(value))
+            if tuple(tensor.shape) != tuple(param.shape):
                 raise ShapeError(f"Parameter {self.name}.{key} has shape {tuple(param.shape)}, "
-                                 f"the new value has {tuple(value.shape)}")
+                                 f"the new value has {tuple(tensor.shape)}")
             with torch.no_grad():
-                param.copy_(value.to(param.dtype))
+                param.copy_(tensor.to(param.dtype))
 
     @property
     def feature_names(self) -> list[str]:
@@ -290,6 +306,11 @@ class Node:
         The graph function is built on the first call and cached in the model.
         """
         return self.model.function([self], training=False).numpy(*inputs)[0]
+
+    def random_value(self, batch_size: int = 1) -> np.ndarray:
+        """A random value to feed this node; input nodes (``is_input``) implement it."""
+        raise GraphError(f"{type(self).__name__} {self.name!r} is not an input node: it has "
+                         f"no random value")
 
     def random_inputs(self, batch_size: int = 1) -> list[np.ndarray]:
         """Random numpy inputs matching this node's :attr:`input_nodes`."""
@@ -351,7 +372,6 @@ class Node:
     def predict_dense(self, raw_img: np.ndarray, as_uint8: bool = False,
                       pad_raw: bool = False) -> np.ndarray:
         """Dense output (f, *spatial) for a whole image (ch, *spatial); see :mod:`.dense`."""
-        from .dense import predict_dense
         return predict_dense(self, raw_img, as_uint8=as_uint8, pad_raw=pad_raw)
 
     # --- text ----------------------------------------------------------------------------------
@@ -383,23 +403,18 @@ def _as_node_list(parents, cls_name: str) -> list[Node]:
     return parents
 
 
-def topological_order(nodes: Sequence[Node], stop_at: Sequence[Node] = ()) -> list[Node]:
-    """The given nodes and all their ancestors, parents before children.
-
-    Nodes in ``stop_at`` are included but their ancestors are not followed.
-    """
-    order, done, stops = [], set(), set(stop_at)
-    for root in nodes:
-        stack = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if node in done:
-                continue
-            if expanded:
-                done.add(node)
-                order.append(node)
-            else:
-                stack.append((node, True))
-                if node not in stops:
-                    stack.extend((p, False) for p in reversed(node.parents) if p not in done)
-    return order
+def failing_axis_with(source: Node, sizes: dict[str, int], nodes: Sequence[Node]) -> str | None:
+    """The axis tag (or '?') of the first ShapeError when ``source`` (an input) has the
+    spatial ``sizes`` and the shapes of ``nodes`` (in topological order) are inferred
+    again; None if every node fits. Pure: no node changes."""
+    shape = source.shape
+    for tag, n in sizes.items():
+        shape = shape.updateshape(tag, n)
+    shapes = {source: shape}
+    try:
+        for node in nodes:
+            if node not in shapes:
+                shapes[node] = node._infer_shape(*(shapes[p] for p in node.parents))
+    except ShapeError as err:
+        return err.axis or '?'
+    return None

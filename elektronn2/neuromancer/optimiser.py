@@ -18,14 +18,24 @@ LBFGS      LBFGS(lr) (no weight decay; the step re-evaluates the loss)
 
 Weight decay applies only to parameters marked ``apply_reg`` (filter and
 perceptron weights), not to biases or batch-norm parameters.
+
+ELEKTRONN2's optimiser objects (:class:`Optimiser` and its subclasses :class:`SGD`,
+:class:`AdaGrad`, :class:`AdaDelta`, :class:`Adam`) are thin callables over the same
+step (:func:`.training_step.run`) and the same per-model hyper-parameters.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
+import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GraphError
+from . import training_step
+from .graph_compile import GraphFunction, to_numpy
+
+if TYPE_CHECKING:
+    from .node import Node
 
 DEFAULT_HYPER_PARAMS = {'lr': 1e-3, 'mom': 0.9, 'beta2': 0.999, 'wd': 0.0}
 
@@ -60,6 +70,16 @@ _DECAYING = {'SGD', 'AdaGrad', 'AdaDelta', 'Adam'}
 _MOMENTUM_KEY = {'SGD': 'momentum', 'AdaDelta': 'rho'}
 
 
+def mark_regularised(param: torch.Tensor, regularise: bool = True) -> None:
+    """Mark ``param`` for weight decay or not (its ``apply_reg`` attribute)."""
+    setattr(param, 'apply_reg', regularise)  # torch's Tensor declares no such attribute
+
+
+def is_regularised(param: torch.Tensor) -> bool:
+    """Whether weight decay applies to ``param`` (see :func:`mark_regularised`)."""
+    return bool(getattr(param, 'apply_reg', False))
+
+
 def check_optimiser_name(name: str) -> str:
     if name not in OPTIMISERS:
         raise ConfigError(f"Unknown optimiser {name!r}; choose one of {sorted(OPTIMISERS)}")
@@ -82,10 +102,8 @@ class Optimisers:
         check_optimiser_name(name)
         ids = tuple(id(p) for p in params)
         if name not in self._instances or self._param_ids[name] != ids:
-            groups = [{'params': [p for p in params if getattr(p, 'apply_reg', False)],
-                       'apply_reg': True},
-                      {'params': [p for p in params if not getattr(p, 'apply_reg', False)],
-                       'apply_reg': False}]
+            groups = [{'params': [p for p in params if is_regularised(p)], 'apply_reg': True},
+                      {'params': [p for p in params if not is_regularised(p)], 'apply_reg': False}]
             groups = [g for g in groups if g['params']]
             self._instances[name] = OPTIMISERS[name](groups, self.hyper_params)
             self._param_ids[name] = ids
@@ -125,3 +143,108 @@ class Optimisers:
             self.set(key, value)
         for name, opt_state in state['optimisers'].items():
             self.get(name, params).load_state_dict(opt_state)
+
+
+class Optimiser:
+    """ELEKTRONN2's optimiser object: each call is one update step on a batch.
+
+    Args:
+        inputs: the Input nodes fed by the call's arguments, in order (None: the
+            model's order, see :meth:`.Model.ordered_inputs`).
+        loss: the scalar loss node.
+        grads: must be None ('auto'): torch differentiates the loss itself.
+        params: parameters to update (tensors, or a dict of them); None: all trainable
+            parameters of the loss.
+        additional_outputs: nodes whose values each call returns after the loss.
+
+    ``opt(*batch) -> [loss, *additional_outputs]`` (numpy). The hyper-parameters are the
+    model's (``lr``, ``mom``, ``beta2``, ``wd``; :meth:`set_opt_meta_params`), as
+    ELEKTRONN2 shared them among all optimisers, but here per model.
+    """
+    #: name in :data:`OPTIMISERS` of the update rule
+    method = 'SGD'
+
+    def __init__(self, inputs: Sequence[Node] | None, loss: Node, grads, params,
+                 additional_outputs: Sequence[Node] | None):
+        if grads not in (None, 'auto'):
+            raise ConfigError(f"{type(self).__name__}: grads are computed by torch autograd; "
+                              f"pass grads=None")
+        self.loss = loss
+        self.model = loss.model
+        self.output = [loss, *(additional_outputs or [])]
+        self.input = (self.model.ordered_inputs(self.output) if inputs is None else list(inputs))
+        if isinstance(params, dict):
+            params = list(params.values())
+        self.params = list(loss.all_trainable_params.values()) if params is None else list(params)
+        if not all(isinstance(p, torch.Tensor) and p.requires_grad for p in self.params):
+            raise GraphError(f"{type(self).__name__}: params must be trainable tensors "
+                             f"(e.g. node.w or loss.all_trainable_params)")
+        self.last_exec_time: float | None = None
+        self._fn = GraphFunction(self.output, self.input, training=True)
+
+    @property
+    def meta_params(self) -> dict[str, float]:
+        """The model's hyper-parameters (lr, mom, beta2, wd)."""
+        return dict(self.model.optimisers.hyper_params)
+
+    def set_opt_meta_params(self, value_dict: dict[str, float]) -> None:
+        """Set hyper-parameters, e.g. ``{'lr': 1e-3, 'mom': 0.9, 'wd': 5e-4}``."""
+        for key, value in value_dict.items():
+            self.model.optimisers.set(key, value)
+
+    def setlr(self, val: float) -> None:
+        self.model.optimisers.set('lr', val)
+
+    def setmom(self, val: float) -> None:
+        self.model.optimisers.set('mom', val)
+
+    def setwd(self, val: float) -> None:
+        self.model.optimisers.set('wd', val)
+
+    def __call__(self, *args: np.ndarray) -> list:
+        """One update on the batch ``args``; returns [loss, *additional outputs]."""
+        loss, elapsed, outs = training_step.run(self.model, self.loss, args, self.method,
+                                                params=self.params, fn=self._fn)
+        self.last_exec_time = elapsed
+        return [np.float32(loss)] + [to_numpy(o) for o in outs[1:]]
+
+
+def _no_extra_updates(cls_name: str, extra_updates) -> None:
+    if extra_updates:
+        raise ConfigError(f"{cls_name}: extra_updates (Theano update pairs) do not exist in "
+                          f"torch; state such as batch-norm statistics is updated by the "
+                          f"nodes in training mode")
+
+
+class SGD(Optimiser):
+    """Stochastic gradient descent with momentum ``mom`` (see :class:`Optimiser`)."""
+    method = 'SGD'
+
+    def __init__(self, inputs, loss, grads, params, extra_updates,
+                 additional_outputs: Sequence[Node] | None = None):
+        _no_extra_updates(type(self).__name__, extra_updates)
+        super().__init__(inputs, loss, grads, params, additional_outputs)
+
+
+class AdaGrad(SGD):
+    """AdaGrad (see :class:`Optimiser`)."""
+    method = 'AdaGrad'
+
+
+class AdaDelta(SGD):
+    """AdaDelta with decay ``mom`` (see :class:`Optimiser`)."""
+    method = 'AdaDelta'
+
+
+class Adam(SGD):
+    """Adam with ``mom`` (beta1) and ``beta2`` (see :class:`Optimiser`)."""
+    method = 'Adam'
+
+
+class CG(Optimiser):
+    """ELEKTRONN2 declared a conjugate-gradient optimiser but never implemented it."""
+
+    def __init__(self, *args, **kwargs):
+        raise ConfigError("ELEKTRONN2's CG optimiser was never implemented; use the "
+                          "quasi-Newton optimiser 'LBFGS' instead (model.trainingstep(..., "
+                          "optimiser='LBFGS'), or optimiser='LBFGS' in a training config)")

@@ -26,7 +26,7 @@ class ModelManager:
     :attr:`models` (name -> model) is shared by all threads.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.models: dict[str, Model] = {}
         self._thread = threading.local()    # .model: the thread's current model
         self._lock = threading.Lock()

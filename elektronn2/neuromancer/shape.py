@@ -12,6 +12,7 @@ by the Conv and Pool nodes and by :func:`elektronn2.utils.cnncalculator`.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
@@ -42,7 +43,12 @@ def parse_tags(tags: str | Sequence[str]) -> tuple[str, ...]:
     return parsed
 
 
-def _per_spatial(name: str, values, n_spatial: int, default) -> tuple:
+#: A per-spatial-axis value as the constructors accept it: one number for every
+#: axis, one per axis, or None for the default.
+PerAxis = float | Sequence[float] | np.ndarray | None
+
+
+def _per_spatial(name: str, values: PerAxis, n_spatial: int, default: float) -> tuple:
     if values is None:
         return (default,) * n_spatial
     if np.ndim(values) == 0:
@@ -54,7 +60,7 @@ def _per_spatial(name: str, values, n_spatial: int, default) -> tuple:
     return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TaggedShape:
     """Sizes with axis tags and spatial geometry.
 
@@ -67,17 +73,26 @@ class TaggedShape:
             (default ``(fov - 1) / 2``, i.e. a valid-convolution net).
         mfp_pools: pool shapes (one tuple per layer, per spatial axis) of the
             max-fragment-pooling layers whose fragments are on the batch axis.
-    """
-    shape: tuple
-    tags: tuple
-    strides: tuple | None = None
-    fov: tuple | None = None
-    offsets: tuple | None = None
-    mfp_pools: tuple = ()
+        mfp_offsets: ELEKTRONN2's argument, derived from ``mfp_pools`` here (must be None).
 
-    def __post_init__(self):
-        tags = parse_tags(self.tags)
-        shape = tuple(None if s is None else int(s) for s in self.shape)
+    The positional order is ELEKTRONN2's ``(shape, tags, strides, mfp_offsets, fov)``.
+    """
+    shape: tuple[int | None, ...]
+    tags: tuple[str, ...]
+    strides: tuple[int, ...]
+    fov: tuple[int, ...]
+    offsets: tuple[float, ...]
+    mfp_pools: tuple[tuple[int, ...], ...]
+
+    def __init__(self, shape: Iterable[int | None], tags: str | Sequence[str],
+                 strides: PerAxis = None, mfp_offsets: None = None, fov: PerAxis = None,
+                 offsets: PerAxis = None, mfp_pools: Iterable[PerAxis] = ()) -> None:
+        if mfp_offsets is not None:
+            raise ShapeError("TaggedShape(mfp_offsets=...) is derived here: give mfp_pools (the "
+                             "pool shapes of the max-fragment-pooling layers) and read "
+                             "TaggedShape.mfp_offsets")
+        tags = parse_tags(tags)
+        shape = tuple(None if s is None else int(s) for s in shape)
         if len(shape) != len(tags):
             raise ShapeError(f"Shape {shape} has {len(shape)} axes but tags {tags} "
                              f"name {len(tags)}")
@@ -89,20 +104,28 @@ class TaggedShape:
         object.__setattr__(self, 'shape', shape)
         object.__setattr__(self, 'tags', tags)
         object.__setattr__(self, 'strides',
-                           tuple(int(s) for s in _per_spatial('strides', self.strides, n_sp, 1)))
-        fov = tuple(int(f) for f in _per_spatial('fov', self.fov, n_sp, 1))
-        object.__setattr__(self, 'fov', fov)
-        offsets = (tuple((f - 1) / 2 if f > 0 else 0.0 for f in fov) if self.offsets is None
-                   else _per_spatial('offsets', self.offsets, n_sp, 0.0))
-        object.__setattr__(self, 'offsets', tuple(_half_steps(o) for o in offsets))
+                           tuple(int(s) for s in _per_spatial('strides', strides, n_sp, 1)))
+        fov_ = tuple(int(f) for f in _per_spatial('fov', fov, n_sp, 1))
+        object.__setattr__(self, 'fov', fov_)
+        offsets_ = (tuple((f - 1) / 2 if f > 0 else 0.0 for f in fov_) if offsets is None
+                    else _per_spatial('offsets', offsets, n_sp, 0.0))
+        object.__setattr__(self, 'offsets', tuple(_half_steps(o) for o in offsets_))
         pools = tuple(tuple(int(p) for p in _per_spatial('mfp_pools', pool, n_sp, 1))
-                      for pool in self.mfp_pools)
+                      for pool in mfp_pools)
         object.__setattr__(self, 'mfp_pools', pools)
 
     # --- sizes and tags -------------------------------------------------------------
     @property
     def ndim(self) -> int:
-        return len(self.shape)
+        """Number of spatial axes (ELEKTRONN2's meaning; ``len(shape)`` counts all)."""
+        return len(self.spatial_axes)
+
+    def hastag(self, tag: str) -> bool:
+        return tag in self.tags
+
+    def copy(self) -> TaggedShape:
+        """The same shape (shapes are immutable; kept for ELEKTRONN2 scripts)."""
+        return replace(self)
 
     def __len__(self) -> int:
         return len(self.shape)
@@ -126,9 +149,9 @@ class TaggedShape:
         """Axis index of a tag or (possibly negative) index."""
         if isinstance(axis, str):
             return self.tag2index(axis)
-        if not -self.ndim <= axis < self.ndim:
+        if not -len(self.shape) <= axis < len(self.shape):
             raise ShapeError(f"Axis index {axis} out of range for {self}")
-        return axis % self.ndim
+        return axis % len(self.shape)
 
     @property
     def hasbatch(self) -> bool:
@@ -174,6 +197,26 @@ class TaggedShape:
     def fov_all_centered(self) -> bool:
         """Whether every output centre falls on an input voxel (integer offsets)."""
         return all(float(o).is_integer() for o in self.offsets)
+
+    @property
+    def mfp_offsets(self) -> list[tuple[int, ...]]:
+        """Per fragment on the batch axis (in batch order), its offset along each spatial
+        axis in the dense output (:mod:`.mfp`: ``o_L (p_{L-1}...p_1) + ... + o_1``)."""
+        per_layer = [list(itertools.product(*(range(p) for p in pool)))
+                     for pool in self.mfp_pools]
+        result = []
+        for outer_first in itertools.product(*reversed(per_layer)):
+            offsets, scale = [0] * len(self.spatial_axes), [1] * len(self.spatial_axes)
+            for layer_offsets, pool in zip(reversed(outer_first), self.mfp_pools):
+                offsets = [o + lo * s for o, lo, s in zip(offsets, layer_offsets, scale)]
+                scale = [s * p for s, p in zip(scale, pool)]
+            result.append(tuple(offsets))
+        return result
+
+    def updatefov(self, axis: int | str, fov: int) -> TaggedShape:
+        """New shape with the field of view of spatial ``axis`` changed (offset recentred)."""
+        geom = self.geometry(axis)
+        return self.with_geometry(axis, replace(geom, fov=int(fov), offset=(int(fov) - 1) / 2))
 
     @property
     def n_fragments(self) -> int:
@@ -228,7 +271,8 @@ class TaggedShape:
             offsets.insert(k, 0.0)
             for pool in pools:
                 pool.insert(k, 1)
-        return TaggedShape(shape, tags, strides, fov, offsets, tuple(map(tuple, pools)))
+        return TaggedShape(shape, tags, strides, fov=fov, offsets=offsets,
+                           mfp_pools=tuple(map(tuple, pools)))
 
     def delaxis(self, axis: int | str) -> TaggedShape:
         """New shape without ``axis``."""
@@ -241,7 +285,7 @@ class TaggedShape:
             for pool in pools:
                 del pool[k]
         return TaggedShape(self.shape[:i] + self.shape[i + 1:], self.tags[:i] + self.tags[i + 1:],
-                           strides, fov, offsets, tuple(map(tuple, pools)))
+                           strides, fov=fov, offsets=offsets, mfp_pools=tuple(map(tuple, pools)))
 
     # --- text ------------------------------------------------------------------------------
     def __repr__(self) -> str:

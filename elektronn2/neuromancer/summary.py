@@ -1,7 +1,13 @@
 """A readable table of a model: per node output shape, fov, parameters and cost."""
 from __future__ import annotations
 
-from .node import pretty_ops
+
+def pretty_ops(n: float) -> str:
+    """``1.5e9 -> '1.50 G'`` for operation and parameter counts."""
+    for unit, scale in (('T', 1e12), ('G', 1e9), ('M', 1e6), ('k', 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} "
 
 
 def model_summary(model) -> str:

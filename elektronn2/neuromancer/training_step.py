@@ -16,12 +16,18 @@ from . import execution
 
 if TYPE_CHECKING:
     from .container import Model
+    from .graph_compile import GraphFunction
     from .node import Node
 
 
-def run(model: Model, loss_node: Node, batch: tuple[np.ndarray, ...],
-        optimiser: str) -> tuple[float, float, list[torch.Tensor]]:
+def run(model: Model, loss_node: Node, batch: tuple[np.ndarray, ...], optimiser: str,
+        params: list[torch.Tensor] | None = None,
+        fn: GraphFunction | None = None) -> tuple[float, float, list[torch.Tensor]]:
     """One update of the parameters ``loss_node`` depends on, by ``optimiser``.
+
+    ``params`` (default: all trainable parameters of the loss) restricts the update;
+    ``fn`` (default: the model's function of the loss and ``model.debug_outputs``) is
+    the training-mode function whose first output is the loss.
 
     LBFGS runs with the contiguous layout (it flattens gradients with ``view(-1)``);
     with fp16 the loss is scaled by ``model.grad_scaler`` (see :func:`grad_scaler_for`);
@@ -31,9 +37,9 @@ def run(model: Model, loss_node: Node, batch: tuple[np.ndarray, ...],
         (loss, seconds for the update, output tensors: the loss, then the values of
         ``model.debug_outputs``).
     """
-    fn = model.function([loss_node, *model.debug_outputs], training=True)
+    fn = fn or model.function([loss_node, *model.debug_outputs], training=True)
     tensors = fn.to_tensors(*batch)
-    params = list(loss_node.all_trainable_params.values())
+    params = list(loss_node.all_trainable_params.values()) if params is None else list(params)
     if not params:
         raise GraphError(f"Loss {loss_node.name!r} depends on no trainable parameters")
     opt = model.optimisers.get(optimiser, params)

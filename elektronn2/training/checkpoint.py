@@ -7,7 +7,8 @@ states, RNG states, the optimisers' non-tensor state) and ``tensors.safetensors`
 and renamed into place, so a directory named ``step-<N>`` is complete unless the disk
 lost it (a crash before the data reached the disk); :func:`load_newest` then falls back
 to an older one. A save interrupted by kill -9 leaves a ``.tmp-*`` directory that
-``--resume`` removes (:func:`remove_temporaries`).
+``--resume`` removes (:func:`remove_temporaries`). ELEKTRONN2's model names
+(``<save_name>-LAST.mdl``, ``-FINAL.mdl``) are second names of these files (:func:`alias`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import safetensors.numpy
 import torch
 
 from ..errors import ConfigError, Error, ModelFileError
+from ..neuromancer.loading import modelload
 
 if TYPE_CHECKING:
     from ..neuromancer.model import Model
@@ -118,6 +120,20 @@ def save(run_dir: Path, model, state: dict) -> Path:
     return target
 
 
+def alias(source: Path, target: Path) -> Path:
+    """``target`` as a second name of the file ``source``: a hard link (a copy where the
+    file system has none), replacing ``target`` atomically."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoint directories ``step-<N>``, oldest first; other names are ignored."""
     root = Path(run_dir) / 'checkpoints'
@@ -150,7 +166,6 @@ def load_newest(run_dir: Path, set_aside_broken: bool = True) -> tuple[Path, Mod
     to ``step-<N>.broken-<time>`` (kept for inspection, no longer listed). ConfigError
     when there is no intact checkpoint.
     """
-    from ..neuromancer import modelload
     checkpoints = list_checkpoints(run_dir)
     broken: list[str] = []
     for path in reversed(checkpoints):

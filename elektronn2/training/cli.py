@@ -1,5 +1,8 @@
 """``elektronn2-train CONFIG [--gpu auto|none|N] [--resume RUN_DIR] [--save-path DIR]
-[--distributed]``.
+[--distributed] [--mpl-backend auto|NAME|force-NAME]``.
+
+Without ``--gpu``, the ``device`` of the user's rc file (``~/.elektronn2rc``) decides, else
+'auto'. ``--mpl-backend`` sets matplotlib's backend before anything imports pyplot.
 
 Everything that can be wrong with a config (missing file, syntax error, no model,
 contradicting batch size, missing data or preview files, unknown optimiser) is
@@ -14,16 +17,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import shutil
 import sys
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..config import config as global_config
+from ..config import read_user_settings
+from ..console import add_device_options, use_mpl_backend
 from ..errors import ConfigError, Error
-from .rundir import RunDirLock, create_run_dir
+from .rundir import RunDirLock, backup_sources, create_run_dir
 from .status import ConsoleFilter
 
 if TYPE_CHECKING:  # torch and the trainer are imported when needed: --help stays fast
@@ -83,22 +86,24 @@ def _log_fatal(handler: logging.Handler | None, err: BaseException) -> None:
                                          (type(err), err, err.__traceback__)))
 
 
-def _device_from_gpu_flag(gpu: str) -> str:
-    if gpu == 'auto':
-        return 'auto'
-    if gpu == 'none':
-        return 'cpu'
-    if gpu.isdigit():
-        return f"cuda:{gpu}"
+def gpu_flag(gpu: str | None) -> str:
+    """``--gpu`` as 'auto', 'none' or a GPU index; without it, the ``device`` of the user's
+    rc file (a GPU index, 'auto', 'cpu' or 'cuda:N'), else 'auto'. ELEKTRONN2's 'false'
+    means 'none'."""
+    if gpu is None:
+        device = read_user_settings().get('device') or 'auto'
+        gpu = {'cpu': 'none', 'cuda': '0'}.get(device, device.removeprefix('cuda:'))
+    flag = gpu.strip().lower()
+    if flag in ('auto', 'none') or flag.isdigit():
+        return flag
+    if flag == 'false':
+        return 'none'
     raise ConfigError(f"--gpu {gpu!r}: use 'auto', 'none' or a GPU index")
 
 
-def _backup_sources(config_path: Path, run_dir: Path) -> None:
-    shutil.copy2(config_path, run_dir / 'config.py')
-    package = Path(__file__).resolve().parents[1]
-    with zipfile.ZipFile(run_dir / 'elektronn2-source.zip', 'w', zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(package.rglob('*.py')):
-            zf.write(file, file.relative_to(package.parent))
+def device_from_gpu_flag(gpu: str) -> str:
+    """The :attr:`elektronn2.config.Config.device` of a :func:`gpu_flag` value."""
+    return {'auto': 'auto', 'none': 'cpu'}.get(gpu, f"cuda:{gpu}")
 
 
 def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None = None,
@@ -150,7 +155,7 @@ def prepare(args, overrides: dict | None = None, parallel: SingleProcess | None 
         if parallel.is_chief:
             run_dir = create_run_dir(exp.save_path, exp.save_name)
             hold.enter_context(RunDirLock(run_dir))
-            _backup_sources(exp.path, run_dir)
+            backup_sources(exp.path, run_dir)
         run_dir = parallel.from_chief(run_dir)
     return exp, model, data, preview, run_dir, state
 
@@ -159,15 +164,19 @@ def main(argv: list[str] | None = None) -> int:
     """Train a model as configured by CONFIG (an ELEKTRONN2-style Python config file)."""
     parser = argparse.ArgumentParser(prog='elektronn2-train', description=main.__doc__)
     parser.add_argument('config', nargs='?', help='config file (optional with --resume)')
-    parser.add_argument('--gpu', default='auto', help="'auto' (default), 'none' or a GPU index")
     parser.add_argument('--resume', metavar='RUN_DIR', help='continue a run from its last checkpoint')
     parser.add_argument('--save-path', metavar='DIR', help='parent directory of the run directory')
     parser.add_argument('--distributed', action='store_true',
                         help='data-parallel training in the processes started by torchrun '
                              '(implied when torchrun starts several)')
+    add_device_options(parser)
     parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     parser.add_argument('--version', action='version', version=f"elektronn2 {__version__}")
     args = parser.parse_args(argv)
+    try:
+        use_mpl_backend(args.mpl_backend)
+    except ConfigError as err:
+        parser.error(str(err))
     setup_logging(args.verbose)
     with contextlib.ExitStack() as hold:  # the run directory's lock, held until main returns
         return _train(args, hold)
@@ -178,9 +187,10 @@ def _train(args: argparse.Namespace, hold: contextlib.ExitStack) -> int:
     that ends the training (diverged, bad data), logged to ``train.log`` as well."""
     from . import distributed
     try:
-        parallel = distributed.start(args.distributed, args.gpu)
+        gpu = gpu_flag(args.gpu)
+        parallel = distributed.start(args.distributed, gpu)
         if parallel.world_size == 1:
-            global_config.device = _device_from_gpu_flag(args.gpu)
+            global_config.device = device_from_gpu_flag(gpu)
         setup_logging(args.verbose, parallel.rank)
         exp, model, data, preview, run_dir, state = prepare(args, parallel=parallel, hold=hold)
     except Error as err:

@@ -33,6 +33,8 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError
+from ..neuromancer import execution
+from ..config import config
 
 logger = logging.getLogger('elektronn2')
 
@@ -150,7 +152,6 @@ class _GraphModule(torch.nn.Module):
 def _data_parallel(function, model, device: torch.device):
     from torch.nn.parallel import DistributedDataParallel
 
-    from ..neuromancer import execution
     # DDP's gradient buckets follow the parameters' layout at construction: arrange them first
     function.arrange_parameters(execution.resolve(device, update=True))
     module = _GraphModule(function, model.loss_node.all_trainable_params)
@@ -177,7 +178,6 @@ def start(requested: bool, gpu: str) -> SingleProcess:
     'auto' uses the GPU of this rank's local index when CUDA is available (NCCL).
     Returns the coordination and sets ``elektronn2.config.device`` for this rank.
     """
-    from ..config import config
     if requested and 'WORLD_SIZE' not in os.environ:
         raise ConfigError("--distributed: start elektronn2-train with torchrun, e.g. "
                           "`torchrun --nproc-per-node 2 -m elektronn2.training.cli CONFIG`")

@@ -1,7 +1,10 @@
 """ExperimentConfig: a training configuration in ELEKTRONN2's Python-file style.
 
 A config is a Python file whose top-level names are the settings (see
-:data:`DEFAULTS`); ``create_model()`` builds the model. Loading checks every
+:data:`DEFAULTS`); ``create_model()`` builds the model. The user's rc file
+(``~/.elektronn2rc``, :func:`elektronn2.config.read_user_settings`) supplies defaults
+of the settings it shares with a config (:data:`USER_DEFAULTS`): a config's own
+values override them, as the built-in defaults are overridden by both. Loading checks every
 setting before any work starts: unknown names warn with the closest known one;
 missing required settings, wrong types, values out of range, malformed schedules and
 unknown optimisers raise a :class:`~elektronn2.errors.ConfigError` naming the setting.
@@ -12,23 +15,32 @@ signatures they are passed to.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import importlib.util
 import inspect
 import logging
 import math
 import numbers
 import os
 import runpy
+import sys
 import traceback
 import types
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import CHOICES
+from ..config import CHOICES, USER_SETTINGS, read_user_settings, user_config_path
 from ..config import config as global_config
 from ..errors import ConfigError, Error
 from ..neuromancer.optimiser import OPTIMISERS
+from .preview import preview_options
 from .schedules import Schedule
+from ..legacy.declarative import V1_KEYS, from_v1_settings
+from ..neuromancer.registry import model_manager
+from ..data.rng import seed_global_generators
+from ..neuromancer.loading import modelload
+from .. import data as data_package
 
 logger = logging.getLogger('elektronn2')
 
@@ -63,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
     'memory_format': None,        # 'auto', 'contiguous' or 'channels_last'
     'compile': None,              # 'auto', 'on' or 'off'
 }
+#: settings whose defaults the user's rc file may set (ELEKTRONN2's names)
+USER_DEFAULTS = tuple(key for key in DEFAULTS if key in USER_SETTINGS)
 #: settings of elektronn2.config that a training config may override
 EXECUTION_SETTINGS = ('precision', 'memory_format', 'compile')
 
@@ -97,6 +111,9 @@ OPTIMISER_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
 }
 #: what schedules may change besides data_batch_args entries and numeric model attributes
 SCHEDULE_VARIABLES = (*OPTIMISER_RANGES, 'dropout')
+#: ELEKTRONN2's per-variable schedule settings (``lr_schedule = {'dec': 0.995}``): a dict
+#: becomes ``schedules[variable]`` unless ``schedules`` names that variable; None is nothing.
+SCHEDULE_ALIASES = {f'{v}_schedule': v for v in ('lr', 'mom', 'wd', 'dropout', 'gradnet')}
 
 
 def closest_hint(name: str, choices) -> str:
@@ -109,12 +126,32 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _range_problem(key: str, value) -> str | None:
+    """What is wrong with ``value`` for the numeric setting ``key`` (None: nothing)."""
+    valid, description = _RANGES[key]
+    if value is None or not valid(value):
+        return f"{key}={value!r} must be {description}"
+    return None
+
+
+def user_defaults() -> dict:
+    """The settings of :data:`USER_DEFAULTS` that the user's rc file sets, checked (a
+    ConfigError names the rc file)."""
+    values = {k: v for k, v in read_user_settings().items() if k in USER_DEFAULTS}
+    for key, value in values.items():
+        problem = _range_problem(key, value) if key in _RANGES else None
+        if problem:
+            raise ConfigError(f"{user_config_path()}: {problem}")
+    return values
+
+
 class ExperimentConfig:
     """The validated settings of one training run (attributes named as in the file)."""
 
     def __init__(self, path: str | os.PathLike, overrides: dict | None = None):
         self.path = Path(path).expanduser().resolve()
         values = dict(DEFAULTS)
+        values.update(user_defaults())
         values.update(self._read(self.path))
         values.update(overrides or {})
         self._check(values)
@@ -130,25 +167,28 @@ class ExperimentConfig:
         if not path.is_file():
             raise ConfigError(f"Config file {str(path)!r} does not exist")
         try:
-            namespace = runpy.run_path(str(path), run_name='__elektronn2_config__')
+            with theano_stand_in():
+                namespace = runpy.run_path(str(path), run_name='__elektronn2_config__')
         except SyntaxError as err:
             raise ConfigError(f"Syntax error in config {str(path)!r}, line {err.lineno}: "
                               f"{err.msg}: {(err.text or '').strip()!r}") from None
         except Exception as err:
             raise ConfigError(f"Config {str(path)!r} raised {type(err).__name__} while "
                               f"loading: {err}") from err
-        from ..legacy.declarative import V1_KEYS, from_v1_settings
-        values, v1_values = {}, {}
+        values, v1_values, aliases = {}, {}, {}
         for key, value in namespace.items():
             if key.startswith('_') or isinstance(value, types.ModuleType):
                 continue
             if key in DEFAULTS:
                 values[key] = value
+            elif key in SCHEDULE_ALIASES:
+                aliases[key] = value
             elif key in V1_KEYS:  # ELEKTRONN v1's names, translated below
                 v1_values[key] = value
             elif not (inspect.isfunction(value) or inspect.isclass(value)):
                 logger.warning("Config %s: unknown setting %r is ignored%s", path.name, key,
                                closest_hint(key, DEFAULTS))
+        values = _with_schedule_aliases(values, aliases, path.name)
         return from_v1_settings(values, v1_values, path.name) if v1_values else values
 
     def error(self, message: str) -> ConfigError:
@@ -182,9 +222,10 @@ class ExperimentConfig:
                                  f"{type(value).__name__}")
 
     def _check_ranges(self, values: dict) -> None:
-        for key, (valid, description) in _RANGES.items():
-            if values[key] is None or not valid(values[key]):
-                raise self.error(f"{key}={values[key]!r} must be {description}")
+        for key in _RANGES:
+            problem = _range_problem(key, values[key])
+            if problem:
+                raise self.error(problem)
         weights = values['class_weights']
         if weights is not None and not (weights and all(_is_real(w) and 0 <= w < math.inf
                                                         for w in weights)):
@@ -223,13 +264,10 @@ class ExperimentConfig:
                 raise self.error(f"{key}={spec!r} must be a string or a pair {form}")
 
     def _check_preview_kwargs(self, kwargs: dict) -> None:
-        export, max_z = kwargs.get('export_class', 'all'), kwargs.get('max_z_pred', 5)
-        if export != 'all' and not (isinstance(export, (list, tuple)) and all(
-                isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in export)):
-            raise self.error(f"preview_kwargs['export_class']={export!r} must be 'all' or a "
-                             f"list of class indices, e.g. [1]")
-        if isinstance(max_z, bool) or not isinstance(max_z, int) or max_z < 1:
-            raise self.error(f"preview_kwargs['max_z_pred']={max_z!r} must be an int >= 1")
+        try:
+            preview_options(kwargs)
+        except ConfigError as err:
+            raise self.error(str(err)) from None
 
     def _check_schedules(self, schedules: dict) -> None:
         for name, spec in schedules.items():
@@ -244,6 +282,10 @@ class ExperimentConfig:
                 for value in schedule.targets():
                     self._check_optimiser_value(f"schedules[{name!r}] value {value!r}", name,
                                                 value)
+
+    def existing_run_dir(self) -> Path | None:
+        """The run directory this config made already (None: the trainer makes one)."""
+        return None
 
     def check_save_path(self) -> None:
         """ConfigError unless a run directory can be made in ``save_path`` (which may not
@@ -267,6 +309,62 @@ class ExperimentConfig:
         for key in EXECUTION_SETTINGS:
             if getattr(self, key) is not None:
                 setattr(global_config, key, getattr(self, key))
+
+
+def _with_schedule_aliases(values: dict, aliases: dict, config_name: str) -> dict:
+    """``values`` with the :data:`SCHEDULE_ALIASES` settings folded into ``schedules``."""
+    if not isinstance(values.get('schedules', {}), dict):
+        return values      # the type check reports it
+    schedules = dict(values.get('schedules', {}))
+    for key, spec in aliases.items():
+        if spec is None:
+            continue
+        if not isinstance(spec, dict):
+            raise ConfigError(f"Config {config_name}: {key}={spec!r} must be None or a dict "
+                              f"like {{'dec': 0.995}}")
+        variable = SCHEDULE_ALIASES[key]
+        if variable in schedules:
+            logger.warning("Config %s: %s is ignored; schedules[%r] is set", config_name, key,
+                           variable)
+        else:
+            schedules[variable] = spec
+    return {**values, 'schedules': schedules} if schedules else values
+
+
+class _AbsentModule(types.ModuleType):
+    """A module that can be imported but not used: any attribute is a ConfigError."""
+
+    def __getattr__(self, name: str):
+        if name.startswith('__'):
+            raise AttributeError(name)
+        raise ConfigError(f"The config uses {self.__name__}.{name}, but Theano is not installed: "
+                          f"elektronn2 runs on PyTorch; use torch (e.g. in nm.ApplyFunc) instead")
+
+
+#: what ELEKTRONN2 configs import of Theano (``import theano.tensor as T``)
+THEANO_MODULES = ('theano', 'theano.tensor', 'theano.tensor.nnet')
+
+
+@contextlib.contextmanager
+def theano_stand_in():
+    """While config code runs, ``import theano`` and ``import theano.tensor as T`` succeed if
+    Theano is not installed (ELEKTRONN2's configs import it, often without using it); using
+    the modules raises a ConfigError. They leave ``sys.modules`` afterwards."""
+    if 'theano' in sys.modules or importlib.util.find_spec('theano') is not None:
+        yield
+        return
+    modules = {name: _AbsentModule(name) for name in THEANO_MODULES}
+    for name, module in modules.items():
+        parent, _, child = name.rpartition('.')
+        if parent:
+            object.__setattr__(modules[parent], child, module)
+    sys.modules.update(modules)
+    try:
+        yield
+    finally:
+        for name, module in modules.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
 
 
 def _expand_file_spec(spec):
@@ -315,14 +413,13 @@ def build_model(exp: ExperimentConfig):
     """The model: ``create_model()`` (run with torch, numpy and random seeded from the
     config's ``seed``, so that its initial parameters are reproducible) or
     ``modelload(model_load_path, **model_load_args)``."""
-    from ..neuromancer import model_manager
-    from ..data.rng import seed_global_generators
     if exp.model_load_path is not None:
         model = _load_model(exp)
     else:
         model_manager.newmodel(exp.save_name)
         seed_global_generators(exp.seed)
-        model = _run_user_code(exp, 'create_model()', exp.create_model)
+        with theano_stand_in():
+            model = _run_user_code(exp, 'create_model()', exp.create_model)
     if model is None or not hasattr(model, 'trainingstep'):
         raise exp.error("create_model() must return the Model (nm.model_manager.getmodel() "
                         "after designate_nodes)")
@@ -339,7 +436,6 @@ def build_model(exp: ExperimentConfig):
 
 
 def _load_model(exp: ExperimentConfig):
-    from ..neuromancer import modelload
     path = os.path.expanduser(exp.model_load_path)
     _check_kwargs(exp, 'model_load_args', exp.model_load_args, modelload, n_positional=1)
     try:
@@ -394,7 +490,6 @@ def _set_class_weights(model, exp: ExperimentConfig) -> None:
 def build_data(exp: ExperimentConfig, model):
     """The data object: ``data_class(input_node, target_node, **data_init_kwargs)``; the
     keys of data_init_kwargs and data_batch_args are checked against its signatures."""
-    from .. import data as data_package
     spec = exp.data_class
     if isinstance(spec, str):
         cls = getattr(data_package, spec, None)

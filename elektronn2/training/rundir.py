@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
+import zipfile
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -96,3 +98,13 @@ def _close_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_in_child)
+
+
+def backup_sources(config_path: Path, run_dir: Path) -> None:
+    """Copy the config to ``run_dir/config.py`` and the package's source into
+    ``run_dir/elektronn2-source.zip``, so that a run can be repeated."""
+    shutil.copy2(config_path, run_dir / 'config.py')
+    package = Path(__file__).resolve().parents[1]
+    with zipfile.ZipFile(run_dir / 'elektronn2-source.zip', 'w', zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(package.rglob('*.py')):
+            zf.write(file, file.relative_to(package.parent))

@@ -2,7 +2,8 @@
 
 Shortcuts: ``help``, ``q`` (continue), ``kill`` (save and stop), ``setlr X``,
 ``setmom X``, ``setwd X``, ``sethist N``, ``preview``, ``paramstats``,
-``gradstats``, ``actstats``, ``debugbatch``, ``load PATH``. Anything else runs as
+``gradstats``, ``actstats``, ``debugbatch``, ``load PATH``, ``sf [NODE]`` (a picture
+of a node's filters) and ``ip`` (IPython, in the trainer's terminal). Anything else runs as
 Python with ``model``, ``data``, ``trainer`` (also ``self``), ``batch``,
 ``exp_config``, ``np``, ``torch`` and ``nm`` in scope; exceptions are printed and
 never end the training; a shortcut with a bad value answers with one line. Changes
@@ -28,6 +29,10 @@ from prompt_toolkit.history import FileHistory
 
 from ..errors import ConfigError, Error, ModelFileError
 from .status import TRAIN_LOG_ONLY
+from .. import neuromancer as nm
+from .experiment import OPTIMISER_RANGES
+from ..neuromancer import modelfile
+from ..utils.introspection import plot_filters
 
 HELP = """\
 Shortcuts:
@@ -37,6 +42,7 @@ Shortcuts:
   preview          write preview images now   debugbatch    save a picture of the batch
   paramstats       parameter statistics       gradstats     gradient statistics (batch)
   actstats         activation statistics      load PATH     load parameters of a model file
+  sf [NODE]        picture of NODE's filters  ip            an IPython shell (same variables)
   help             this text
 Anything else is Python; in scope: model, data, trainer (self), batch, exp_config, np, torch, nm.
 TAB completes shortcuts and Python names.
@@ -66,7 +72,6 @@ class TrainingShell:
         import numpy as np
         import torch
 
-        import elektronn2.neuromancer as nm
         self.trainer = trainer
         self.namespace = {'model': trainer.model, 'data': trainer.data, 'trainer': trainer,
                           'self': trainer, 'batch': trainer.batch, 'exp_config': trainer.exp,
@@ -74,6 +79,7 @@ class TrainingShell:
                           'exit': _LeaveHint(), 'quit': _LeaveHint()}
         self._pending = ''
         self.ran_code = False
+        self.local = False  # on the trainer's own terminal (run_local), not over a socket
         self._shortcuts = {
             'help': lambda arg: HELP, 'q': lambda arg: None, 'kill': lambda arg: None,
             'setlr': lambda arg: self._set('lr', arg), 'setmom': lambda arg: self._set('mom', arg),
@@ -84,6 +90,8 @@ class TrainingShell:
             'actstats': lambda arg: trainer.model.actstats(*self._batch()),
             'debugbatch': lambda arg: f"wrote {trainer.debug_batch()}",
             'load': self._load,
+            'sf': self._show_filters,
+            'ip': self._ipython,
         }
 
     @property
@@ -148,7 +156,6 @@ class TrainingShell:
         return buffer.getvalue()
 
     def _set(self, key: str, arg: str) -> str:
-        from .experiment import OPTIMISER_RANGES
         valid, description = OPTIMISER_RANGES[key]
         value = _parse(arg, float, valid, f"a number {description}")
         note = self.trainer.set_by_hand(key, value)
@@ -164,7 +171,6 @@ class TrainingShell:
         return self.trainer.batch[:len(self.trainer.model.ordered_inputs([self.trainer.model.loss_node]))]
 
     def _load(self, path: str) -> str:
-        from ..neuromancer import modelfile
         _, tensors = modelfile.read(path)
         params = self.trainer.model.all_params()
         missing = sorted(set(params) - set(tensors))
@@ -176,6 +182,40 @@ class TrainingShell:
                 self.trainer.model[node].set_param_values({name: value})
         return f"loaded parameters from {path}"
 
+    def _show_filters(self, name: str) -> str:
+        """Save ``filters_<NODE>.png`` (a mosaic of the node's filters) in the run
+        directory; without a name, of the first node with convolution filters."""
+        model = self.trainer.model
+        with_filters = [n for n, node in model.nodes.items()
+                        if 'w' in node.params and node.params['w'].ndim >= 3]
+        if not name:
+            if not with_filters:
+                raise ConfigError("the model has no node with convolution filters")
+            name = with_filters[0]
+        elif name not in with_filters:
+            raise ConfigError(f"{name!r} is not a node with convolution filters; nodes with "
+                              f"filters: {', '.join(with_filters) or 'none'}")
+        return f"wrote {plot_filters(model[name], self.trainer.run_dir / f'filters_{name}.png')}"
+
+    def _ipython(self, arg: str) -> str:
+        """An embedded IPython shell over this shell's variables, until it exits."""
+        if not self.local:
+            return "ip: IPython runs only in the trainer's own terminal, not over elektronn2-shell"
+        try:
+            from IPython.terminal.embed import InteractiveShellEmbed
+        except ImportError:
+            return ("ip: IPython is not installed (pip install ipython); this shell runs "
+                    "Python as well")
+        self.ran_code = True
+        hints = {k: self.namespace.pop(k) for k in ('exit', 'quit')}  # IPython's own leave it
+        try:
+            InteractiveShellEmbed(user_ns=self.namespace, exit_msg='',
+                                  banner1="IPython with the trainer's variables; exit (or "
+                                          "Ctrl+D) returns to the training shell.\n")()
+        finally:
+            self.namespace.update(hints)
+        return 'Back in the training shell.'
+
     def finish(self) -> None:
         """After the shell closes: workers see changed data settings."""
         if self.ran_code:
@@ -186,6 +226,7 @@ class TrainingShell:
         """Prompt on this terminal until q/kill (Ctrl+D continues); returns the action."""
         session = PromptSession(history=FileHistory(str(self.trainer.run_dir / '.shell_history')),
                                 completer=ShellCompleter(self.complete))
+        self.local = True
         print(f"\nTraining paused at step {self.trainer.step}. 'help' lists the shortcuts, "
               f"'q' continues, 'kill' stops.", flush=True)
         action = None

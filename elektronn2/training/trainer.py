@@ -29,30 +29,43 @@ hand (shell, rollback) is where its schedule continues from
 In data-parallel training (see :mod:`.distributed`) every rank runs a Trainer; only
 the chief (rank 0) monitors, writes files and pauses, and the others follow its
 decisions.
+
+ELEKTRONN2's surface: ``Trainer(exp_config).run()`` builds the model, the data and the
+run directory from the config alone; ``test_model``, ``debug_getcnnbatch``,
+``preview_slice``, ``preview_slice_from_traindata`` and ``predict_and_write`` map onto
+the monitoring, debug-batch and preview code here; besides ``model-final.mdl`` and the
+checkpoints, a run directory holds ``<save_name>-FINAL.mdl``, ``<save_name>-LAST.mdl``
+(the newest checkpoint's model) and ``Backup/`` (a copy of the config file).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
+import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..data.rng import seed_of
-from ..data.sources import first_nonfinite
+from ..data.sources import first_nonfinite, open_source, read_channel_box
 from ..data.workers import BackgroundBatches, make_batch
-from ..errors import DataError, ModelFileError, TrainingError
+from ..errors import ConfigError, DataError, ModelFileError, TrainingError
 from . import checkpoint
 from .distributed import SingleProcess
-from .experiment import ExperimentConfig
+from .experiment import ExperimentConfig, build_data, build_model, check_schedule_targets
 from .history import History
-from .preview import load_preview_volume, save_preview
+from .preview import load_preview_volume, preview_options, save_preview
+from .rundir import RunDirLock, backup_sources, create_run_dir
 from .schedules import Schedule
 from .status import LoopTimer, StatusLine, duration
+from .shell import TrainingShell
+from ..data.debug import save_batch_picture, target_geometry
 
 logger = logging.getLogger('elektronn2')
 
@@ -62,18 +75,65 @@ PREVIEW_SHARE = 0.1  # longest preview, as a share of prev_save_h
 
 
 class Trainer:
-    """Trains ``model`` on ``data`` as configured by ``exp``, writing into ``run_dir``.
+    """Trains a model as configured by ``exp_config``, writing into a run directory.
 
+    ``model``, ``data`` and ``run_dir`` are built from the config when not given (as
+    ELEKTRONN2's ``Trainer(exp_config)``): the model by ``create_model()`` or
+    ``model_load_path``, the data by ``data_class``; the run directory is the one a
+    :class:`.trainutils.ExperimentConfig` made, else a new ``save_path/save_name``
+    (``-1``, ``-2``, ... if taken), locked until :meth:`run` ends. ``preview_volume``:
+    one preview cube (ch, z, y, x) or a list of them (default: ``preview_data_path``).
     ``parallel``: the coordination with other ranks in data-parallel training
     (:class:`~.distributed.DataParallel`); by default the run is a single process.
     """
 
-    def __init__(self, exp: ExperimentConfig, model, data, run_dir: Path,
-                 resume_state: dict | None = None, preview_volume: np.ndarray | None = None,
+    def __init__(self, exp_config: ExperimentConfig, model=None, data=None,
+                 run_dir: Path | None = None, resume_state: dict | None = None,
+                 preview_volume: np.ndarray | Sequence[np.ndarray] | None = None,
                  interactive: bool | None = None, parallel: SingleProcess | None = None):
-        self.exp, self.model, self.data = exp, model, data
+        exp = self.exp = exp_config
         self.parallel = parallel or SingleProcess()
-        self.run_dir = Path(run_dir)
+        self._owned = contextlib.ExitStack()  # the run directory's lock, if this trainer made it
+        if model is None:
+            if run_dir is None and exp.existing_run_dir() is None:
+                exp.check_save_path()   # before the work of building
+            exp.apply_execution_settings()
+            model = build_model(exp)
+            check_schedule_targets(exp, model)
+        if data is None:
+            data = build_data(exp, model)
+        if preview_volume is None and exp.preview_data_path is not None:
+            preview_volume = load_preview_volume(exp.preview_data_path, model, exp.preview_kwargs)
+        self.model, self.data = model, data
+        #: the preview cubes (each ch, z, y, x), or None
+        self.preview_data = ([preview_volume] if isinstance(preview_volume, np.ndarray)
+                             else list(preview_volume) if preview_volume is not None else None)
+        self.preview_options = preview_options(exp.preview_kwargs) if self.preview_data else {}
+        try:
+            self.run_dir = Path(run_dir) if run_dir is not None else self._open_run_dir()
+            self._setup(resume_state, interactive)
+        except BaseException:
+            self._owned.close()
+            raise
+
+    @property
+    def exp_config(self) -> ExperimentConfig:
+        """The config (ELEKTRONN2's name for :attr:`exp`)."""
+        return self.exp
+
+    def _open_run_dir(self) -> Path:
+        """The run directory of a trainer built from its config (see the class), locked
+        and with the config and sources backed up (as ``elektronn2-train`` does)."""
+        run_dir = None
+        if self.parallel.is_chief:
+            exp = self.exp
+            run_dir = exp.existing_run_dir() or create_run_dir(exp.save_path, exp.save_name)
+            self._owned.enter_context(RunDirLock(run_dir))
+            backup_sources(exp.path, run_dir)
+        return Path(self.parallel.from_chief(run_dir))
+
+    def _setup(self, resume_state: dict | None, interactive: bool | None) -> None:
+        exp, model = self.exp, self.model
         self.history_freq = exp.history_freq
         self.batch_args = dict(exp.data_batch_args)
         self.step = 0
@@ -88,23 +148,32 @@ class Trainer:
                         if self.parallel.is_chief else None)
         self.status = StatusLine()
         self.interactive = interactive
-        if preview_volume is None and exp.preview_data_path is not None:
-            preview_volume = load_preview_volume(exp.preview_data_path)
-        self.preview_volume = preview_volume
         self.next_preview_h = exp.initial_prev_h
         self._rollbacks = 0         # since the last good state
         self._diverged: str | None = None   # why the run stops as diverged
         self._interrupted = False
         self._stop = False
         self._share_state = True    # the other ranks take over the chief's state first
+        self._debug_batches = 0     # drawn by debug_getcnnbatch
         self.remote = None
         batch_position = 0
         if resume_state is not None:
             batch_position = self._restore(resume_state)
+        elif self.parallel.is_chief:
+            self._backup_config()
         self._saved_step = self.step
         self._good_state = self._snapshot() if self._params_finite() else None
         self.parallel.wrap(model)
         self.batches = self._start_batches(batch_position)
+
+    def _backup_config(self) -> None:
+        """``Backup/`` with a copy of the config file, as ELEKTRONN2's run directories."""
+        backup = self.run_dir / 'Backup'
+        try:
+            backup.mkdir(exist_ok=True)
+            shutil.copy2(self.exp.path, backup / self.exp.path.name)
+        except OSError as err:
+            logger.warning("Config not backed up into %s: %s", backup, err)
 
     # --- batches ---------------------------------------------------------------------------
     @property
@@ -114,7 +183,7 @@ class Trainer:
 
     def _start_batches(self, position: int) -> BackgroundBatches:
         return BackgroundBatches(self.data, self.exp.batch_size,
-                                 n_workers=int(self.exp.background_processes),
+                                 n_workers=_worker_count(self.exp.background_processes),
                                  batch_kwargs=self.batch_args, seed=self.seed, start=position)
 
     def restart_batches(self) -> None:
@@ -122,15 +191,17 @@ class Trainer:
         self.batches.restart(data=self.data, batch_kwargs=self.batch_args)
 
     # --- variables that schedules and the shell change -----------------------------------
-    def get_variable(self, name: str) -> float:
+    def get_variable(self, name: str) -> float | list[float]:
+        """The value of a schedulable variable; dropout: one rate, or the per-layer list
+        where the layers differ."""
         if name == 'dropout':
-            rates = self.model.dropout_rates
-            return float(rates[0]) if rates else 0.0
+            rates = [float(r) for r in self.model.dropout_rates]
+            return rates[0] if len(set(rates)) == 1 else rates if rates else 0.0
         if name in self.batch_args:
             return self.batch_args[name]
         return getattr(self.model, name)
 
-    def set_variable(self, name: str, value: float) -> None:
+    def set_variable(self, name: str, value: float | list[float]) -> None:
         if name == 'dropout':
             self.model.dropout_rates = value
         elif name in self.batch_args:
@@ -185,18 +256,25 @@ class Trainer:
                 logger.info("Training ends (%s) at step %d after %.2f h", reason, self.step,
                             self.runtime / 3600)
                 self.save_checkpoint()
-                self.model.save(self.run_dir / 'model-final.mdl')
+                final = self.model.save(self.run_dir / 'model-final.mdl')
+                checkpoint.alias(final, self.run_dir / f"{self.exp.save_name}-FINAL.mdl")
         except Exception:   # keep the steps since the last checkpoint (if finite)
             self._save_progress()
             raise
         finally:
             signal.signal(signal.SIGINT, previous_handler)
-            self.batches.close()
-            if self.history is not None:
-                self.history.close()
-            if self.remote is not None:
-                self.remote.close()
+            self.close()
         return reason
+
+    def close(self) -> None:
+        """Release what the trainer holds (batch workers, history files, the remote shell,
+        the run directory's lock if it made the directory); :meth:`run` does at its end."""
+        self.batches.close()
+        if self.history is not None:
+            self.history.close()
+        if self.remote is not None:
+            self.remote.close()
+        self._owned.close()
 
     def _stop_reason(self) -> str | None:
         """Why training ends now ('n_steps', 'max_runtime', 'kill' from the shell), or None;
@@ -247,7 +325,7 @@ class Trainer:
             self.monitor()
         if self.step % self.exp.param_save_it == 0:
             self.save_checkpoint()
-        if self.preview_volume is not None and self.runtime / 3600 >= self.next_preview_h:
+        if self.preview_data and self.runtime / 3600 >= self.next_preview_h:
             self.preview()
             self.next_preview_h = self.runtime / 3600 + self.exp.prev_save_h  # no catch-up
         self.timer.step_done(wait_seconds)
@@ -332,18 +410,18 @@ class Trainer:
         return row
 
     def preview(self) -> list[Path]:
-        """Write preview PNGs of the preview volume now. A preview never ends the run: a
+        """Write preview PNGs of the preview cubes now. A preview never ends the run: a
         failure, Ctrl+C during it or running over :data:`PREVIEW_SHARE` of ``prev_save_h``
         stops it with a one-line warning (traceback at debug level)."""
-        if self.preview_volume is None:
+        if not self.preview_data:
             logger.warning("No preview_data_path configured")
             return []
-        kwargs = {k: v for k, v in self.exp.preview_kwargs.items() if k in ('export_class', 'max_z_pred')}
         in_shell = self._interrupted   # from the shell: only a new Ctrl+C stops it
         try:
-            return save_preview(self.model, self.preview_volume, self.run_dir / 'previews',
-                                self.step, should_stop=lambda: self._interrupted and not in_shell,
-                                max_seconds=PREVIEW_SHARE * self.exp.prev_save_h * 3600, **kwargs)
+            return self._write_previews(
+                None, self.preview_data, self.model, **self.preview_options,
+                should_stop=lambda: self._interrupted and not in_shell,
+                max_seconds=PREVIEW_SHARE * self.exp.prev_save_h * 3600)
         except (Exception, KeyboardInterrupt) as err:   # a second Ctrl+C raises the latter
             self._interrupted |= isinstance(err, KeyboardInterrupt)
             self.status.clear()
@@ -351,6 +429,90 @@ class Trainer:
                            self.step, type(err).__name__, err)
             logger.debug("Preview failure", exc_info=True)
             return []
+
+    def _write_previews(self, name: str | None, cubes: Sequence[np.ndarray], node,
+                        export_class='all', max_z_pred: int = 5,
+                        should_stop=lambda: False, max_seconds: float = math.inf) -> list[Path]:
+        """:func:`.save_preview` of each cube with ``node`` (or a model) into ``previews/``,
+        all within ``max_seconds``; files ``<name>[_cube<i>]_class<c>.png`` (``name``
+        None: ``preview_step<step>``)."""
+        deadline = time.monotonic() + max_seconds
+        written: list[Path] = []
+        for i, cube in enumerate(cubes):
+            label = name if len(cubes) == 1 else f"{name or f'preview_step{self.step:09d}'}_cube{i}"
+            written += save_preview(node, cube, self.run_dir / 'previews', self.step,
+                                    export_class, max_z_pred, should_stop,
+                                    deadline - time.monotonic(), name=label)
+        return written
+
+    # --- ELEKTRONN2's trainer methods -------------------------------------------------------
+    def test_model(self, data_source: str = 'valid') -> tuple[float, float]:
+        """(loss, error) on ``monitor_batch_size`` examples of ``data_source`` ('train' or
+        'valid'), as at a monitoring point (error as a fraction, NaN without an error
+        node); (NaN, NaN) with a warning when the data has no such examples."""
+        if data_source not in ('train', 'valid'):
+            raise ConfigError(f"test_model: data_source {data_source!r} must be 'train' or "
+                              f"'valid'")
+        try:
+            values = self._evaluate(data_source)
+        except DataError as err:
+            logger.warning("test_model(%r): no batch (%s)", data_source, err)
+            return math.nan, math.nan
+        return values[f"{data_source}_loss"], values.get(f"{data_source}_err", math.nan)
+
+    def debug_getcnnbatch(self) -> tuple:
+        """A new training batch (outside the training stream, which it leaves as it is),
+        drawn into ``Batch_test_image.png`` in the run directory (:meth:`debug_batch`)."""
+        self._debug_batches += 1
+        batch = make_batch(self.data, self.exp.batch_size, 'train', self.batch_args,
+                           (self.seed, 3, self.step, self._debug_batches))
+        self.debug_batch(self.run_dir / 'Batch_test_image.png', batch)
+        return batch
+
+    def preview_slice(self, number=0, export_class='all', max_z_pred: int = 5) -> list[Path]:
+        """Previews of the preview cubes now, named ``preview_<number>``; errors are raised
+        (the previews during training, :meth:`preview`, only log them)."""
+        if not self.preview_data:
+            raise ConfigError("preview_slice needs preview data: set preview_data_path in the "
+                              "config")
+        options = preview_options({'export_class': export_class, 'max_z_pred': max_z_pred})
+        return self._write_previews(f"preview_{number}", self.preview_data, self.model, **options)
+
+    def preview_slice_from_traindata(self, cube_i: int = 0, off: Sequence[int] = (0, 0, 0),
+                                     sh: Sequence[int] = (10, 400, 400), number=0,
+                                     export_class='all') -> list[Path]:
+        """Previews of the box at ``off`` of shape ``sh`` (z, y, x) of training cube
+        ``cube_i``, named ``preview_<number>_train<cube_i>`` (:meth:`predict_and_write`)."""
+        image = self._training_cube(cube_i)
+        lo = np.asarray(off, dtype=int)
+        raw = read_channel_box(image, lo, lo + np.asarray(sh, dtype=int))
+        return self.predict_and_write(self.model.prediction_node, raw, number, export_class,
+                                      block_name=f"train{cube_i}", z_thick=int(sh[0]))
+
+    def _training_cube(self, index: int):
+        """Training cube ``index`` of the data as a volume source (z, y, x or c, z, y, x)."""
+        data = self.data
+        if hasattr(data, 'train_cubes'):      # BatchCreatorImage
+            cubes = [data.cubes[i].image for i in data.train_cubes]
+        elif getattr(data, 'train_d', None) is not None:
+            cubes = [open_source(np.asarray(d)) for d in data.train_d]
+        else:
+            raise ConfigError(f"{type(self.data).__name__} has no training cubes to preview")
+        if not 0 <= index < len(cubes):
+            raise ConfigError(f"cube_i={index}: there are {len(cubes)} training cubes "
+                              f"(0..{len(cubes) - 1})")
+        return cubes[index]
+
+    def predict_and_write(self, pred_node, raw_img: np.ndarray, number=0, export_class='all',
+                          block_name: str = '', z_thick: int = 5) -> list[Path]:
+        """Previews of the central ``z_thick`` slices of ``raw_img`` ((ch,) z, y, x)
+        predicted by ``pred_node`` (a node or a model), named
+        ``preview_<number>[_<block_name>]``."""
+        raw = np.asarray(raw_img)
+        options = preview_options({'export_class': export_class, 'max_z_pred': z_thick})
+        name = f"preview_{number}" + (f"_{block_name}" if str(block_name) else '')
+        return self._write_previews(name, [raw[None] if raw.ndim == 3 else raw], pred_node,
+                                    **options)
 
     def save_checkpoint(self) -> Path | None:
         scaler = self.model.grad_scaler
@@ -365,6 +527,7 @@ class Trainer:
         except ModelFileError as err:
             logger.error("%s", err)
             return None
+        checkpoint.alias(path / 'model.mdl', self.run_dir / f"{self.exp.save_name}-LAST.mdl")
         self._saved_step = self.step
         logger.debug("Checkpoint %s", path)
         return path
@@ -443,7 +606,6 @@ class Trainer:
     # --- the shell --------------------------------------------------------------------------
     def _pause(self) -> None:
         """The shell until it continues or kills; its time does not count as training."""
-        from .shell import TrainingShell
         self.status.clear()
         paused_at = time.time()
         before = {s.variable: self.get_variable(s.variable) for s in self.schedules}
@@ -462,16 +624,24 @@ class Trainer:
         if action == 'kill':
             self._stop = True
 
-    def debug_batch(self, path: Path | None = None) -> Path:
-        """Save a picture of the current batch (image, target, overlay); the targets lie
-        where the prediction's offsets and strides put them."""
-        from ..data.debug import save_batch_picture, target_geometry
-        if self.batch is None:
-            self.batch = self.batches.next()
+    def debug_batch(self, path: Path | None = None, batch: tuple | None = None) -> Path:
+        """Save a picture of ``batch`` (default: the current one): image, target, overlay;
+        the targets lie where the prediction's offsets and strides put them."""
+        if batch is None:
+            if self.batch is None:
+                self.batch = self.batches.next()
+            batch = self.batch
         path = path or self.run_dir / f"debug_batch_step{self.step}.png"
-        save_batch_picture(self.batch[0], self.batch[1], path,
-                           **target_geometry(self.model.prediction_node, self.batch[0].ndim - 2))
+        save_batch_picture(batch[0], batch[1], path,
+                           **target_geometry(self.model.prediction_node, batch[0].ndim - 2))
         return Path(path)
+
+
+def _worker_count(background_processes: bool | int) -> int:
+    """Batch worker processes of the setting: True is ELEKTRONN2's default of 2."""
+    if background_processes is True:
+        return 2
+    return int(background_processes)
 
 
 def _fmt(value: float | None, spec: str) -> str:

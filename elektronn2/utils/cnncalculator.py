@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import types
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -71,6 +73,26 @@ def _axis_chain(size: int, filters, poolings, mfp) -> AxisGeometry:
     return g
 
 
+def _is_valid(size: int, filters, poolings, mfp) -> bool:
+    """Whether an input of ``size`` passes every layer of one axis."""
+    try:
+        _axis_chain(size, filters, poolings, mfp)
+    except ShapeError:
+        return False
+    return True
+
+
+def _layers(filters, poolings, mfp, ndim: int) -> tuple[list, list, list]:
+    """Per-layer filter and pool tuples (one entry per axis) and per-layer mfp flags."""
+    n_layers = len(filters)
+    filt = _per_layer(filters, n_layers, ndim, 'filters')
+    pools = _per_layer(poolings, n_layers, ndim, 'poolings')
+    mfps = [bool(mfp)] * n_layers if isinstance(mfp, bool) else [bool(m) for m in mfp]
+    if len(mfps) != n_layers:
+        raise ShapeError(f"mfp has {len(mfps)} entries for {n_layers} layers")
+    return filt, pools, mfps
+
+
 def cnncalculator(filters: Sequence, poolings: Sequence, desired_patch_size=None,
                   mfp: bool | Sequence[bool] = False, force_center: bool = False,
                   desired_output=None, ndim: int = 1) -> CNNCalculator:
@@ -78,29 +100,21 @@ def cnncalculator(filters: Sequence, poolings: Sequence, desired_patch_size=None
 
     Args:
         filters, poolings: one entry per layer, an int or one int per spatial axis.
-        desired_patch_size: wanted input size per axis; snapped to the nearest valid size.
+        desired_patch_size: wanted input size per axis; an invalid size is snapped to the
+            largest valid size below it (the smallest valid size if there is none).
         mfp: max-fragment pooling for all layers, or per layer.
         force_center: refuse even fields of view (outputs between input voxels).
         desired_output: wanted output size per axis; the patch size is derived from it.
         ndim: number of spatial axes.
     """
-    n_layers = len(filters)
-    filt = _per_layer(filters, n_layers, ndim, 'filters')
-    pools = _per_layer(poolings, n_layers, ndim, 'poolings')
-    mfps = [bool(mfp)] * n_layers if isinstance(mfp, bool) else [bool(m) for m in mfp]
-    if len(mfps) != n_layers:
-        raise ShapeError(f"mfp has {len(mfps)} entries for {n_layers} layers")
+    filt, pools, mfps = _layers(filters, poolings, mfp, ndim)
     messages = []
     patch, valid_near = [], []
     for k in range(ndim):
         fk, pk = [f[k] for f in filt], [p[k] for p in pools]
 
         def valid(n: int) -> bool:
-            try:
-                _axis_chain(n, fk, pk, mfps)
-            except ShapeError:
-                return False
-            return True
+            return _is_valid(n, fk, pk, mfps)
         smallest = next(n for n in range(1, 100_000) if valid(n))
         if desired_output is not None:
             want = as_tuple(desired_output, ndim, 'desired_output')[k]
@@ -108,8 +122,7 @@ def cnncalculator(filters: Sequence, poolings: Sequence, desired_patch_size=None
                         and _axis_chain(n, fk, pk, mfps).size >= want)
         elif desired_patch_size is not None:
             want = as_tuple(desired_patch_size, ndim, 'desired_patch_size')[k]
-            size = want if valid(want) else min(nearest_valid_sizes(valid, want, 1, 10_000) or [smallest],
-                                                key=lambda n: (abs(n - want), n))
+            size = next((n for n in range(want, smallest - 1, -1) if valid(n)), smallest)
             if size != want:
                 messages.append(f"axis {k}: patch size {want} is not valid, snapped to {size}")
         else:
@@ -133,3 +146,33 @@ def cnncalculator(filters: Sequence, poolings: Sequence, desired_patch_size=None
                          tuple(g.stride // d for g, d in zip(geoms, dense)), fov,
                          tuple(g.offset for g in geoms), tuple(valid_near), tuple(messages))
 
+
+
+def get_valid_patch_sizes(filters: Sequence, poolings: Sequence, desired_patch_size=100,
+                          mfp: bool | Sequence[bool] = False, ndim: int = 1) -> list:
+    """Every valid input size below 5000: a list of ints (``ndim=1``), else one such list
+    per spatial axis. (``desired_patch_size`` is accepted for ELEKTRONN2's signature.)"""
+    filt, pools, mfps = _layers(filters, poolings, mfp, ndim)
+    sizes = [[n for n in range(2, 5000) if _is_valid(n, [f[k] for f in filt], [p[k] for p in pools],
+                                                      mfps)] for k in range(ndim)]
+    return sizes[0] if ndim == 1 else sizes
+
+
+def get_cloesest_valid_patch_size(filters: Sequence, poolings: Sequence, desired_patch_size=100,
+                                  mfp: bool | Sequence[bool] = False, ndim: int = 1) -> int | list[int]:
+    """The valid input size :func:`cnncalculator` snaps ``desired_patch_size`` to: an int
+    (``ndim=1``), else a list per spatial axis. (ELEKTRONN2's spelling of the name.)"""
+    size = cnncalculator(filters, poolings, desired_patch_size, mfp=mfp, ndim=ndim).patch_size
+    return size[0] if ndim == 1 else list(size)
+
+
+class _CallableModule(types.ModuleType):
+    """ELEKTRONN2 exported the function as ``elektronn2.utils.cnncalculator``, the name of
+    this module too; once the module is imported it takes that place in the package, so
+    calling it calls the function."""
+
+    def __call__(self, *args, **kwargs) -> CNNCalculator:
+        return cnncalculator(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

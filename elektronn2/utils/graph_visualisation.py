@@ -27,7 +27,8 @@ from ..neuromancer.basic import Add, Concat, MultMerge
 from ..neuromancer.layer import NeuralLayer
 from ..neuromancer.loss import Softmax
 from ..neuromancer.neural import Pool
-from ..neuromancer.node import Node, pretty_ops
+from ..neuromancer.node import Node
+from ..neuromancer.summary import pretty_ops
 from .optional import import_optional, require_program
 
 logger = logging.getLogger('elektronn2')

@@ -36,7 +36,7 @@ def values_under_outputs(creator, images):
     """Image values at the output voxel positions (b, *out), network order."""
     g = creator.geometry
     offsets = [int(o) for o in g.net_order(g.offsets)]
-    strides, out = g.net_order(g.strides), g.net_order(g.out_shape)
+    strides, out = g.net_order(g.strides), g.net_order(g.out)
     index = tuple(slice(o, o + (n - 1) * s + 1, s) for o, s, n in zip(offsets, strides, out))
     return images[(slice(None), 0) + index]
 
@@ -204,8 +204,12 @@ def test_affinities_and_nhood_targets(neuro3d_lite, planar_net, fib25, isbi, isb
     assert set(np.unique(aff)) == {0, 1} and 0.5 < aff.mean() < 0.95
     with pytest.raises(DataError, match='contain the value .*, but the network predicts 2'):
         creator.getbatch(1)  # ids are no class labels
-    with pytest.raises(ConfigError, match="affinities='malis'"):
-        creator.getbatch(1, affinities='malis')
+    images, aff, seg = creator.getbatch(1, affinities='malis')   # ELEKTRONN2's MALIS batches
+    assert seg.shape == (1, 1, 4, 30, 30) and aff.shape == (1, 3, 4, 30, 30)
+    z_linked = aff[0, 0, 1:] == 1   # the z edge joins each voxel to its predecessor
+    assert np.all(seg[0, 0, 1:][z_linked] == seg[0, 0, :-1][z_linked])
+    with pytest.raises(ConfigError, match="affinities='mutex'"):
+        creator.getbatch(1, affinities='mutex')
     inp2, target2 = planar_net
     nhood_target = nm.Input_like(target2.ref, override_f=5, name='nhood')
     creator = BatchCreatorImage(inp2, nhood_target, d_files=[(isbi, 'train/raw')],

@@ -6,7 +6,8 @@ import elektronn2.neuromancer as nm
 from elektronn2.data.sources import ArraySource
 from elektronn2.errors import ShapeError
 from elektronn2.inference.blockwise import mirror_indices, read_mirrored
-from elektronn2.inference.geometry import BlockGrid, Box, NetGeometry
+from elektronn2.inference.geometry import BlockGrid, Box
+from elektronn2.neuromancer.footprint import Footprint
 
 
 def test_box_operations_and_validation():
@@ -24,7 +25,7 @@ def test_net_geometry_in_data_order():
     nm.model_manager.newmodel('geometry')
     inp = nm.Input((None, 1, 9, 27, 29), 'b,f,z,x,y')
     probs = nm.Softmax(nm.Conv(nm.Conv(inp, 3, (3, 4, 4), (1, 2, 2)), 2, 1, activation_func='lin'))
-    geometry = NetGeometry.from_node(probs)
+    geometry = Footprint.of(probs)
     # net (z, x, y) = patch (9, 27, 29) -> data (z, y, x)
     assert geometry.patch == (9, 29, 27)
     assert geometry.out == (7, 13, 12) and geometry.strides == (1, 2, 2)
@@ -35,7 +36,7 @@ def test_net_geometry_in_data_order():
     assert geometry.patch_bases((10, 26, 30)) == [[0, 7], [0], [0, 24]]
     assert geometry.tile_extent((10, 26, 30)) == (14, 26, 48)
     assert geometry.evaluations((10, 26, 30)) == 2 * 2 * 4
-    assert geometry.net_sizes((10, 20, 30)) == (10, 30, 20)
+    assert geometry.net_order((10, 20, 30)) == (10, 30, 20)
     volume = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
     assert geometry.to_net(volume).shape == (2, 3, 5, 4)
     np.testing.assert_array_equal(geometry.from_net(geometry.to_net(volume)), volume)
@@ -45,12 +46,12 @@ def test_planar_and_same_geometry():
     nm.model_manager.newmodel('planar')
     inp = nm.Input((None, 1, 20, 22), 'b,f,x,y')
     conv = nm.Conv(inp, 2, 3, conv_mode='same', activation_func='lin')
-    geometry = NetGeometry.from_node(conv)
+    geometry = Footprint.of(conv)
     assert geometry.planar and geometry.patch == (1, 22, 20) and not geometry.exact
     volume = np.zeros((1, 3, 22, 20))
     assert geometry.to_net(volume).shape == (1, 3, 20, 22)
-    with pytest.raises(ShapeError, match='half-voxel'):
-        NetGeometry.from_node(nm.Conv(inp, 2, 4))
+    even = Footprint.of(nm.Conv(inp, 2, 4))   # even fov: outputs at fov // 2 (ELEKTRONN2)
+    assert even.offsets[1:] == (2.0, 2.0) and even.context == ((0, 2, 2), (0, 1, 1))
 
 
 def test_unet_phase_keeps_patches_on_the_pooling_grid():
@@ -60,7 +61,7 @@ def test_unet_phase_keeps_patches_on_the_pooling_grid():
     c1 = nm.Conv(nm.Pool(c0, (1, 2, 2)), 2, (1, 3, 3))
     c2 = nm.Conv(nm.Pool(c1, (1, 2, 2)), 2, (1, 3, 3))
     up = nm.UpConvMerge(c0, nm.UpConvMerge(c1, c2, 2), 2)
-    geometry = NetGeometry.from_node(nm.Conv(up, 2, (1, 3, 3)))
+    geometry = Footprint.of(nm.Conv(up, 2, (1, 3, 3)))
     assert geometry.strides == (1, 1, 1) and geometry.phase == (1, 4, 4)
     assert geometry.out == (4, 14, 14)
     # 14 outputs per patch: placements 12 apart so that every patch starts on the 4-grid

@@ -147,3 +147,52 @@ def test_v1_image_volumes_become_a_batch_creator(v1_config):
                                    'warp_args': {'flips': False, 'swaps': False}}
     assert exp.optimiser == 'Adam' and exp.optimiser_params == {'lr': 5e-4, 'beta2': 0.99}
     assert exp.schedules == {'lr': {'updates': [(1000, 1e-3)]}}
+
+
+V1_3D = """
+    n_dim = 3
+    desired_input = [25, 25, 9]        # x, y, z
+    filters = [[4, 4, 1], [3, 3, 3]]
+    pool = [[2, 2, 1], [1, 1, 1]]
+    nof_filters = [4, 6]
+    n_lab = 2
+    batch_size = 2
+    data_path = {path!r}
+    label_path = {path!r}
+    d_files = [({name!r}, 'raw')]
+    l_files = [({name!r}, 'barrier')]
+    warp_on = False
+"""
+
+
+def test_v1_volumes_in_xyz_order_are_read_as_zyx(v1_config, barrier_file, tmp_path):
+    """Real EM volumes (gala, z, y, x) stored transposed as v1's (x, y, z): with
+    zchxy_order = False they give the same cubes and batches as the z, y, x file."""
+    with h5py.File(barrier_file, 'r') as f:
+        raw, barrier = f['raw'][()], f['barrier'][()]
+    with h5py.File(tmp_path / 'xyz.h5', 'w') as f:
+        f['raw'], f['barrier'] = raw.transpose(2, 1, 0), barrier.transpose(2, 1, 0)
+    zyx = ExperimentConfig(v1_config(V1_3D.format(path=str(barrier_file.parent),
+                                                  name=barrier_file.name), 'zyx.py'))
+    xyz = ExperimentConfig(v1_config(V1_3D.format(path=str(tmp_path), name='xyz.h5')
+                                     + '    zchxy_order = False\n', 'xyz.py'))
+    assert xyz.data_init_kwargs['zxy'] is False and 'zxy' not in zyx.data_init_kwargs
+    model = build_model(zyx)
+    batches = []
+    for exp in (zyx, xyz):
+        data = build_data(exp, model)
+        assert data.cubes[0].image_shape == raw.shape == (50, 100, 200)
+        data.reseed(7)
+        batches.append(data.getbatch(2, **exp.data_batch_args))
+    for mine, theirs in zip(*batches):
+        np.testing.assert_array_equal(mine, theirs)
+    assert batches[0][0].std() > 0
+
+
+def test_v1_zchxy_order_true_refuses_channels_after_z(v1_config, tmp_path):
+    with h5py.File(tmp_path / 'zcxy.h5', 'w') as f:
+        f['raw'] = np.zeros((8, 2, 30, 30), np.uint8)
+        f['barrier'] = np.zeros((8, 30, 30), np.uint8)
+    text = V1_3D.format(path=str(tmp_path), name='zcxy.h5') + '    zchxy_order = True\n'
+    with pytest.raises(ConfigError, match=r'\(z, ch, x, y\)'):
+        ExperimentConfig(v1_config(text))

@@ -90,15 +90,49 @@ def test_pad_raw_uint8_and_slices():
 
 def test_predict_dense_errors():
     probs = strided_net((21, 25))
-    with pytest.raises(ShapeError, match='too small'):
-        probs.predict_dense(np.zeros((1, 22, 26), np.float32))
+    fov = probs.shape.fov
+    with pytest.raises(ShapeError, match='smaller than the field of view'):
+        probs.predict_dense(np.zeros((1, fov[0] - 1, 40), np.float32))
     with pytest.raises(ShapeError, match='channel'):
         probs.predict_dense(np.zeros((2, 40, 40), np.float32))
     nm.model_manager.newmodel()
+
+
+def test_even_field_of_view_outputs_sit_at_fov_half():
+    """ELEKTRONN2's rule: a net with an even field of view (4) gives dense output d for the
+    window starting at d, placed at input d + fov // 2; pad_raw covers the whole image."""
+    nm.model_manager.newmodel()
     inp = nm.Input((None, 1, 20), 'b,f,x')
     even = nm.Conv(inp, 2, 4, activation_func='lin')
-    with pytest.raises(ShapeError, match='half-voxel'):
-        even.predict_dense(np.zeros((1, 40), np.float32))
+    raw = np.random.default_rng(0).random((1, 40)).astype(np.float32)
+    dense = even.predict_dense(raw)
+    windows = np.stack([raw[:, d:d + 4] for d in range(37)])
+    manual = np.einsum('fck,dck->fd', even.params['w'].detach().numpy(), windows) \
+        + even.params['b'].detach().numpy()[:, None]
+    np.testing.assert_allclose(dense, manual, rtol=1e-5, atol=1e-5)
+    full = even.predict_dense(raw, pad_raw=True)
+    assert full.shape == (2, 40)
+    np.testing.assert_allclose(full[:, 2:39], dense, rtol=1e-6)
+
+
+def test_predict_dense_on_images_smaller_than_a_patch():
+    """An image smaller than patch + stride - 1 (even than the patch) is predicted on its
+    valid region, equal to the same region of a larger image: the last patches overhang a
+    mirrored end that feeds only outputs outside the image."""
+    probs = strided_net((21, 25))
+    fov = probs.shape.fov
+    raw = np.random.rand(1, 45, 52).astype(np.float32)
+    large = probs.predict_dense(raw)
+    for shape in [(22, 26), (fov[0] + 2, fov[1]), (fov[0], fov[1] + 5)]:
+        small = probs.predict_dense(raw[:, :shape[0], :shape[1]])
+        assert small.shape == (2, shape[0] - fov[0] + 1, shape[1] - fov[1] + 1)
+        np.testing.assert_allclose(small, large[:, :small.shape[1], :small.shape[2]], rtol=1e-5,
+                                   atol=1e-6)
+    expected = brute_force(probs, raw[:, :22, :26])  # only two patch positions fit
+    known = ~np.isnan(expected)
+    assert known.mean() > 0.2
+    np.testing.assert_allclose(probs.predict_dense(raw[:, :22, :26])[known], expected[known],
+                               rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('image', [50, 53])

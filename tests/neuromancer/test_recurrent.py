@@ -1,6 +1,7 @@
 """GRU / LSTM steps iterated by Scan learn a sequence task; the one-step function."""
 import numpy as np
 import pytest
+import torch
 
 import elektronn2.neuromancer as nm
 from elektronn2.errors import GraphError, ShapeError
@@ -84,3 +85,19 @@ def test_scan_without_iteration_and_errors():
         nm.Scan(other, in_memory=h0, n_steps=2)
     with pytest.raises(ShapeError, match="tagged 'b,f'"):
         nm.GRU(nm.Input((None, 2, 3), 'b,r,f', name='bad'), h0, 4)
+
+
+@pytest.mark.parametrize('cell', ['gru', 'lstm'])
+def test_scan_step_weights_are_trained(cell):
+    """A Scan's step nodes are evaluated inside its forward: their parameters belong to the
+    loss's parameters, so a training step changes them."""
+    nm.model_manager.newmodel('scan_training')
+    model, scan, _ = build_rnn(cell)
+    step = next(n for n in scan.inner_nodes if n.params)    # the GRU / LSTM cell
+    params = model.loss_node.all_trainable_params
+    step_params = {f"{step.name}.{k}" for k in step.params}
+    assert step_params and step_params <= set(params)
+    before = {k: v.detach().clone() for k, v in params.items()}
+    seq, target = running_sum_task()
+    model.trainingstep(seq, target)
+    assert all(not torch.equal(params[k], before[k]) for k in step_params)

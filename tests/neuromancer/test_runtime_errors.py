@@ -7,7 +7,7 @@ import elektronn2.neuromancer as nm
 from elektronn2.config import config
 from elektronn2.neuromancer.dense import predict_dense
 from elektronn2.errors import GraphError, NodeError, ShapeError
-from elektronn2.inference.geometry import is_exact
+from elektronn2.neuromancer.footprint import is_exact
 
 
 def small_net():
@@ -82,5 +82,5 @@ def test_messages_print_plain_numbers():
         nm.Pad(image, np.array([1, 2]))
     assert '[1, 2] has 2 entries' in str(info.value)
     with pytest.raises(ShapeError) as info:
-        predict_dense(nm.Conv(image, 2, (3, 3, 3)), np.zeros((1, 4, 4, 4), np.float32))
-    assert 'patch (8, 8, 8)' in str(info.value) and 'np.' not in str(info.value)
+        predict_dense(nm.Conv(image, 2, (3, 3, 3)), np.zeros((1, 2, 4, 4), np.float32))
+    assert 'field of view (3, 3, 3)' in str(info.value) and 'np.' not in str(info.value)

@@ -176,7 +176,7 @@ def test_debug_batch_draws_strided_targets_at_their_pixels(tmp_path, monkeypatch
     target[0, 0, 3, 20] = 1
     drawn = []
     save = debug.save_batch_picture
-    monkeypatch.setattr(debug, 'save_batch_picture', lambda *a, **k: drawn.append(save(*a, **k)))
+    monkeypatch.setattr(trainer, 'save_batch_picture', lambda *a, **k: drawn.append(save(*a, **k)))
     image = np.zeros((1, 1, 155, 155), np.float32)
     stub = types.SimpleNamespace(model=model, batch=(image, target), run_dir=tmp_path, step=0)
     trainer.Trainer.debug_batch(stub)

@@ -1,5 +1,4 @@
 """The interactive shell under a real pseudo-terminal (pexpect)."""
-import os
 
 import pexpect
 
@@ -8,14 +7,8 @@ from elektronn2.training import checkpoint
 PROMPT = 'elektronn2 >>>'
 
 
-def test_ctrl_c_shell_setlr_continue_and_kill(tmp_path, write_config, train_cmd):
-    config = write_config(tmp_path / 'c.py', tmp_path / 'runs', n_steps=100000, history_freq=25,
-                          param_save_it=10000, preview_data_path=None)
-    cmd = train_cmd(config, '--gpu', 'none')
-    env = dict(os.environ, PROMPT_TOOLKIT_NO_CPR='1', PYTHONUNBUFFERED='1')
-    child = pexpect.spawn(cmd[0], cmd[1:], env=env, encoding='utf-8', timeout=90,
-                          dimensions=(40, 200))
-    child.logfile_read = open(tmp_path / 'session.log', 'w')
+def test_ctrl_c_shell_setlr_continue_and_kill(tmp_path, trainer_in_terminal):
+    child = trainer_in_terminal()
     try:
         child.expect(r'step +\d+/\d+ +loss')
         child.sendcontrol('c')

@@ -23,13 +23,13 @@ from elektronn2.training.status import StatusLine
 from elektronn2.training.trainer import Trainer
 
 PROMPT = 'elektronn2 >>>'
-LINDEC = {'lr': {'lindec': [2000, 1e-5]}}
+LINDEC = {'lr': {'lindec': [2000, 1e-3]}}   # from 1e-3 down to 0 at step 2000
 STATUS = r'step +(\d+)/100000 +loss .*?lr (\d\.\d\de-\d\d)'
 
 
 def _continued(step: int, paused_at: int, value: float) -> float:
     """lr of the 'lindec' schedule continuing from ``value`` set at step ``paused_at``."""
-    return value + (1e-5 - value) * (step - paused_at) / (2000 - paused_at)
+    return value * (2000 - step) / (2000 - paused_at)
 
 
 def _history(run) -> list[tuple[int, float]]:
@@ -87,7 +87,7 @@ def test_setlr_sticks_under_lindec_in_both_shells(tmp_path, write_config, train_
         child.send('\t')
         child.sendline(' 1e-4')
         child.expect(re.escape("lr = 0.0001 (the 'lindec' schedule now continues from it to "
-                               "1e-05 at step 2000)"))
+                               "0 at step 2000)"))
         child.expect(PROMPT)
         child.sendline('q')
         child.expect('Training continues.')
@@ -223,7 +223,7 @@ def test_shell_actions_go_to_train_log_only(trainer, capsys):
     handler.close()
     log = (trainer.run_dir / 'train.log').read_text()
     assert ("INFO shell at step 0: setlr 1e-4 -> lr = 0.0001 (the 'lindec' schedule now "
-            "continues from it to 1e-05 at step 2000)") in log
+            "continues from it to 0 at step 2000)") in log
     assert 'shell at step' not in capsys.readouterr().out
 
 

@@ -42,10 +42,11 @@ def test_schedules():
     assert dec.value_at(999, 1.0) is None and dec.value_at(1000, 1.0) == 0.5
     upd = Schedule.from_spec('mom', {'updates': [(10, 0.5), (5, 0.7)]})
     assert upd.value_at(5, 0.9) == 0.7 and upd.value_at(6, 0.7) is None and upd.value_at(10, 0.7) == 0.5
-    lin = Schedule.from_spec('dropout', {'lindec': [100, 0.0]})
-    assert lin.value_at(1, 0.5) == pytest.approx(0.495) and lin.value_at(50, 0.3) == pytest.approx(0.25)
+    lin = Schedule.from_spec('dropout', {'lindec': [100, 0.5]})   # from 0.5 down to 0 (ELEKTRONN2)
+    assert lin.value_at(0, 0.9) == 0.5 and lin.value_at(1, 0.5) == pytest.approx(0.495)
+    assert lin.value_at(50, 0.3) == pytest.approx(0.25)
     assert lin.value_at(100, 0.1) == 0.0 and lin.value_at(101, 0.0) is None
-    restored = Schedule.from_spec('dropout', {'lindec': [100, 0.0]})
+    restored = Schedule.from_spec('dropout', {'lindec': [100, 0.5]})
     restored.load_state(lin.state())
     assert restored.value_at(50, 0.9) == pytest.approx(0.25)
     with pytest.raises(ConfigError, match='exactly one'):
@@ -53,12 +54,12 @@ def test_schedules():
 
 
 def test_schedules_continue_from_a_value_set_by_hand():
-    lin = Schedule.from_spec('lr', {'lindec': [100, 0.0]})
+    lin = Schedule.from_spec('lr', {'lindec': [100, 1.0]})
     lin.value_at(1, 1.0)
     assert lin.continue_from(50, 0.1) == ("the 'lindec' schedule now continues from it to 0 "
                                           "at step 100")
     assert lin.value_at(51, 0.1) == pytest.approx(0.098) and lin.value_at(100, 0.0) == 0.0
-    restored = Schedule.from_spec('lr', {'lindec': [100, 0.0]})
+    restored = Schedule.from_spec('lr', {'lindec': [100, 1.0]})
     restored.load_state(lin.state())  # a checkpoint keeps it
     assert restored.value_at(75, 0.05) == pytest.approx(0.05)
     assert 'has ended' in lin.continue_from(100, 0.3) and lin.value_at(100, 0.3) is None
