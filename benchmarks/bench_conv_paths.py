@@ -18,9 +18,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_training import build_neuro3d, describe_machine, interleaved, ratio
 
 import elektronn2.neuromancer as nm
-from bench_training import build_neuro3d, describe_machine, interleaved, ratio
 from elektronn2.neuromancer.conv_paths import pointwise_conv, z_folded_conv
 from elektronn2.neuromancer.neural import Conv
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-
 from bench_training import build_neuro3d, describe_machine
+
 from elektronn2.data import BatchCreatorImage, ids2barriers
 from elektronn2.data.workers import BackgroundBatches
 

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_training import build_neuro3d, describe_machine, interleaved
+
 from elektronn2.config import config
 from elektronn2.neuromancer import execution, rebuild_model
 from elektronn2.neuromancer.dense import predict_dense

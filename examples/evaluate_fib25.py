@@ -77,8 +77,7 @@ def candidates(boundary: np.ndarray):
     candidate equals ``segment_boundaries(boundary, **settings)``.
     """
     from elektronn2.errors import ConfigError
-    from elektronn2.inference.segmentation import (merge_segments, remove_small_segments,
-                                                   segment_boundaries)
+    from elektronn2.inference.segmentation import merge_segments, remove_small_segments, segment_boundaries
     for seeding, threshold in itertools.product(SEEDINGS, SEED_THRESHOLDS):
         try:
             watershed = segment_boundaries(boundary, seed_threshold=threshold,
@@ -123,8 +122,8 @@ def predict_boundaries(model_path: str, raw: np.ndarray, cache: str | None = Non
     same model file is reused, else the prediction is written to it.
     """
     from elektronn2.inference import predict_volume
-    from elektronn2.neuromancer.footprint import Footprint
     from elektronn2.inference.predictors import load_model, model_digest
+    from elektronn2.neuromancer.footprint import Footprint
     digest = model_digest(model_path)
     if cache and Path(cache).exists():
         with np.load(cache) as stored:

@@ -15,8 +15,8 @@ import zarr
 
 import elektronn2.neuromancer as nm
 from elektronn2.config import default_data_dir
-from elektronn2.inference import predict_volume
 from elektronn2.inference import cli as predict_cli
+from elektronn2.inference import predict_volume
 from elektronn2.training import cli as train_cli
 from elektronn2.utils import viewer
 

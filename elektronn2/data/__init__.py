@@ -4,8 +4,16 @@ Volumes are stored ``(z, y, x)`` (channel first when present); batches come in t
 network's axis order. This package imports :mod:`elektronn2.neuromancer` only for
 node shapes.
 """
-from .augmentation import (WarpParams, add_noise, blur, grey_augment, random_erasing,
-                           random_transform, warp_linear, warp_nearest)
+from .augmentation import (
+                           WarpParams,
+                           add_noise,
+                           blur,
+                           grey_augment,
+                           random_erasing,
+                           random_transform,
+                           warp_linear,
+                           warp_nearest,
+)
 from .batchcreator import BatchCreatorImage
 from .cnndata import border_treatment, greyAugment
 from .debug import save_batch_picture
@@ -13,8 +21,7 @@ from .derived import BoundaryLabels, MappedLabels, SubVolume
 from .knossos import KnossosSource, read_knossos_conf, write_knossos_dataset
 from .labels import ids2affinities, ids2barriers, nhood_targets
 from .mnist import MNISTData, read_idx
-from .sources import (ArraySource, HDF5Source, NpySource, VolumeSource, ZarrSource,
-                      open_source)
+from .sources import ArraySource, HDF5Source, NpySource, VolumeSource, ZarrSource, open_source
 from .traindata import Data, PianoData, PianoData_perc
 from .workers import BackgroundBatches, BatchStats, WorkerError
 

@@ -17,13 +17,21 @@ import numpy as np
 from ..errors import ConfigError, DataError
 from ..neuromancer.footprint import Footprint, to_unit_float
 from . import augmentation as aug
-from .derived import AxisOrder
 from . import non_geometric_augmentation as nga
-from .labels import (affinity_components, ids2affinities, nhood_targets as make_nhood_targets,
-                     target_class_count)
+from .derived import AxisOrder
+from .labels import affinity_components, ids2affinities, target_class_count
+from .labels import nhood_targets as make_nhood_targets
 from .rng import ProcessRandom
-from .sources import (HDF5Source, VolumeSource, channel_slabs, channel_volume_shape,
-                      first_nonfinite, open_source, read_channel_box, require_real)
+from .sources import (
+    HDF5Source,
+    VolumeSource,
+    channel_slabs,
+    channel_volume_shape,
+    first_nonfinite,
+    open_source,
+    read_channel_box,
+    require_real,
+)
 
 logger = logging.getLogger('elektronn2')
 

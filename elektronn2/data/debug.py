@@ -8,7 +8,6 @@ import numpy as np
 
 from ..errors import ShapeError
 
-
 Panel = tuple[str, np.ndarray, np.ndarray | None]   # (title, base image, overlay or None)
 
 

@@ -20,9 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import ConfigError, ShapeError
-from .labels import affinity_components, ids2affinities
+from .labels import affinity_components, ids2affinities, nhood_targets
 from .labels import ids2barriers as _ids2barriers
-from .labels import nhood_targets
 from .sources import fit_centred
 
 logger = logging.getLogger('elektronn2')

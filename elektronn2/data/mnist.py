@@ -14,9 +14,9 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, ShapeError
 from . import augmentation as aug
+from .datasets import get_path
 from .labels import target_class_count
 from .rng import ProcessRandom
-from .datasets import get_path
 
 logger = logging.getLogger('elektronn2')
 

@@ -36,18 +36,23 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..data.sources import (VolumeSource, channel_volume_shape, first_nonfinite, open_source,
-                            read_channel_box, require_real)
+from ..data.sources import (
+    VolumeSource,
+    channel_volume_shape,
+    first_nonfinite,
+    open_source,
+    read_channel_box,
+    require_real,
+)
 from ..errors import ConfigError, DataError, ModelFileError, ShapeError
+from ..neuromancer.footprint import Footprint
 from ..neuromancer.modelfile import GRAPH_FILE
 from .executors import DaskExecutor, Executor, SerialExecutor, check_counts
-from ..neuromancer.footprint import Footprint
 from .geometry import Block, BlockGrid, Box
 from .memory import check_block_memory
 from .options import OUTPUT_DTYPES
 from .outputs import ArrayWriter, BlockWriter, open_writer, output_attributes, source_attributes
-from .predictors import (PredictorSpec, cached_predictor, load_model, model_digest,
-                         resolve_spec)
+from .predictors import PredictorSpec, cached_predictor, load_model, model_digest, resolve_spec
 
 logger = logging.getLogger('elektronn2')
 

@@ -46,8 +46,8 @@ import numpy as np
 
 from ..errors import ConfigError, ModelFileError, ShapeError
 from ..neuromancer.dense import evaluation_bytes, predict_tile
-from ..neuromancer.loading import modelload
 from ..neuromancer.footprint import Footprint
+from ..neuromancer.loading import modelload
 from .blending import BlendingPredictor
 from .geometry import Box
 from .options import BLEND_CHOICES, MFP_CHOICES

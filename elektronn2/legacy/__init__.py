@@ -12,8 +12,13 @@
 * :mod:`.v1paths`: where each v1 import path (``elektronn.net.convnet``, ...) lives here.
 """
 from .declarative import V1_KEYS, from_v1_settings
-from .introspection import (embedMatricesInGray, plotFilters, showActivations,
-                            showActivityHistogram, showParamHistogram)
+from .introspection import (
+                            embedMatricesInGray,
+                            plotFilters,
+                            showActivations,
+                            showActivityHistogram,
+                            showParamHistogram,
+)
 from .mixedconvnn import MixedConvNN
 from .netutils import CNNCalculator, createNetfromParams, makeGabor
 from .traindata import MNISTData

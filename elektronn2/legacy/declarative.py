@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from .. import neuromancer as nm
 from ..data.sources import channel_volume_shape, open_source
+from ..errors import ConfigError
 from ..utils.cnncalculator import cnncalculator
 
 logger = logging.getLogger('elektronn2')

@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, GraphError, ModelFileError
 from .. import neuromancer as nm
+from ..errors import ConfigError, GraphError, ModelFileError
 from ..neuromancer.optimiser import Optimisers
 
 logger = logging.getLogger('elektronn2')

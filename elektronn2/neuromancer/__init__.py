@@ -8,19 +8,59 @@ ELEKTRONN2's module paths exist too (``nm.node_basic``, ``nm.neural``, ``nm.vari
 ``nm.loss``, ``nm.variables``, ``nm.optimiser``, ``nm.model``, ``nm.computations``,
 ``nm.graphutils``, ``nm.graphmanager``); they map each name to its one home here.
 """
-from . import (computations, graphmanager, graphutils, loss, model, neural, node_basic, optimiser,
-               variables, various)
-from .basic import (Add, ApplyFunc, Concat, Crop, FromTensor, GenericInput, InitialState_like,
-                    Input, Input_like, MultMerge, Pad, Reshape, Split, ValueNode, split)
+from . import (
+               computations,
+               graphmanager,
+               graphutils,
+               loss,
+               model,
+               neural,
+               node_basic,
+               optimiser,
+               variables,
+               various,
+)
+from .basic import (
+               Add,
+               ApplyFunc,
+               Concat,
+               Crop,
+               FromTensor,
+               GenericInput,
+               InitialState_like,
+               Input,
+               Input_like,
+               MultMerge,
+               Pad,
+               Reshape,
+               Split,
+               ValueNode,
+               split,
+)
 from .container import Model
 from .loading import modelload, rebuild_model
-from .loss import (AbsLoss, AggregateLoss, BetaNLL, BinaryNLL, BlockedMultinoulliNLL,
-                   Classification, Errors, EuclideanDistance, GaussianAEVBPrior, GaussianNLL,
-                   GaussianRV, MalisNLL, MultinoulliNLL, OneHot, RampLoss, SobelizedLoss, Softmax,
-                   SquaredLoss)
+from .loss import (
+               AbsLoss,
+               AggregateLoss,
+               BetaNLL,
+               BinaryNLL,
+               BlockedMultinoulliNLL,
+               Classification,
+               Errors,
+               EuclideanDistance,
+               GaussianAEVBPrior,
+               GaussianNLL,
+               GaussianRV,
+               MalisNLL,
+               MultinoulliNLL,
+               OneHot,
+               RampLoss,
+               SobelizedLoss,
+               Softmax,
+               SquaredLoss,
+)
 from .mfp import FragmentsToDense
-from .neural import (LRN, AutoMerge, Conv, Dot, FaithlessMerge, Perceptron, Pool, UpConv,
-                     UpConvMerge)
+from .neural import LRN, AutoMerge, Conv, Dot, FaithlessMerge, Perceptron, Pool, UpConv, UpConvMerge
 from .node import Node
 from .recurrent import GRU, LSTM, Scan
 from .registry import model_manager

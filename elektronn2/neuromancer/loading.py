@@ -21,8 +21,8 @@ from ..errors import Error, GraphError, ModelFileError, ShapeError
 from . import modelfile, surgery
 from .basic import ValueNode
 from .container import DESIGNATIONS, Model
-from .optimiser import is_regularised, mark_regularised
 from .node import Node, failing_axis_with
+from .optimiser import is_regularised, mark_regularised
 from .registry import NODE_CLASSES, model_manager
 from .traversal import topological_order
 

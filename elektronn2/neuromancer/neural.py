@@ -20,17 +20,17 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, ShapeError
 from .basic import Add, Concat, Crop, merged_geometry
-from .conv_paths import convolve
-from .layer import NeuralLayer
-from .mfp import fragment_pool, fragmented_shape, pool
-from .node import Node
-from .shape import SPATIAL_TAGS, TaggedShape, as_tuple
 
 # ELEKTRONN2's neural module held these too (re-exports; their homes are named here)
 from .basic import Pad as Pad
+from .conv_paths import convolve
+from .layer import NeuralLayer
 from .mfp import FragmentsToDense as FragmentsToDense
+from .mfp import fragment_pool, fragmented_shape, pool
+from .node import Node
 from .recurrent import GRU as GRU
 from .recurrent import LSTM as LSTM
+from .shape import SPATIAL_TAGS, TaggedShape, as_tuple
 
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 

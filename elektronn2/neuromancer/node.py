@@ -288,8 +288,22 @@ class Node:
 
     @property
     def feature_names(self) -> list[str]:
+        """A name per feature ('f' axis): as set (ELEKTRONN2's ``pred.feature_names = [...]``;
+        kept in memory, not in model files), else ``'<node name>:<index>'``."""
+        names = getattr(self, '_feature_names', None)
+        if names is not None:
+            return list(names)
         n_f = self.shape['f'] if 'f' in self.shape.tags else None
         return [f"{self.name}:{i}" for i in range(n_f or 0)]
+
+    @feature_names.setter
+    def feature_names(self, names) -> None:
+        n_f = self.shape['f'] if 'f' in self.shape.tags else 0
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names) \
+                or len(names) != n_f:
+            raise ShapeError(f"Node {self.name!r}: feature_names must be {n_f} strings, one per "
+                             f"feature ('f' axis), got {names!r:.200}")
+        self._feature_names = list(names)
 
     # --- descriptor -------------------------------------------------------------------------
     @property

@@ -17,8 +17,8 @@ from .activations import parse_activation
 from .graph_compile import GraphFunction
 from .init import init_weights, orthogonal
 from .node import Node
-from .traversal import topological_order
 from .shape import TaggedShape
+from .traversal import topological_order
 
 
 class _RecurrentStep(Node):

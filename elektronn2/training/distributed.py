@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..config import config
 from ..errors import ConfigError
 from ..neuromancer import execution
-from ..config import config
 
 logger = logging.getLogger('elektronn2')
 

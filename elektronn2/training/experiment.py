@@ -30,17 +30,17 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import data as data_package
 from ..config import CHOICES, USER_SETTINGS, read_user_settings, user_config_path
 from ..config import config as global_config
+from ..data.rng import seed_global_generators
 from ..errors import ConfigError, Error
+from ..legacy.declarative import V1_KEYS, from_v1_settings
+from ..neuromancer.loading import modelload
 from ..neuromancer.optimiser import OPTIMISERS
+from ..neuromancer.registry import model_manager
 from .preview import preview_options
 from .schedules import Schedule
-from ..legacy.declarative import V1_KEYS, from_v1_settings
-from ..neuromancer.registry import model_manager
-from ..data.rng import seed_global_generators
-from ..neuromancer.loading import modelload
-from .. import data as data_package
 
 logger = logging.getLogger('elektronn2')
 

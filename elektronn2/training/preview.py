@@ -31,16 +31,16 @@ from typing import Callable, Iterator, Sequence
 import h5py
 import numpy as np
 
+from .. import neuromancer as nm
 from ..data.sources import first_nonfinite, hdf5_dataset_keys, open_source, require_real
 from ..errors import ConfigError, DataError, ShapeError
-from ..inference.geometry import BlockGrid, Box
-from ..neuromancer.footprint import Footprint
-from .. import neuromancer as nm
-from ..neuromancer.node import Node
-from ..neuromancer.loading import rebuild_model
 from ..inference.blending import BlendingPredictor
-from ..inference.predictors import TilingPredictor
 from ..inference.blockwise import read_mirrored
+from ..inference.geometry import BlockGrid, Box
+from ..inference.predictors import TilingPredictor
+from ..neuromancer.footprint import Footprint
+from ..neuromancer.loading import rebuild_model
+from ..neuromancer.node import Node
 
 logger = logging.getLogger('elektronn2')
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ..config import config as global_config
 from ..console import DefaultsHelpFormatter, add_device_options, run_script, use_mpl_backend
 from ..errors import ConfigError
-from ..config import config as global_config
 from .cli import device_from_gpu_flag, gpu_flag
 
 PROG = 'elektronn2-profile'

@@ -27,12 +27,12 @@ from prompt_toolkit import PromptSession
 from prompt_toolkit.completion import Completer, Completion
 from prompt_toolkit.history import FileHistory
 
-from ..errors import ConfigError, Error, ModelFileError
-from .status import TRAIN_LOG_ONLY
 from .. import neuromancer as nm
-from .experiment import OPTIMISER_RANGES
+from ..errors import ConfigError, Error, ModelFileError
 from ..neuromancer import modelfile
 from ..utils.introspection import plot_filters
+from .experiment import OPTIMISER_RANGES
+from .status import TRAIN_LOG_ONLY
 
 HELP = """\
 Shortcuts:

@@ -52,6 +52,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.debug import save_batch_picture, target_geometry
 from ..data.rng import seed_of
 from ..data.sources import first_nonfinite, open_source, read_channel_box
 from ..data.workers import BackgroundBatches, make_batch
@@ -63,9 +64,8 @@ from .history import History
 from .preview import load_preview_volume, preview_options, save_preview
 from .rundir import RunDirLock, backup_sources, create_run_dir
 from .schedules import Schedule
-from .status import LoopTimer, StatusLine, duration
 from .shell import TrainingShell
-from ..data.debug import save_batch_picture, target_geometry
+from .status import LoopTimer, StatusLine, duration
 
 logger = logging.getLogger('elektronn2')
 

@@ -30,7 +30,7 @@ from ..config import change_logging_file
 from ..data.image import center_cubes, optimise_segmentation
 from ..errors import ConfigError, ShapeError
 from ..utils import plotting
-from ..utils.utils_basic import AccumulationArray, h5load, h5save, picklesave, pickleload
+from ..utils.utils_basic import AccumulationArray, h5load, h5save, pickleload, picklesave
 from . import experiment as _experiment
 from . import schedules as _schedules
 from .rundir import create_run_dir

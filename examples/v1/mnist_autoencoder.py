@@ -13,6 +13,7 @@ import argparse
 import os
 
 import matplotlib
+
 matplotlib.use('Agg')  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 

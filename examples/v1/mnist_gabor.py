@@ -14,8 +14,15 @@ import os
 
 import numpy as np
 
-from elektronn2.legacy import (MixedConvNN, MNISTData, createNetfromParams, makeGabor,
-                               plotFilters, showActivations, showParamHistogram)
+from elektronn2.legacy import (
+    MixedConvNN,
+    MNISTData,
+    createNetfromParams,
+    makeGabor,
+    plotFilters,
+    showActivations,
+    showParamHistogram,
+)
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument('--steps', type=int, default=2000, help='training steps')

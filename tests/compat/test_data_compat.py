@@ -17,9 +17,9 @@ from scipy import ndimage
 
 import elektronn2.neuromancer as nm
 from elektronn2.data import augmentation as aug
-from elektronn2.data import batchcreator, cnndata, image, knossos_array, labels
+from elektronn2.data import batchcreator, cnndata, image, knossos_array, labels, traindata
 from elektronn2.data import non_geometric_augmentation as nga
-from elektronn2.data import traindata, transformations as tr
+from elektronn2.data import transformations as tr
 from elektronn2.data.knossos import write_knossos_dataset
 from elektronn2.errors import DataError
 

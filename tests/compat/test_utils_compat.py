@@ -158,7 +158,7 @@ def test_h5save_h5load_round_trip_and_real_file(tmp_path, data_dir):
 
 
 def test_picklesave_pickleload(tmp_path):
-    from elektronn2.utils.utils_basic import AccumulationArray, picklesave, pickleload
+    from elektronn2.utils.utils_basic import AccumulationArray, pickleload, picklesave
     data = {'w': np.arange(6.0).reshape(2, 3), 'names': ['a', 'b'], 'n': 3}
     picklesave(data, tmp_path / 'd.pkl')
     back = pickleload(tmp_path / 'd.pkl')
@@ -277,8 +277,14 @@ def test_kdt_and_dynamic_kdt_against_brute_force():
 
 
 def test_files_directories_and_small_helpers(tmp_path, monkeypatch, capsys):
-    from elektronn2.utils.utils_basic import (as_list, import_variable_from_file, makeversiondir,
-                                              pretty_string_ops, pretty_string_time, unique_rows)
+    from elektronn2.utils.utils_basic import (
+        as_list,
+        import_variable_from_file,
+        makeversiondir,
+        pretty_string_ops,
+        pretty_string_time,
+        unique_rows,
+    )
     monkeypatch.setattr('sys.path', list(__import__('sys').path))
     (tmp_path / 'compat_user_data.py').write_text("class Data:\n    size = 7\nvalue = 3\n")
     data_class = import_variable_from_file(tmp_path / 'compat_user_data.py', 'Data')
@@ -392,6 +398,7 @@ def test_training_curve_plots(tmp_path):
 
 def test_scroll_plot_on_real_em(fib):
     import matplotlib.pyplot as plt
+
     from elektronn2.utils.plotting import Scroller, scroll_plot
     raw, ids = fib
     scroller = scroll_plot([raw, ids], ['raw', 'seg'])
@@ -410,6 +417,7 @@ def test_scroll_plot_on_real_em(fib):
 
 def test_quiver_and_training_target_figures():
     import matplotlib.pyplot as plt
+
     from elektronn2.utils.plotting import my_quiver, plot_trainingtarget
     y, x = np.mgrid[:6, :6].astype(float)
     figure = my_quiver(x - 3, y - 3, img=np.ones((6, 6)), c=np.hypot(x, y))
@@ -466,6 +474,7 @@ def test_file_lock_excludes_processes(tmp_path):
 # --- elektronn2.utils.gpu -----------------------------------------------------------------------------
 def test_initgpu_and_get_free_gpu(monkeypatch, caplog):
     import torch
+
     from elektronn2.utils.gpu import get_free_gpu, initgpu
     monkeypatch.setattr(config, 'device', 'auto')
     with caplog.at_level(logging.INFO, logger='elektronn2'):
@@ -514,8 +523,11 @@ def test_d3viz_visualise_model(tmp_path):
 
 def test_cnncalculator_patch_sizes():
     import elektronn2.utils
-    from elektronn2.utils.cnncalculator import (cnncalculator, get_cloesest_valid_patch_size,
-                                                get_valid_patch_sizes)
+    from elektronn2.utils.cnncalculator import (
+        cnncalculator,
+        get_cloesest_valid_patch_size,
+        get_valid_patch_sizes,
+    )
     filters, pools = [(1, 6, 6), (1, 5, 5), (4, 4, 4)], [(1, 2, 2), (1, 2, 2), (1, 1, 1)]
     sizes = get_valid_patch_sizes(filters, pools, ndim=3)
     assert len(sizes) == 3 and 185 in sizes[1] and 184 not in sizes[1] and sizes[0][0] == 4
@@ -542,9 +554,15 @@ def test_neighbourhoods():
 
 
 def test_affinity_graphs_on_real_labels(fib):
-    from elektronn2.malis.malis_utils import (affgraph_to_edgelist, affgraph_to_seg, bmap_to_affgraph,
-                                              bmappred_to_affgraph, mknhood3d, nodelist_from_shape,
-                                              seg_to_affgraph)
+    from elektronn2.malis.malis_utils import (
+        affgraph_to_edgelist,
+        affgraph_to_seg,
+        bmap_to_affgraph,
+        bmappred_to_affgraph,
+        mknhood3d,
+        nodelist_from_shape,
+        seg_to_affgraph,
+    )
     _, ids = fib
     nhood = mknhood3d()
     aff = seg_to_affgraph(ids, nhood)
@@ -574,8 +592,12 @@ def test_affinity_graphs_on_real_labels(fib):
 
 
 def test_malis_weights_and_watershed(fib):
-    from elektronn2.malis.malis_utils import (compute_V_rand_N2, malis_weights, mknhood3d,
-                                              watershed_from_affgraph)
+    from elektronn2.malis.malis_utils import (
+        compute_V_rand_N2,
+        malis_weights,
+        mknhood3d,
+        watershed_from_affgraph,
+    )
     _, ids = fib
     ids = ids[:2, :20, :]
     nhood = mknhood3d()
@@ -614,8 +636,15 @@ def test_malis_weights_and_watershed(fib):
 
 # --- elektronn2.training.trainutils ---------------------------------------------------------------------
 def test_binary_evaluation_measures(capsys):
-    from elektronn2.training.trainutils import (binary_nll, confusion_table, eval_thresh, find_nearest,
-                                                performance_measure, rescale_fudge, roc_area)
+    from elektronn2.training.trainutils import (
+        binary_nll,
+        confusion_table,
+        eval_thresh,
+        find_nearest,
+        performance_measure,
+        rescale_fudge,
+        roc_area,
+    )
     labs = np.array([1, 1, 0, 0, -1, 1])
     preds = np.array([1, 0, 1, 0, 1, 1])
     assert confusion_table(labs, preds) == (2, 1, 1, 1)
@@ -639,6 +668,7 @@ def test_binary_evaluation_measures(capsys):
 
 def test_evaluate_and_error_hist_on_real_boundaries(tmp_path, fib):
     from scipy import ndimage
+
     from elektronn2.training.trainutils import error_hist, evaluate
     _, ids = fib
     gt = ids2barriers(ids).astype(np.int16)
@@ -745,6 +775,7 @@ def test_user_input_runs_the_shell(tmp_path, capsys):
     from prompt_toolkit.application import create_app_session
     from prompt_toolkit.input import create_pipe_input
     from prompt_toolkit.output import DummyOutput
+
     from elektronn2.training.trainutils import user_input
     trainer = type('Trainer', (), dict(model=None, data=None, batch=None, exp=None, step=3,
                                        run_dir=tmp_path, restart_batches=lambda self: None))()

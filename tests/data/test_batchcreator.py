@@ -7,8 +7,7 @@ import pytest
 import zarr
 
 import elektronn2.neuromancer as nm
-from elektronn2.data import (BatchCreatorImage, ids2barriers, save_batch_picture,
-                             write_knossos_dataset)
+from elektronn2.data import BatchCreatorImage, ids2barriers, save_batch_picture, write_knossos_dataset
 from elektronn2.errors import ConfigError, DataError
 
 FIB_RAW = 'volumes/raw'

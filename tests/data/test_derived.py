@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 import elektronn2.neuromancer as nm
-from elektronn2.data import (ArraySource, BatchCreatorImage, BoundaryLabels, MappedLabels,
-                             SubVolume, ids2barriers)
+from elektronn2.data import (
+    ArraySource,
+    BatchCreatorImage,
+    BoundaryLabels,
+    MappedLabels,
+    SubVolume,
+    ids2barriers,
+)
 from elektronn2.errors import DataError, ShapeError
 
 

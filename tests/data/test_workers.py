@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from elektronn2.errors import DataError
 from elektronn2.data.workers import BackgroundBatches, WorkerError
+from elektronn2.errors import DataError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'),
                                 reason="inspects processes through /proc")

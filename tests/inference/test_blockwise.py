@@ -11,8 +11,15 @@ import elektronn2.neuromancer as nm
 from elektronn2.data.knossos import write_knossos_dataset
 from elektronn2.data.sources import ArraySource
 from elektronn2.errors import ConfigError, DataError, ShapeError
-from elektronn2.inference import (Box, SerialExecutor, ZarrBlockWriter, plan_prediction,
-                                  predict_to_file, predict_volume, run_prediction)
+from elektronn2.inference import (
+    Box,
+    SerialExecutor,
+    ZarrBlockWriter,
+    plan_prediction,
+    predict_to_file,
+    predict_volume,
+    run_prediction,
+)
 from elektronn2.inference.outputs import MARKER_DIR, HDF5BlockWriter, output_attributes
 from elektronn2.inference.predictors import resolve_spec
 

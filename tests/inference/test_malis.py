@@ -7,9 +7,8 @@ import scipy.sparse as sparse
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from elektronn2.data.labels import ids2affinities
+from elektronn2.data.labels import ids2affinities, offset_slices
 from elektronn2.errors import ShapeError
-from elektronn2.data.labels import offset_slices
 from elektronn2.inference.malis import malis_loss, malis_weights
 
 

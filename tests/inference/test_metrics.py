@@ -5,8 +5,12 @@ from skimage.metrics import adapted_rand_error as skimage_are
 from skimage.metrics import variation_of_information as skimage_voi
 
 from elektronn2.errors import ShapeError
-from elektronn2.inference.metrics import (Contingency, adapted_rand_error, evaluate_sources,
-                                          variation_of_information)
+from elektronn2.inference.metrics import (
+    Contingency,
+    adapted_rand_error,
+    evaluate_sources,
+    variation_of_information,
+)
 
 
 def test_identical_segmentations_score_perfectly():

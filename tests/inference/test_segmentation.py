@@ -6,10 +6,15 @@ import pytest
 from elektronn2.data.labels import ids2affinities, ids2barriers
 from elektronn2.errors import ConfigError
 from elektronn2.inference.metrics import adapted_rand_error, variation_of_information
-from elektronn2.inference.segmentation import (boundaries_from_affinities, contact_boundary,
-                                               interior_distance, interior_seeds,
-                                               merge_segments, segment_affinities,
-                                               segment_boundaries)
+from elektronn2.inference.segmentation import (
+    boundaries_from_affinities,
+    contact_boundary,
+    interior_distance,
+    interior_seeds,
+    merge_segments,
+    segment_affinities,
+    segment_boundaries,
+)
 
 
 def three_cells():

@@ -10,9 +10,17 @@ from safetensors.numpy import save_file
 
 import elektronn2.legacy as legacy
 from elektronn2.errors import ConfigError, ModelFileError
-from elektronn2.legacy import (CNNCalculator, MixedConvNN, createNetfromParams,
-                               embedMatricesInGray, makeGabor, plotFilters, showActivations,
-                               showActivityHistogram, showParamHistogram)
+from elektronn2.legacy import (
+    CNNCalculator,
+    MixedConvNN,
+    createNetfromParams,
+    embedMatricesInGray,
+    makeGabor,
+    plotFilters,
+    showActivations,
+    showActivityHistogram,
+    showParamHistogram,
+)
 from elektronn2.legacy.v1paths import V1_MODULES
 from elektronn2.utils.cnncalculator import cnncalculator
 

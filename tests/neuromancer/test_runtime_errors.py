@@ -5,8 +5,8 @@ import torch
 
 import elektronn2.neuromancer as nm
 from elektronn2.config import config
-from elektronn2.neuromancer.dense import predict_dense
 from elektronn2.errors import GraphError, NodeError, ShapeError
+from elektronn2.neuromancer.dense import predict_dense
 from elektronn2.neuromancer.footprint import is_exact
 
 

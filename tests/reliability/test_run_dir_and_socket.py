@@ -23,8 +23,7 @@ import pytest
 
 from elektronn2.errors import ConfigError
 from elektronn2.training import checkpoint, cli, remote_shell, rundir
-from elektronn2.training.remote_shell import (HELLO, HELLO_TIMEOUT, MAX_LINE, MAX_MESSAGE,
-                                              SOCKET_NAME)
+from elektronn2.training.remote_shell import HELLO, HELLO_TIMEOUT, MAX_LINE, MAX_MESSAGE, SOCKET_NAME
 
 ENV = dict(os.environ, PYTHONUNBUFFERED='1')
 

@@ -3,7 +3,6 @@ import elektronn2.neuromancer as nm
 from elektronn2.training import checkpoint, cli
 
 
-
 def test_trains_3d_boundary_net_and_writes_run_directory(tmp_path, barrier_file, write_config, train):
     config = write_config(tmp_path / 'aniso.py', tmp_path / 'runs')
     result = train(config, '--gpu', 'none')

@@ -4,10 +4,10 @@ import csv
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 
 import elektronn2.neuromancer as nm

@@ -5,10 +5,17 @@ import torch
 from PIL import Image
 
 from elektronn2.errors import GraphError, ShapeError
-from elektronn2.utils.introspection import (activations, feature_maps, filter_mosaic, gradients,
-                                            plot_activation_histograms, plot_activations,
-                                            plot_filters, plot_gradient_histograms,
-                                            plot_param_histograms)
+from elektronn2.utils.introspection import (
+    activations,
+    feature_maps,
+    filter_mosaic,
+    gradients,
+    plot_activation_histograms,
+    plot_activations,
+    plot_filters,
+    plot_gradient_histograms,
+    plot_param_histograms,
+)
 
 
 def png_size(path):

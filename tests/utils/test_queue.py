@@ -8,8 +8,15 @@ import pytest
 
 from elektronn2.errors import ConfigError
 from elektronn2.utils import queue
-from elektronn2.utils.queue import (DeviceAllocator, GpuStatus, Limits, TrainingQueue,
-                                    build_command, query_gpus, submit_to_cluster)
+from elektronn2.utils.queue import (
+    DeviceAllocator,
+    GpuStatus,
+    Limits,
+    TrainingQueue,
+    build_command,
+    query_gpus,
+    submit_to_cluster,
+)
 
 #: Records its arguments and start/end times next to the config; exits 3 for 'fail' configs.
 STAND_IN = ('{python} -c "import sys, time; t0 = time.time(); time.sleep(0.3); '

@@ -4,8 +4,12 @@ import pytest
 
 from elektronn2.errors import DataError
 from elektronn2.utils.skeleton import Skeleton
-from elektronn2.utils.skeleton_patches import (SkeletonPatchSampler, oriented_patch_coordinates,
-                                               rotation_to_axis, sample_patch)
+from elektronn2.utils.skeleton_patches import (
+    SkeletonPatchSampler,
+    oriented_patch_coordinates,
+    rotation_to_axis,
+    sample_patch,
+)
 from elektronn2.utils.skeletonisation import skeletonise
 
 

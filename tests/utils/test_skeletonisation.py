@@ -10,6 +10,7 @@ from elektronn2.utils.optional import MissingDependencyError
 from elektronn2.utils.skeleton import read_nml, write_nml
 from elektronn2.utils.skeletonisation import skeletonise
 
+
 def kimimaro_or_skip():
     pytest.importorskip('kimimaro', reason="kimimaro not installed (pip install kimimaro)")
 
