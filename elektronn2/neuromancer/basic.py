@@ -109,7 +109,9 @@ class Input_like(Input):  # noqa: N801  (ELEKTRONN2's name)
         ref: the node whose output shape (and geometry) to copy; a TaggedShape gives a
             plain :class:`Input` of that shape (then ``dtype`` is needed).
         dtype: defaults to 'float32'.
-        override_f: if an int, the size of the 'f' axis (e.g. 1 for sparse labels).
+        override_f: if an int, the size of the 'f' axis (e.g. 1 for sparse labels). For
+            a Softmax of ``n_indep`` > 1 groups, 1 means sparse labels too: one per group,
+            so 'f' is ``n_indep`` (ELEKTRONN2 took such targets, its shapes unchecked).
         hardcoded_shape: as for :class:`Input` (the batch size must match too).
     """
 
@@ -138,7 +140,11 @@ class Input_like(Input):  # noqa: N801  (ELEKTRONN2's name)
 
     def _like_ref(self) -> TaggedShape:
         sh = self.ref.shape
-        return sh if self.override_f is False else sh.updateshape('f', int(self.override_f))
+        if self.override_f is False:
+            return sh
+        n_f = int(self.override_f)
+        groups = int(getattr(self.ref, 'n_indep', 1))
+        return sh.updateshape('f', groups if n_f == 1 and groups > 1 else n_f)
 
     def _infer_shape(self) -> TaggedShape:
         return self._like_ref()

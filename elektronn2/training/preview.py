@@ -187,7 +187,7 @@ def _side_model(build: Callable[[], object]) -> Iterator[object]:
 def _quiet(record: logging.LogRecord) -> bool:
     """Log filter for rebuilding a preview model: no model summaries or snapping notes."""
     return record.levelno >= logging.WARNING and not record.getMessage().startswith(
-        'imposed_patch_size')
+        'Patch size ')
 
 
 def _rebuild_mfp(model, block_shape: Sequence[int]):

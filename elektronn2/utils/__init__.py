@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
+    'initgpu': 'gpu',
+    'get_free_gpu': 'gpu',
     'visualise_model': 'graph_visualisation',
     'VolumeViewer': 'viewer',
     'view': 'viewer',

@@ -84,14 +84,20 @@ def test_value_node_refuses_a_value_with_other_axes():
         nm.ValueNode((4, 3), 'b,f', value=np.ones(5))
 
 
-def test_sparse_target_message_counts_all_axes(data_dir):
-    """piano_perceptron.py declares the target of 58 softmax groups with override_f=1: the
-    message names the axes a sparse target needs (one label per group)."""
-    inp = nm.Input((20, 784), 'b,f', name='raw')
+def test_sparse_target_of_softmax_groups_has_a_label_per_group(data_dir):
+    """gru.py/lstm.py/piano_perceptron.py declare the target of 58 two-class softmax groups as
+    ``Input_like(out, override_f=1)`` and feed one label per group (b, 58): the target has
+    'f' = n_indep. A target with another 'f' is refused, naming the axes it needs."""
+    x, y = _one_vs_all_digits(data_dir)
+    inp = nm.Input((None, 784), 'b,f', name='raw')
     probs = nm.Softmax(nm.Perceptron(inp, 20, activation_func='lin'), n_indep=10)
     target = nm.Input_like(probs, override_f=1, name='target')
+    assert target.shape.shape == (None, 10)
+    nll = nm.MultinoulliNLL(probs, target, target_is_sparse=True)
+    assert np.isfinite(nll(x, y)).all()
+    wrong = nm.Input((None, 1), 'b,f', name='wrong')
     with pytest.raises(ShapeError, match=r"expected 2 axes \(b,f\) with 'f'=10"):
-        nm.MultinoulliNLL(probs, target, target_is_sparse=True)
+        nm.MultinoulliNLL(probs, wrong, target_is_sparse=True)
 
 
 def test_model_indexes_its_nodes_by_name_and_position():
