@@ -1,6 +1,6 @@
 """ELEKTRONN2's ``neuromancer.various``: its names mapped to their homes here.
 
-Sampling and priors are in :mod:`.loss` (GaussianRV, GaussianAEVBPrior), recurrence in
+Sampling and priors are in :mod:`.densities` (GaussianRV, GaussianAEVBPrior), recurrence in
 :mod:`.recurrent` (Scan, scansplit; ``ScanN`` is :class:`.recurrent.Scan`), Reshape in
 :mod:`.basic`, the skeleton-tracing nodes in :mod:`.tracing` (whose Theano-op names raise a
 GraphError saying what to use instead).
@@ -10,8 +10,8 @@ from __future__ import annotations
 # re-exports (``name as name``); no ``__all__``, so that the API reference documents each
 # name once, in the module that defines it
 from .basic import Reshape as Reshape
-from .loss import GaussianAEVBPrior as GaussianAEVBPrior
-from .loss import GaussianRV as GaussianRV
+from .densities import GaussianAEVBPrior as GaussianAEVBPrior
+from .densities import GaussianRV as GaussianRV
 from .recurrent import Scan as Scan
 from .recurrent import Scan as ScanN  # noqa: F401  (ELEKTRONN2's name)
 from .recurrent import scansplit as scansplit
