@@ -56,9 +56,11 @@ class Data:
         logger.info("%r", self)
 
     def reseed(self, seed: int | None = None) -> None:
-        """New random stream (``seed`` None: fresh entropy)."""
-        self.rng.seed(seed)
+        """New random stream (``seed``: any non-negative int, e.g. a worker's 64-bit seed;
+        None: fresh entropy)."""
+        self.rng.seed(None if seed is None else np.random.SeedSequence(seed).generate_state(4))
         self.pid = os.getpid()
+        self._perm, self._pos = self.rng.permutation(self._training_count), 0
 
     def _reseed(self) -> None:
         """Re-seed from fresh entropy if this is another process than the last call's."""
@@ -93,7 +95,8 @@ class Data:
             return data[index], labels[index]
         if source in ('valid', 'test'):
             data, labels = getattr(self, f'{source}_d'), getattr(self, f'{source}_l')
-            return np.asarray(data[:batch_size]), np.asarray(labels[:batch_size])
+            return (np.asarray(_first(data, batch_size, source)),
+                    np.asarray(_first(labels, batch_size, source)))
         raise ConfigError(f"source={source!r} is invalid; use 'train', 'valid' or 'test'")
 
     def createCVSplit(self, data: np.ndarray, label: np.ndarray, n_folds: int = 3,  # noqa: N802
@@ -194,6 +197,14 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def _first(examples, batch_size: int, source: str):
+    """The first ``batch_size`` examples of the ``source`` split (all must exist)."""
+    if batch_size > len(examples):
+        raise ConfigError(f"batch_size {batch_size} exceeds the {len(examples)} {source!r} "
+                          f"examples (monitor_batch_size or batch_size of the config)")
+    return examples[:batch_size]
+
+
 def _load_sequences(path: str | os.PathLike) -> tuple[list, list, list]:
     """(train, valid, test) lists of (time, n_lab) arrays from a pickle (optionally gzipped)
     of such a triple or of a dict with keys 'train', 'valid', 'test'."""
@@ -240,7 +251,7 @@ class PianoData(Data):
         if source == 'train':
             sequences = [self.train_d[i] for i in self._next_indices(batch_size)]
         elif source in ('valid', 'test'):
-            sequences = getattr(self, f'{source}_d')[:batch_size]
+            sequences = _first(getattr(self, f'{source}_d'), batch_size, source)
         else:
             raise ConfigError(f"source={source!r} is invalid; use 'train', 'valid' or 'test'")
         starts = [self.rng.randint(0, len(s) - self.n_taps) for s in sequences]

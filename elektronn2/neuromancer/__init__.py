@@ -80,3 +80,16 @@ __all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'ApplyFunc', 'AutoMerge', 'AxisGeo
            'VariableWeight', 'computations', 'graphmanager', 'graphutils', 'initweights', 'loss',
            'model', 'model_manager', 'modelload', 'neural', 'node_basic', 'optimiser',
            'rebuild_model', 'split', 'variables', 'various']
+
+
+#: names ELEKTRONN2's example configs use that its released neuromancer never had
+UNRELEASED = {'advmerge': "nm.advmerge (used by ELEKTRONN2's examples/adversarial.py) is not part of "
+                          "ELEKTRONN2's released neuromancer, so it has no counterpart here; build "
+                          "the adversary's input from nodes (e.g. nm.Concat of prediction and "
+                          "nm.OneHot target)"}
+
+
+def __getattr__(name: str):
+    if name in UNRELEASED:
+        raise AttributeError(UNRELEASED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -619,8 +619,9 @@ class ApplyFunc(Node):
     and torch.special), so that a saved model is restored without executing stored code.
     ``args`` and ``kwargs`` (numbers, bools, None or short strings) are passed after the
     tensor. The shape must not change, except that a reduction removes the axes named
-    by ``dim`` (or ELEKTRONN2's ``axis``: indices or tags, e.g. ``{'axis': 'f'}``) or keeps
-    them with size 1 (``keepdim=True``); the function must not work in place.
+    by ``dim`` (or ELEKTRONN2's ``axis``: indices or tags, e.g. ``{'axis': 'f'}``; neither:
+    all axes) or keeps them with size 1 (``keepdim=True``); the function must not work in
+    place.
     """
 
     def __init__(self, parent: Node, functor, args: Sequence = (), kwargs: dict | None = None,
@@ -661,11 +662,14 @@ class ApplyFunc(Node):
 
 
 def _reduced_axes(sh: TaggedShape, kwargs: dict, name: str) -> tuple[int, ...]:
-    """The axis indices a reduction's ``dim`` / ``axis`` (indices or tags) names."""
+    """The axis indices a reduction's ``dim`` / ``axis`` (indices or tags) names; neither
+    (or None): every axis, as ELEKTRONN2's ``T.mean(x)``."""
+    if 'dim' in kwargs and 'axis' in kwargs:
+        raise ConfigError(f"ApplyFunc {name!r}: give the axes to reduce as dim=... or axis=..., "
+                          f"not both (indices or tags of {','.join(sh.tags)})")
     given = kwargs.get('dim', kwargs.get('axis'))
-    if given is None or ('dim' in kwargs and 'axis' in kwargs):
-        raise ConfigError(f"ApplyFunc {name!r}: a reduction needs the axes to reduce as dim=... "
-                          f"(or axis=...), one of them: indices or tags of {','.join(sh.tags)}")
+    if given is None:
+        return tuple(range(len(sh.shape)))
     axes = given if isinstance(given, (list, tuple)) else [given]
     try:
         return tuple(sorted({sh.index(a) for a in axes}))

@@ -36,6 +36,7 @@ from ..config import config as global_config
 from ..data.rng import seed_global_generators
 from ..errors import ConfigError, Error
 from ..legacy.declarative import V1_KEYS, from_v1_settings
+from ..neuromancer.basic import APPLY_FUNCTIONS
 from ..neuromancer.loading import modelload
 from ..neuromancer.optimiser import OPTIMISERS
 from ..neuromancer.registry import model_manager
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     'background_processes': 2,    # batch worker processes (0: in the main process)
     'param_save_it': 1000,        # steps between checkpoints
     'seed': 0,
+    'network_arch': {},           # ELEKTRONN2's; only {} (no adversarial training here)
     # execution settings (None: keep elektronn2.config's, by default 'auto')
     'precision': None,            # 'auto', 'fp32', 'bf16' or 'fp16'
     'memory_format': None,        # 'auto', 'contiguous' or 'channels_last'
@@ -89,7 +91,7 @@ _TYPES = {
     'max_runtime': (int, float), 'history_freq': (int,), 'monitor_batch_size': (int,),
     'optimiser': (str,), 'optimiser_params': (dict,), 'schedules': (dict,),
     'class_weights': (list, tuple), 'background_processes': (int, bool),
-    'param_save_it': (int,), 'seed': (int,),
+    'param_save_it': (int,), 'seed': (int,), 'network_arch': (dict,),
     'precision': (str,), 'memory_format': (str,), 'compile': (str,),
 }
 #: numeric settings: (test of a valid value, its description)
@@ -210,6 +212,13 @@ class ExperimentConfig:
                 raise self.error(f"{key}={values[key]!r} is invalid; choose one of "
                                  f"{CHOICES[key]}")
         self._check_schedules(values['schedules'])
+        if values['network_arch']:
+            raise self.error(
+                f"network_arch={values['network_arch']!r:.80} is not supported: alternating "
+                f"adversarial training belongs to unreleased ELEKTRONN2 code (its released trainer "
+                f"needs nodes 'advtarget', 'flip' and 'loss_total' and nm.advmerge, which the "
+                f"released neuromancer lacks). Train the networks without network_arch, or write "
+                f"the alternation as your own loop over model.trainingstep")
 
     def _check_types(self, values: dict) -> None:
         for key, allowed in _TYPES.items():
@@ -331,14 +340,37 @@ def _with_schedule_aliases(values: dict, aliases: dict, config_name: str) -> dic
     return {**values, 'schedules': schedules} if schedules else values
 
 
+#: Theano functions that ELEKTRONN2 configs pass to ``nm.ApplyFunc``, with the function of
+#: :data:`~elektronn2.neuromancer.basic.APPLY_FUNCTIONS` that computes the same (a reduction
+#: without ``axis`` reduces every axis, as in Theano).
+THEANO_EQUIVALENTS = {
+    'theano.tensor.mean': 'torch.mean', 'theano.tensor.sum': 'torch.sum',
+    'theano.tensor.max': 'torch.amax', 'theano.tensor.min': 'torch.amin',
+    'theano.tensor.std': 'torch.std', 'theano.tensor.var': 'torch.var',
+    'theano.tensor.abs_': 'torch.abs', 'theano.tensor.sqr': 'torch.square',
+    'theano.tensor.sqrt': 'torch.sqrt', 'theano.tensor.exp': 'torch.exp',
+    'theano.tensor.log': 'torch.log', 'theano.tensor.log1p': 'torch.log1p',
+    'theano.tensor.tanh': 'torch.tanh', 'theano.tensor.sgn': 'torch.sign',
+    'theano.tensor.nnet.sigmoid': 'torch.sigmoid', 'theano.tensor.nnet.relu': 'torch.relu',
+    'theano.tensor.nnet.softplus': 'torch.nn.functional.softplus',
+}
+
+
 class _AbsentModule(types.ModuleType):
-    """A module that can be imported but not used: any attribute is a ConfigError."""
+    """A module that can be imported but not used: the functions of
+    :data:`THEANO_EQUIVALENTS` are their torch equivalents, any other attribute is a
+    ConfigError."""
 
     def __getattr__(self, name: str):
         if name.startswith('__'):
             raise AttributeError(name)
-        raise ConfigError(f"The config uses {self.__name__}.{name}, but Theano is not installed: "
-                          f"elektronn2 runs on PyTorch; use torch (e.g. in nm.ApplyFunc) instead")
+        qualified = f"{self.__name__}.{name}"
+        if qualified in THEANO_EQUIVALENTS:
+            return APPLY_FUNCTIONS[THEANO_EQUIVALENTS[qualified]]
+        raise ConfigError(f"The config uses {qualified}, but Theano is not installed: "
+                          f"elektronn2 runs on PyTorch; use torch (e.g. in nm.ApplyFunc) instead "
+                          f"(Theano functions that map to torch here: "
+                          f"{', '.join(sorted(THEANO_EQUIVALENTS))})")
 
 
 #: what ELEKTRONN2 configs import of Theano (``import theano.tensor as T``)

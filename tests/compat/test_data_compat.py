@@ -21,7 +21,8 @@ from elektronn2.data import batchcreator, cnndata, image, knossos_array, labels,
 from elektronn2.data import non_geometric_augmentation as nga
 from elektronn2.data import transformations as tr
 from elektronn2.data.knossos import write_knossos_dataset
-from elektronn2.errors import DataError
+from elektronn2.data.rng import seed_of
+from elektronn2.errors import ConfigError, DataError
 
 API_FILE = Path('/work/shared/reference/elektronn2_api.txt')
 MODULES = {'cnndata': cnndata, 'image': image, 'knossos_array': knossos_array,
@@ -447,9 +448,22 @@ def test_piano_data(piano_file):
     for seq, xi, yi in zip(valid, x, y):  # a window of the sequence and the step after it
         starts = [t for t in range(len(seq) - 20) if np.array_equal(seq[t:t + 20], xi)]
         assert starts and np.array_equal(seq[starts[0] + 20], yi)
+    with pytest.raises(ConfigError, match="batch_size 3 exceeds the 2 'valid' examples"):
+        data.getbatch(3, 'valid')
     perc = traindata.PianoData_perc(None, None, path=path, n_tap=20)
     x, y = perc.getbatch(4)
     assert x.shape == (4, 20 * 58) and y.shape == (4, 58)
+
+
+def test_piano_data_takes_the_workers_64_bit_seeds(piano_file):
+    """Background workers re-seed data objects with 64-bit seeds before every batch; the
+    same seed gives the same batch."""
+    data = traindata.PianoData(None, None, path=piano_file[0], n_tap=20)
+    batches = []
+    for _ in range(2):
+        data.reseed(seed_of(7, 2**40))
+        batches.append(data.getbatch(3))
+    assert all(np.array_equal(a, b) for a, b in zip(*batches))
 
 
 def test_piano_data_refuses_code(tmp_path):

@@ -183,8 +183,10 @@ def test_apply_func_reductions_remove_the_named_axes_and_survive_saving(tmp_path
     peak.model.designate_nodes(input_node=inp, prediction_node=peak)
     loaded = nm.modelload(peak.model.save(tmp_path / 'reductions.mdl'), make_current=False)
     np.testing.assert_allclose(loaded['peak'](x), peak(x), rtol=1e-6)
-    with pytest.raises(ConfigError, match='needs the axes'):
-        nm.ApplyFunc(inp, 'torch.sum')
+    total = nm.ApplyFunc(inp, 'torch.sum', name='total')  # no axis: all axes, as Theano's T.sum
+    assert total.shape.shape == () and np.isclose(total(x), x.sum(), rtol=1e-5)
+    with pytest.raises(ConfigError, match='not both'):
+        nm.ApplyFunc(inp, 'torch.sum', kwargs={'dim': 1, 'axis': 'f'})
 
 
 def test_schedules_as_elektronn2_meant_them():
