@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'elektronn2'
-BASE = {'errors', 'config', 'console', 'lazy', 'utils.optional', '(package)'}
+BASE = {'errors', 'config', 'console', 'lazy', 'utils.optional', 'utils.safe_pickle', '(package)'}
 ALLOWED = {     # layer -> the layers it may import besides the base and itself
     'base': set(),
     'neuromancer': set(),
@@ -106,6 +106,8 @@ LAZY_IMPORTS = {
     'elektronn2.training.profile_cli': "a command (elektronn2-profile): --help answers before "
                                        "torch loads",
     'elektronn2.inference.cli': "a command: --help and argument errors answer before torch loads",
+    'elektronn2.training.convert_cli': "a command (elektronn2-convert): --help answers before "
+                                       "torch loads",
     'elektronn2.demo': "a command: --help answers before torch loads",
     'elektronn2.utils.viewer': "a command (elektronn2-view): --help answers before torch loads",
     'elektronn2.demo_config': "a training config: create_model() imports what it builds",

@@ -8,15 +8,14 @@ shifted / warped training crops.
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..utils import safe_pickle
 from . import mnist
 
 logger = logging.getLogger('elektronn2')
@@ -178,23 +177,10 @@ class MNISTData(Data):
 
 
 # --- piano rolls ----------------------------------------------------------------------------
-_ALLOWED_GLOBALS = {
-    ('numpy', 'ndarray'), ('numpy', 'dtype'),
-    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
-    ('numpy.core.numeric', '_frombuffer'), ('numpy._core.numeric', '_frombuffer'),
-    ('_codecs', 'encode'),  # bytes in protocol 2 pickles
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles containers, numbers, strings and numpy arrays only (never code)."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise DataError(f"The pickle refers to {module}.{name}; only numpy arrays, numbers, "
-                            f"strings, lists, tuples and dicts are read")
-        return super().find_class(module, name)
+#: Piano-roll pickles hold plain data only (containers, numbers, strings, numpy arrays).
+_PIANO_POLICY = safe_pickle.Policy(
+    DataError, "a piano-roll file may hold only numpy arrays, numbers, strings, lists, tuples "
+               "and dicts", max_ratio=None)
 
 
 def _first(examples, batch_size: int, source: str):
@@ -211,9 +197,8 @@ def _load_sequences(path: str | os.PathLike) -> tuple[list, list, list]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"Piano-roll data file {path} not found; pass path=")
-    opener = gzip.open if path.suffix == '.gz' else open
-    with opener(path, 'rb') as f:
-        content = _ArrayUnpickler(f, encoding='latin1').load()
+    objects = safe_pickle.load_all(path, _PIANO_POLICY)
+    content = objects[0] if len(objects) == 1 else None
     if isinstance(content, dict):
         content = tuple(content.get(k) for k in ('train', 'valid', 'test'))
     if not isinstance(content, (tuple, list)) or len(content) != 3 or any(c is None for c in content):

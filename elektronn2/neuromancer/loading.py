@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import Error, GraphError, ModelFileError, ShapeError
-from . import modelfile, surgery
+from . import modelfile, oldmodels, surgery
 from .basic import ValueNode
 from .container import DESIGNATIONS, Model
 from .node import Node, failing_axis_with
@@ -32,6 +32,9 @@ logger = logging.getLogger('elektronn2')
 MAX_AXIS_SIZE = 2 ** 24
 #: Most values per example (all axes but the batch) of a node built from a model file.
 MAX_NODE_VALUES = 2 ** 32
+#: Most values of a parameter an old (ELEKTRONN2) file does not hold, which gets the
+#: node's initial value (class weights, mixing weights, ... derived from arguments).
+MAX_INITIAL_VALUES = 2 ** 20
 
 
 def modelload(file_name: str | os.PathLike, override_mfp_to_active: bool = False,
@@ -63,8 +66,18 @@ def modelload(file_name: str | os.PathLike, override_mfp_to_active: bool = False
             beta) or 'remove' (fold the normalisation into the weights).
         lock_trainable_params: True, or names of nodes whose parameters become constant.
         make_weights_constant: make every parameter constant.
+
+    An ELEKTRONN2 ``.mdl`` file (a pickle) is converted on the fly (see
+    :mod:`.oldmodels`; it is read without running code from it).
     """
-    graph, tensors = modelfile.read(file_name)
+    if oldmodels.is_old_model_file(file_name):
+        graph, tensors = oldmodels.convert(file_name)
+        tensors = _with_initial_values(graph, tensors, str(file_name))
+        logger.info("Converted the ELEKTRONN2 model file %s to today's format while loading; "
+                    "save it in that format with model.save(PATH) or elektronn2-convert OLD NEW",
+                    file_name)
+    else:
+        graph, tensors = modelfile.read(file_name)
     return _build_edited(graph, tensors, str(file_name), imposed_patch_size, imposed_batch_size,
                          override_mfp_to_active, replace_bn, lock_trainable_params,
                          make_weights_constant, name, make_current)
@@ -198,21 +211,35 @@ def _nearest_valid_sizes(inp: Node, nodes: list[Node], wanted: dict[str, int],
     return chosen if failing_axis_with(inp, chosen, nodes) is None else built
 
 
+def _with_initial_values(graph: dict, tensors: dict[str, np.ndarray], source: str
+                         ) -> dict[str, np.ndarray]:
+    """``tensors`` and the initial values of the parameters the nodes of ``graph`` create
+    that ``tensors`` lacks (at most :data:`MAX_INITIAL_VALUES` values each): the model
+    is built once as stored, its parameters read back."""
+    model = _build(graph, tensors, source, None, initial_missing=True)
+    try:
+        return model.serialise()[1]
+    finally:
+        model_manager.discard(model)
+
+
 def _build(graph: dict, tensors: dict[str, np.ndarray], source: str, name: str | None,
-           strict_shapes: bool = True) -> Model:
+           strict_shapes: bool = True, initial_missing: bool = False) -> Model:
     """Construct nodes from descriptors in a new model, current only while they are built
     (the caller's current model is left alone); set parameters and state.
 
     The nodes are built on the meta device, so that no memory is allocated before every
     size is checked (:func:`_construct_nodes`); then the parameters get the stored values
     on the model's device. With ``strict_shapes`` a ShapeError (a node that does not fit
-    its parents) becomes a ModelFileError. On failure the half-built model is discarded.
+    its parents) becomes a ModelFileError. With ``initial_missing`` a parameter that
+    ``tensors`` lacks gets the node's initial value. On failure the half-built model is
+    discarded.
     """
     model = model_manager.create(name or graph.get('name') or 'model')
     device, model.device = model.device, torch.device('meta')
     try:
         with model_manager.building(model), torch.device('meta'):
-            _construct_nodes(graph, tensors, source, strict_shapes)
+            _construct_nodes(graph, tensors, source, strict_shapes, initial_missing)
         model.device = device
         _materialise(model, tensors)
         _restore_state(model, graph, source)
@@ -223,7 +250,7 @@ def _build(graph: dict, tensors: dict[str, np.ndarray], source: str, name: str |
 
 
 def _construct_nodes(graph: dict, tensors: dict[str, np.ndarray], source: str,
-                     strict_shapes: bool) -> None:
+                     strict_shapes: bool, initial_missing: bool = False) -> None:
     """Build the nodes in order; each is checked right after it is built: its output size
     and the shapes of the parameters it creates (against the stored tensors)."""
     nodes: dict = {}
@@ -231,7 +258,7 @@ def _construct_nodes(graph: dict, tensors: dict[str, np.ndarray], source: str,
     created: dict[int, str] = {}
     for i, descr in enumerate(graph['nodes']):
         node = _construct_node(i, descr, nodes, stored_shapes, source, strict_shapes)
-        _check_node_params(node, stored_shapes, created, source)
+        _check_node_params(node, stored_shapes, created, source, initial_missing)
         _check_node_size(node, source)
         nodes[node.name] = node
     unexpected = sorted(set(stored_shapes) - set(created.values()))
@@ -278,14 +305,18 @@ def _check_node_size(node, source: str) -> None:
 
 
 def _check_node_params(node, stored_shapes: dict[str, tuple], created: dict[int, str],
-                       source: str) -> None:
+                       source: str, initial_missing: bool = False) -> None:
     """Each parameter ``node`` creates (still on the meta device) must be stored with
-    exactly its shape, before any memory is allocated for it. ``created``: id -> key
-    of the parameters checked so far (a tied parameter is checked with its owner)."""
+    exactly its shape, before any memory is allocated for it (or, ``initial_missing``,
+    be small if it is not stored). ``created``: id -> key of the parameters checked so
+    far (a tied parameter is checked with its owner)."""
     for name, param in node.params.items():
         if id(param) in created:
             continue
         key, want = f"{node.name}.{name}", tuple(param.shape)
+        if key not in stored_shapes and initial_missing and math.prod(want) <= MAX_INITIAL_VALUES:
+            created[id(param)] = key
+            continue
         if key not in stored_shapes:
             raise ModelFileError(f"{source}: parameters do not match the graph: missing "
                                  f"{[key]} (node {node.name!r} creates it with shape {want})")
@@ -298,11 +329,15 @@ def _check_node_params(node, stored_shapes: dict[str, tuple], created: dict[int,
 
 
 def _materialise(model: Model, tensors: dict[str, np.ndarray]) -> None:
-    """Replace the (meta) parameters by the stored values on the model's device; tied
-    parameters stay shared."""
+    """Replace the (meta) parameters by the stored values on the model's device (those
+    not stored: the node's initial values); tied parameters stay shared."""
     real = {}
+    initial = {f"{n.name}.{k}": v for n in model.nodes.values()
+               if any(f"{n.name}.{k}" not in tensors for k in n.params)
+               for k, v in n._make_params().items()}
     for key, param in model.all_params().items():
-        value = torch.from_numpy(np.array(tensors[key])).to(model.device, param.dtype)
+        stored = tensors[key] if key in tensors else initial[key].detach().cpu().numpy()
+        value = torch.from_numpy(np.array(stored)).to(model.device, param.dtype)
         new = torch.nn.Parameter(value, requires_grad=param.requires_grad)
         mark_regularised(new, is_regularised(param))
         real[id(param)] = new

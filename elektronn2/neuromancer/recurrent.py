@@ -83,15 +83,22 @@ class _RecurrentStep(Node):
 
 
 class GRU(_RecurrentStep):
-    """One gated-recurrent-unit step: (x (b, f_in), h (b, n_f)) -> new h (b, n_f)."""
+    """One gated-recurrent-unit step: (x (b, f_in), h (b, n_f)) -> new h (b, n_f).
+
+    ``reset_after``: the reset gate scales the memory's product with ``u`` (as cuDNN
+    and torch do; default), or with False the memory before that product (as
+    ELEKTRONN2 did; converted ELEKTRONN2 models use it).
+    """
     n_gates = 3
 
     def __init__(self, parent: Node, memory_state: Node, n_f: int | None = None,
                  activation_func: str = 'tanh', flatten: bool = False, batch_normalisation=False,
                  dropout_rate: float = 0, name: str = 'gru', print_repr: bool = True, w=None,
-                 b=None, gamma=None, mean=None, std=None, gradnet_mode=None):
+                 b=None, gamma=None, mean=None, std=None, gradnet_mode=None,
+                 reset_after: bool = True):
         self._refuse_extras(name, flatten, batch_normalisation, dropout_rate, w=w, b=b,
                             gamma=gamma, mean=mean, std=std)
+        self.reset_after = bool(reset_after)
         self._memory = memory_state
         self._store_step_options(parent, n_f or memory_state.shape['f'], activation_func, name)
         super().__init__([parent, memory_state], name, print_repr)
@@ -102,7 +109,10 @@ class GRU(_RecurrentStep):
         gh = h @ self.params['u']
         reset = torch.sigmoid(gx[:, :n] + gh[:, :n])
         update = torch.sigmoid(gx[:, n:2 * n] + gh[:, n:2 * n])
-        candidate = self.activation(gx[:, 2 * n:] + reset * gh[:, 2 * n:])
+        if self.reset_after:
+            candidate = self.activation(gx[:, 2 * n:] + reset * gh[:, 2 * n:])
+        else:
+            candidate = self.activation(gx[:, 2 * n:] + (reset * h) @ self.params['u'][:, 2 * n:])
         return (1 - update) * candidate + update * h
 
 

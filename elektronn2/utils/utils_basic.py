@@ -12,10 +12,10 @@ the classes of this module); other pickles are refused, since unpickling can run
 """
 from __future__ import annotations
 
+import builtins
+import collections
 import functools
-import gzip
 import importlib
-import io
 import logging
 import multiprocessing
 import os
@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from . import kdtree as _kdtree
+from . import safe_pickle
 from . import timer as _timer
 
 logger = logging.getLogger('elektronn2')
@@ -431,49 +432,29 @@ def picklesave(data: Any, file_name: str | os.PathLike) -> None:
         pickle.dump(data, f, protocol=2)
 
 
-#: classes pickleload reconstructs (module, name); everything else is refused
-_PICKLE_ALLOWED = {
-    ('builtins', n) for n in ('list', 'tuple', 'dict', 'set', 'frozenset', 'complex', 'slice',
-                              'range', 'bytearray', 'object', 'int', 'float', 'str', 'bytes')
-} | {('collections', 'OrderedDict'), ('collections', 'defaultdict'), ('_codecs', 'encode'),
-     ('copy_reg', '_reconstructor'), ('copyreg', '_reconstructor'),
-     ('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy.core.multiarray', '_reconstruct'),
-     ('numpy._core.multiarray', '_reconstruct'), ('numpy.core.multiarray', 'scalar'),
-     ('numpy._core.multiarray', 'scalar'),
-     (__name__, 'AccumulationArray'), (__name__, 'CircularBuffer')}
-
-
-class _DataUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        if (module, name) in _PICKLE_ALLOWED:
-            return super().find_class(module, name)
-        raise DataError(f"pickleload refuses to create {module}.{name}: only plain data (numbers, "
-                        f"strings, containers, numpy arrays) is unpickled. If you trust the file, "
-                        f"load it with pickle.load yourself.")
-
-
-def _unpickle_all(f) -> list:
-    items = []
-    unpickler = _DataUnpickler(f, encoding='latin1')
-    while True:
-        try:
-            items.append(unpickler.load())
-        except EOFError:
-            return items
+#: What pickleload reads besides plain data: harmless builtins (never ``bytes(n)`` or
+#: ``range``, which could make huge objects from a small file), defaultdict, and the
+#: objects of this module's AccumulationArray and CircularBuffer.
+_PICKLELOAD_POLICY = safe_pickle.Policy(
+    DataError, "pickleload refuses to create it: only plain data (numbers, strings, "
+               "containers, numpy arrays) is unpickled. If you trust the file, load it with "
+               "pickle.load yourself.",
+    {**{('builtins', n): getattr(builtins, n) for n in (
+        'list', 'tuple', 'dict', 'set', 'frozenset', 'complex', 'slice', 'object', 'int',
+        'float', 'str')},
+     ('collections', 'defaultdict'): collections.defaultdict,
+     ('copyreg', '_reconstructor'): safe_pickle.reconstructor,
+     (__name__, 'AccumulationArray'): safe_pickle.built_class(AccumulationArray),
+     (__name__, 'CircularBuffer'): safe_pickle.built_class(CircularBuffer)},
+    max_ratio=None)
 
 
 def pickleload(file_name: str | os.PathLike) -> Any:
     """The object(s) pickled in ``file_name`` (plain or gzip-compressed): one object, or
-    a list when the file holds several. Python 2 pickles are read (latin1 strings)."""
-    path = os.path.expanduser(os.fspath(file_name))
-    with open(path, 'rb') as f:
-        raw = f.read()
-    if raw[:2] == b'\x1f\x8b':
-        raw = gzip.decompress(raw)
-    try:
-        items = _unpickle_all(io.BytesIO(raw))
-    except (pickle.UnpicklingError, ValueError) as err:
-        raise DataError(f"{path} is not a pickle file: {err}") from None
+    a list when the file holds several. Python 2 pickles are read (latin1 strings).
+    Nothing in the file is run (:mod:`.safe_pickle`): a file naming anything but plain
+    data raises a DataError."""
+    items = safe_pickle.load_all(file_name, _PICKLELOAD_POLICY)
     return items[0] if len(items) == 1 else items
 
 
