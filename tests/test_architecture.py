@@ -106,10 +106,14 @@ LAZY_IMPORTS = {
     'elektronn2.training.profile_cli': "a command (elektronn2-profile): --help answers before "
                                        "torch loads",
     'elektronn2.inference.cli': "a command: --help and argument errors answer before torch loads",
+    'elektronn2.inference.segment_cli': "a command (elektronn2-segment): --help answers before "
+                                        "zarr, scipy and dask load",
     'elektronn2.training.convert_cli': "a command (elektronn2-convert): --help answers before "
                                        "torch loads",
     'elektronn2.demo': "a command: --help answers before torch loads",
     'elektronn2.utils.viewer': "a command (elektronn2-view): --help answers before torch loads",
+    'elektronn2.utils.segmentation_view': "part of elektronn2-view: zarr, the data sources and "
+                                          "neuroglancer load when a segmentation is shown",
     'elektronn2.demo_config': "a training config: create_model() imports what it builds",
 }
 

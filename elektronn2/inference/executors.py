@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterable, Iterator, Protocol
@@ -102,10 +103,7 @@ class DaskExecutor:
                                       purpose='Distributed prediction')
         if self.scheduler:
             return distributed.Client(self.scheduler)
-        cluster = distributed.LocalCluster(n_workers=self.n_workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=None,
-                                           silence_logs=logging.WARNING)
-        return distributed.Client(cluster)
+        return distributed.Client(_local_cluster(self.n_workers))
 
     def map(self, fn: Callable, items: Iterable, retries: int = 2) -> Iterator:
         distributed = import_optional('distributed', 'dask[distributed]', extra='distributed',
@@ -132,3 +130,31 @@ class DaskExecutor:
                 cluster.close()
             os.environ.clear()
             os.environ.update(environ)
+
+
+@contextmanager
+def dask_cluster(scheduler: str | None = None, n_workers: int = 2) -> Iterator[DaskExecutor]:
+    """A :class:`DaskExecutor` for several ``map`` calls on one cluster: the running
+    scheduler ``scheduler``, or a LocalCluster of ``n_workers`` processes (one thread
+    each) started once and closed at the end."""
+    if scheduler:
+        yield DaskExecutor(scheduler)
+        return
+    check_counts(workers=n_workers)
+    environ = dict(os.environ)  # LocalCluster sets OMP_NUM_THREADS etc. for its workers
+    cluster = _local_cluster(n_workers)
+    try:
+        yield DaskExecutor(cluster.scheduler_address)
+    finally:
+        cluster.close()
+        os.environ.clear()
+        os.environ.update(environ)
+
+
+def _local_cluster(n_workers: int):
+    """A dask LocalCluster of ``n_workers`` processes with one thread each (tasks share
+    process-global state), quiet below warnings, without a dashboard."""
+    distributed = import_optional('distributed', 'dask[distributed]', extra='distributed',
+                                  purpose='Distributed prediction and segmentation')
+    return distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, silence_logs=logging.WARNING)

@@ -4,7 +4,8 @@ Both are computed from a contingency table: for every pair (segment id i, ground
 id j) the number of voxels n_ij labelled i in the segmentation and j in the ground
 truth. Voxels whose ground-truth id is in ``ignore_gt`` (default 0: boundary /
 unlabelled, the FIB-25 and gala convention) are left out; segment id 0 is an ordinary
-segment. Tables of slabs add up, so large volumes are scored slab by slab.
+segment. Tables of blocks add up, so large volumes are scored block by block
+(:func:`evaluate_sources`).
 
 * Variation of information (bits): split = H(seg | gt) (false splits, over-segmentation),
   merge = H(gt | seg) (false merges); VI = split + merge.
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ..data.sources import VolumeSource
 from ..errors import ShapeError
+from .geometry import BlockGrid, Box
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,17 @@ class Contingency:
         return cls(seg_u[pairs // max(len(gt_u), 1)], gt_u[pairs % max(len(gt_u), 1)], counts)
 
     def __add__(self, other: Contingency) -> Contingency:
-        seg = np.concatenate([self.seg_ids, other.seg_ids])
-        gt = np.concatenate([self.gt_ids, other.gt_ids])
+        return Contingency.total([self, other])
+
+    @classmethod
+    def total(cls, tables: Sequence[Contingency]) -> Contingency:
+        """The table of the union of disjoint parts (e.g. blocks), from their tables."""
+        seg = np.concatenate([t.seg_ids for t in tables])
+        gt = np.concatenate([t.gt_ids for t in tables])
         pairs, inverse = np.unique(np.stack([seg, gt], 1), axis=0, return_inverse=True)
-        counts = np.bincount(inverse.ravel(), np.concatenate([self.counts, other.counts]))
-        return Contingency(pairs[:, 0], pairs[:, 1], counts.astype(np.int64))
+        counts = np.bincount(inverse.ravel(), np.concatenate([t.counts for t in tables]),
+                             minlength=len(pairs))
+        return cls(pairs[:, 0], pairs[:, 1], counts.astype(np.int64))
 
     @property
     def n_voxels(self) -> int:
@@ -112,17 +121,33 @@ def scores(table: Contingency) -> dict[str, float]:
 
 
 def evaluate_sources(seg: VolumeSource | np.ndarray, gt: VolumeSource | np.ndarray,
-                     ignore_gt: Sequence[int] = (0,), slab: int = 32) -> dict[str, float]:
-    """:func:`scores` of two id volumes (sources or arrays, (z,y,x)), read ``slab`` z-slices
-    at a time."""
-    if tuple(seg.shape) != tuple(gt.shape):
-        raise ShapeError(f"segmentation {getattr(seg, 'name', '')} has shape {tuple(seg.shape)}, "
-                         f"ground truth {getattr(gt, 'name', '')} {tuple(gt.shape)}; they must be equal")
-    table: Contingency | None = None
-    for z in range(0, seg.shape[0], slab):
-        part = Contingency.of(seg[z:z + slab], gt[z:z + slab], ignore_gt)
-        table = part if table is None else table + part
-    if table is None:
-        raise ShapeError(f"nothing to evaluate: the volumes have shape {tuple(seg.shape)} "
-                         f"and slabs of {slab} z-slices")
-    return scores(table)
+                     ignore_gt: Sequence[int] = (0,), block_shape: Sequence[int] = (64, 256, 256),
+                     progress: bool = False,
+                     offset: Sequence[int] | None = None) -> dict[str, float]:
+    """:func:`scores` of two id volumes (sources or arrays, (z, y, x) or (y, x)), read block
+    by block (``block_shape``, z, y, x): the blocks' tables add up to the whole volume's,
+    so the scores equal those of the volumes in memory, in the memory of one block.
+
+    ``offset``: where ``seg`` starts in ``gt`` (voxels; e.g. the ``voxel_offset`` of a
+    prediction of a ``--region``); None: the two volumes have the same shape.
+    """
+    shape = tuple(seg.shape)
+    if not 2 <= len(shape) <= 3 or min(shape) < 1:
+        raise ShapeError(f"nothing to evaluate: the volumes have shape {shape}; give (z, y, x) "
+                         f"or (y, x) id volumes")
+    region = Box.from_shape(shape, offset or (0,) * len(shape))
+    if not Box.from_shape(gt.shape).contains(region) or (offset is None and
+                                                        shape != tuple(gt.shape)):
+        raise ShapeError(f"segmentation {getattr(seg, 'name', '')} has shape {shape}, "
+                         f"ground truth {getattr(gt, 'name', '')} {tuple(gt.shape)}; they must "
+                         f"be equal, or the segmentation must lie inside the ground truth at "
+                         f"its offset {tuple(region.lo)}")
+    grid = BlockGrid(region, tuple(block_shape)[-len(shape):])
+    tables: list[Contingency] = []
+    for block in tqdm(grid, total=len(grid), unit='block', desc='evaluate', disable=not progress):
+        tables.append(Contingency.of(seg[block.write.slices_in(region)],
+                                     gt[block.write.slices_in(Box.from_shape(gt.shape))],
+                                     ignore_gt))
+        if len(tables) > 64:            # bounded: merge the tables of the blocks so far
+            tables = [Contingency.total(tables)]
+    return scores(Contingency.total(tables))

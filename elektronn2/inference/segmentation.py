@@ -27,10 +27,14 @@ Pipeline of :func:`segment_boundaries` on a boundary probability map (z, y, x):
 6. ids relabelled 1..n (0 only outside the mask).
 
 Affinity maps are first turned into boundary maps (:func:`boundaries_from_affinities`).
+
+All of this runs on the whole volume in memory. :mod:`.blockwise_segmentation` segments
+volumes of any size block by block, with a watershed by steepest descent instead of
+flooding (so that blocks do not matter) and the same merging; its
+:func:`~.blockwise_segmentation.segment_volume` is the in-memory call.
 """
 from __future__ import annotations
 
-import heapq
 from typing import Sequence
 
 import numpy as np
@@ -38,6 +42,7 @@ import scipy.ndimage as ndi
 
 from ..data.labels import affinity_nhood, offset_slices
 from ..errors import ConfigError, ShapeError
+from .region_graph import RegionGraph, mean_linkage, quantise
 
 
 def boundaries_from_affinities(affinities: np.ndarray,
@@ -166,6 +171,21 @@ def _sampling(sampling: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     return sampling
 
 
+def region_graph(ids: np.ndarray, boundary: np.ndarray) -> RegionGraph:
+    """The :class:`~.region_graph.RegionGraph` of neighbouring segments: per contact the
+    (quantised) sum of ``boundary[p] + boundary[q]`` over its face-adjacent voxel pairs,
+    their number and the pass height (id 0 is never a neighbour)."""
+    levels = quantise(boundary)
+    graphs = []
+    for axis in range(ids.ndim):
+        lower = tuple(slice(None, -1) if a == axis else slice(None) for a in range(ids.ndim))
+        upper = tuple(slice(1, None) if a == axis else slice(None) for a in range(ids.ndim))
+        low, high = levels[lower], levels[upper]
+        graphs.append(RegionGraph.of_pairs(ids[lower].ravel(), ids[upper].ravel(),
+                                           (low + high).ravel(), np.maximum(low, high).ravel()))
+    return RegionGraph.concat(graphs)
+
+
 def contact_boundary(ids: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Neighbouring segment pairs and their mean boundary along the contact.
 
@@ -173,77 +193,16 @@ def contact_boundary(ids: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray,
         pairs (n, 2) with pairs[:, 0] < pairs[:, 1] (id 0 is never a neighbour), and
         the mean over all face-adjacent voxel pairs of (boundary[p] + boundary[q]) / 2.
     """
-    pairs, sums, counts = _contact_sums(ids, boundary)
-    return pairs, sums / np.maximum(counts, 1)
-
-
-def _contact_sums(ids: np.ndarray, boundary: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Neighbouring pairs (n, 2), and per pair the sum of (boundary[p] + boundary[q]) / 2
-    over its face-adjacent voxel pairs and their number."""
-    firsts, seconds, values = [], [], []
-    for axis in range(ids.ndim):
-        lower = tuple(slice(None, -1) if a == axis else slice(None) for a in range(ids.ndim))
-        upper = tuple(slice(1, None) if a == axis else slice(None) for a in range(ids.ndim))
-        a, b = ids[lower], ids[upper]
-        contact = (a != b) & (a != 0) & (b != 0)
-        firsts.append(np.minimum(a, b)[contact])
-        seconds.append(np.maximum(a, b)[contact])
-        values.append((boundary[lower][contact] + boundary[upper][contact]) / 2)
-    pairs = np.stack([np.concatenate(firsts), np.concatenate(seconds)], 1)
-    if not len(pairs):
-        return pairs.reshape(0, 2), np.zeros(0), np.zeros(0)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    return (unique, np.bincount(inverse, np.concatenate(values)),
-            np.bincount(inverse).astype(np.float64))
+    graph = region_graph(ids, boundary)
+    return graph.pairs, graph.means
 
 
 def merge_segments(ids: np.ndarray, boundary: np.ndarray, merge_threshold: float) -> np.ndarray:
     """Agglomerate neighbouring segments while their mean contact boundary is below
-    ``merge_threshold``.
-
-    The pair with the weakest mean contact is joined first; the joined segment's contact
-    with each neighbour is the union of both parts' contacts (mean over all their voxel
-    pairs), and the weakest pair is looked up again. A neuron that touches another
-    through a small gap in the boundary and along a wide, clear boundary elsewhere is
-    therefore not chained to it, as joining every weak contact at once (single linkage)
-    would do.
-    """
-    pairs, sums, counts = _contact_sums(ids, boundary)
-    contacts: dict[int, dict[int, list[float]]] = {}
-    heap = []
-    for (a, b), total, count in zip(pairs.tolist(), sums.tolist(), counts.tolist()):
-        edge = [total, count]  # shared by both directions
-        contacts.setdefault(a, {})[b] = contacts.setdefault(b, {})[a] = edge
-        heap.append((total / count, a, b))
-    heapq.heapify(heap)
-    parent = np.arange(int(ids.max()) + 1)
-    while heap and heap[0][0] < merge_threshold:
-        mean, a, b = heapq.heappop(heap)
-        current = contacts.get(a, {}).get(b)
-        if current is None or current[0] / current[1] != mean:  # joined already or outdated
-            continue
-        if len(contacts[a]) < len(contacts[b]):
-            a, b = b, a                  # keep the segment with more neighbours
-        parent[b] = a
-        del contacts[a][b]
-        for c, (total, count) in contacts.pop(b).items():
-            if c == a:
-                continue
-            del contacts[c][b]
-            joined = contacts[a].get(c)
-            if joined is None:
-                joined = contacts[a][c] = contacts[c][a] = [total, count]
-            else:
-                joined[0] += total
-                joined[1] += count
-            heapq.heappush(heap, (joined[0] / joined[1], min(a, c), max(a, c)))
-    while True:  # follow every segment to the one it was finally joined into
-        root = parent[parent]
-        if np.array_equal(root, parent):
-            break
-        parent = root
+    ``merge_threshold`` (:func:`~.region_graph.mean_linkage`: weakest contact first, a
+    joined segment's contacts are the unions of its parts')."""
+    ids = np.asarray(ids, np.int64)
+    parent = mean_linkage(int(ids.max(initial=0)), region_graph(ids, boundary), merge_threshold)
     return _relabel(parent[ids])
 
 

@@ -11,10 +11,14 @@ previous channel, ``t`` overlays on/off.
 
 ``elektronn2-view VOLUME [--key KEY] [--overlay PATH] [--save PNG]`` (:func:`main`) shows
 a volume file, optionally with a prediction or labels on top; ``--save`` writes the
-picture instead of opening a window (no display needed). See ``docs/viewer.rst``.
+picture instead of opening a window (no display needed). Given the OME-Zarr output of
+``elektronn2-segment``, it shows the raw data, the prediction and the segmentation
+together, found through the inputs each step recorded (:mod:`.segmentation_view`).
+See ``docs/viewer.rst``.
 
 :func:`view_in_napari` opens the same arrays in napari when it is installed
-(``pip install napari[all]``).
+(``pip install napari[all]``); :mod:`.segmentation_view` shows a segmentation with its
+prediction and raw data (napari, neuroglancer or this viewer).
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ logger = logging.getLogger('elektronn2')
 
 Z_STEPS = {'up': 1, 'down': -1, 'pageup': 10, 'pagedown': -10}
 HELP = "wheel / up, down: z ±1   pageup, pagedown: z ±10   n, N: channel   t: overlays"
+BACKENDS = ('auto', 'matplotlib', 'napari', 'neuroglancer')
 
 
 def _as_list(arrays) -> list:
@@ -287,8 +292,11 @@ def view_parser() -> argparse.ArgumentParser:
                     "drawn as a heat map) or labels (integer ids) on top. A prediction of "
                     "elektronn2-predict that covers only part of the volume (--region, "
                     "--valid-only) is placed by its voxel_offset attribute, and the volume is "
-                    "shown cropped to it. The arrays are read into memory. Keys: " + HELP)
-    parser.add_argument('volume', help="HDF5 file, zarr store, .npy file or KNOSSOS directory")
+                    "shown cropped to it. An OME-Zarr segmentation of elektronn2-segment is "
+                    "shown with its prediction and the raw data (found through the inputs "
+                    "recorded in both). The arrays are read into memory. Keys: " + HELP)
+    parser.add_argument('volume', help="HDF5 file, zarr store, .npy file, KNOSSOS directory "
+                                       "or the output of elektronn2-segment")
     parser.add_argument('--key', help="dataset of the volume (required for HDF5)")
     parser.add_argument('--overlay', metavar='PATH',
                         help="prediction or labels drawn on top, e.g. the output of "
@@ -301,6 +309,11 @@ def view_parser() -> argparse.ArgumentParser:
                              "last, e.g. the boundary class of a two-class net)")
     parser.add_argument('--z', type=int, help="z slice shown first, in volume coordinates "
                                               "(default: the middle one)")
+    parser.add_argument('--backend', choices=BACKENDS, default='auto',
+                        help="where an elektronn2-segment output is shown: auto = napari where "
+                             "installed, else a neuroglancer page served on this machine "
+                             "(pip install neuroglancer), else matplotlib; other volumes and "
+                             "--save always use matplotlib")
     parser.add_argument('--save', metavar='PNG',
                         help="write the picture to this file instead of opening a window "
                              "(works without a display)")
@@ -354,7 +367,15 @@ def _view(argv: Sequence[str] | None) -> int:
     import matplotlib
     if args.save:
         matplotlib.use('Agg')
-    viewer = _open(args)
+    from ..inference.ome_zarr import level_key
+    if not args.overlay and level_key(args.volume) is not None:   # elektronn2-segment's output
+        from .segmentation_view import show
+        found = show(args.volume, 'matplotlib' if args.save else args.backend, args.z)
+        if found is None:
+            return 0
+        viewer = found
+    else:
+        viewer = _open(args)
     if args.save:
         viewer.save(args.save)
         print(f"saved {args.save}")

@@ -61,7 +61,7 @@ def test_tables_of_slabs_add_up():
     summed = Contingency.of(seg[:4], gt[:4]) + Contingency.of(seg[4:], gt[4:])
     assert whole.n_voxels == summed.n_voxels == (gt != 0).sum()
     assert variation_of_information(summed) == pytest.approx(variation_of_information(whole))
-    scores = evaluate_sources(seg, gt, slab=2)
+    scores = evaluate_sources(seg, gt, block_shape=(2, 3, 5))
     assert scores['adapted_rand_error'] == pytest.approx(adapted_rand_error(whole)[0])
     with pytest.raises(ShapeError, match='must be equal'):
         evaluate_sources(seg[:3], gt)
