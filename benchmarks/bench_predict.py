@@ -16,7 +16,6 @@ Run: python benchmarks/bench_predict.py  (needs $ELEKTRONN2_DATA or ../shared/da
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import sys
@@ -32,6 +31,7 @@ import elektronn2.neuromancer as nm
 from elektronn2.inference import Box, predict_to_file, predict_volume, resolve_spec
 from elektronn2.inference.export import PredictionModule
 from elektronn2.inference.predictors import load_model
+from elektronn2.neuromancer.dense import useful_macs_per_voxel
 
 DATA = Path(os.environ.get('ELEKTRONN2_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data'))
 FIB25 = DATA / 'em' / 'fib25_training_sample2.h5'
@@ -56,13 +56,6 @@ def _seconds(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def useful_macs_per_voxel(node) -> int:
-    """Sum over the conv layers of n_f * n_in * taps (dense, non-redundant evaluation)."""
-    from elektronn2.neuromancer.traversal import topological_order
-    return sum(n.n_f * n.parent.shape['f'] * math.prod(n.filter_shape)
-               for n in topological_order([node]) if type(n).__name__ == 'Conv')
 
 
 def boundary_net(path: Path) -> Path:

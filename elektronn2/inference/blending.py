@@ -22,7 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from ..neuromancer.dense import evaluate_patches, evaluation_bytes
+from ..neuromancer import execution
+from ..neuromancer.dense import evaluate_patches, evaluation_bytes, patches_per_evaluation
+from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint, to_unit_float
 from .geometry import Box
 
@@ -109,11 +111,12 @@ class BlendingPredictor:
         region: the output region the window grid covers (volume coordinates).
         mode: 'constant' or 'gaussian' importance weights.
         overlap: fraction of a window shared with its neighbour along each axis.
-        batch_size: windows per network evaluation.
+        batch_size: windows per network evaluation (at most; fewer for large activations).
+        precision: 'fp32', 'bf16' or 'fp16' evaluation of the network (None: the config's).
     """
 
     def __init__(self, node, region: Box, mode: str = 'gaussian', overlap: float = 0.25,
-                 batch_size: int = 4):
+                 batch_size: int = 4, precision: str | None = None):
         self.node = node
         self.geometry = Footprint.of(node)
         if any(s != 1 for s in self.geometry.strides):
@@ -121,7 +124,13 @@ class BlendingPredictor:
                              f"{self.geometry.strides} (z,y,x)")
         self.grid = WindowGrid(region, self.geometry.out, overlap)
         self.weights = importance_map(self.geometry.out, mode)
-        self.batch_size = batch_size
+        self.batch_size = patches_per_evaluation(node, batch_size)
+        self.precision = precision
+
+    @property
+    def settings(self) -> ExecutionSettings:
+        """Execution settings of the next evaluation (``precision``, the rest from the config)."""
+        return execution.resolve(self.node.model.device, precision=self.precision)
 
     def input_box(self, out_box: Box) -> Box:
         starts = self.grid.starts_in(out_box)
@@ -134,14 +143,19 @@ class BlendingPredictor:
         merge = WeightedMerge(out_box, self.geometry.n_outputs, self.weights)
         windows = self.grid.windows_in(out_box)
         context = self.geometry.context
+        settings = self.settings
         for i in range(0, len(windows), self.batch_size):
             chunk = windows[i:i + self.batch_size]
             batch = np.stack([raw[(slice(None),) + w.grow(*context).slices_in(in_box)]
                               for w in chunk])
-            for window, pred in zip(chunk, evaluate_patches(self.node, self.geometry, batch)):
+            for window, pred in zip(chunk, evaluate_patches(self.node, self.geometry, batch,
+                                                            settings)):
                 merge.add(window, pred)
         return merge.result()
 
     def activation_bytes(self, out_box: Box) -> int:
         windows = int(np.prod([len(s) for s in self.grid.starts_in(out_box)]))
         return evaluation_bytes(self.node, min(self.batch_size, windows))
+
+    def executed_macs(self, out_box: Box) -> int:
+        return len(self.grid.windows_in(out_box)) * self.node.all_computational_cost

@@ -28,10 +28,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -45,11 +46,13 @@ from ..data.sources import (
     require_real,
 )
 from ..errors import ConfigError, DataError, ModelFileError, ShapeError
+from ..neuromancer.dense import useful_macs_per_voxel
 from ..neuromancer.footprint import Footprint
 from ..neuromancer.modelfile import GRAPH_FILE
+from ..neuromancer.summary import pretty_ops
 from .executors import DaskExecutor, Executor, SerialExecutor, check_counts
 from .geometry import Block, BlockGrid, Box
-from .memory import check_block_memory
+from .memory import block_needs, check_block_memory, choose_block_shape, default_block_budget, gib
 from .options import OUTPUT_DTYPES
 from .outputs import ArrayWriter, BlockWriter, open_writer, output_attributes, source_attributes
 from .predictors import PredictorSpec, cached_predictor, load_model, model_digest, resolve_spec
@@ -128,11 +131,41 @@ class BlockResult:
     data: np.ndarray | None
 
 
-def process_block(job: BlockJob, block: Block) -> BlockResult:
-    """Read, predict and (with ``job.writer``) write one block; the data is returned otherwise."""
+def read_block_input(job: BlockJob, block: Block) -> np.ndarray:
+    """(c, z, y, x) input of ``block``: its compute box grown by the net's context."""
+    return read_mirrored(job.source, cached_predictor(job.spec).input_box(block.compute))
+
+
+@dataclass(frozen=True, repr=False)
+class ReadBlock:
+    """A block with its input, read ahead (:func:`read_ahead`)."""
+    block: Block
+    raw: np.ndarray
+
+    def __repr__(self) -> str:
+        return repr(self.block)
+
+
+def read_ahead(job: BlockJob, blocks: Sequence[Block]) -> Iterator[ReadBlock]:
+    """The blocks with their inputs, the next one read by a thread while the caller
+    predicts this one (reading from disk overlaps computing)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='elektronn2-read') as reader:
+        upcoming = reader.submit(read_block_input, job, blocks[0]) if blocks else None
+        for i, block in enumerate(blocks):
+            assert upcoming is not None
+            raw = upcoming.result()
+            upcoming = (reader.submit(read_block_input, job, blocks[i + 1])
+                        if i + 1 < len(blocks) else None)
+            yield ReadBlock(block, raw)
+
+
+def process_block(job: BlockJob, item: Block | ReadBlock) -> BlockResult:
+    """Read (unless ``item`` comes with its input), predict and (with ``job.writer``)
+    write one block; the data is returned otherwise."""
     t0 = time.perf_counter()
     predictor = cached_predictor(job.spec)
-    raw = read_mirrored(job.source, predictor.input_box(block.compute))
+    block, raw = ((item.block, item.raw) if isinstance(item, ReadBlock)
+                  else (item, read_block_input(job, item)))
     probabilities = predictor.predict(raw, block.compute)
     data = to_output_dtype(probabilities[(slice(None),) + block.write.slices_in(block.compute)],
                            job.dtype)
@@ -168,12 +201,12 @@ class PredictionPlan:
 def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
                     block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
                     blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
-                    region: Box | None = None) -> PredictionPlan:
+                    region: Box | None = None, precision: str | None = None) -> PredictionPlan:
     """Choose the back end and lay out the blocks for ``source`` ((z,y,x) or (c,z,y,x)).
 
     Args:
         block_shape: output voxels per block (z, y, x); the zarr chunk shape.
-        mfp, blend, overlap: see :func:`.predictors.resolve_spec`.
+        mfp, blend, overlap, precision: see :func:`.predictors.resolve_spec`.
         valid_only: predict only where the net's field of view lies inside the volume
             (else the whole volume, mirrored at the border).
         region: predict only this box (volume coordinates, z, y, x; within the valid
@@ -185,7 +218,8 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
     geometry = Footprint.of(load_model(model_path).prediction_node)
     zyx = check_input(source, geometry, model_path)
     region = _output_region(zyx, geometry, valid_only, region, source.name)
-    spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap)
+    spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap,
+                                     precision)
     logger.info("Prediction plan: backend %s, blocks %s, region %s", spec.backend, block_shape, region)
     return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
 
@@ -252,16 +286,25 @@ def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWrit
     t0 = time.perf_counter()
     bar = tqdm(total=len(plan.grid), initial=n_resumed, unit='block', desc='predict',
                disable=not progress)
+    # in this process: the next block is read while one is predicted and the last one is
+    # written (one write in flight); workers of a cluster overlap by running side by side
+    items = read_ahead(job, todo) if isinstance(executor, SerialExecutor) else todo
     try:
-        with bar:
-            for result in executor.map(partial(process_block, job), todo, retries):
+        with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix='elektronn2-write') \
+                as write_behind:
+            writing: Future | None = None
+            for result in executor.map(partial(process_block, job), items, retries):
                 if result.data is not None:
-                    writer.write(result.block, result.data)
+                    if writing is not None:
+                        writing.result()
+                    writing = write_behind.submit(writer.write, result.block, result.data)
                 voxels += result.block.write.size
                 n_predicted += 1
                 logger.debug("Block %s predicted in %.2f s", result.block.name, result.seconds)
                 bar.update(1)
                 bar.set_postfix_str(f"{voxels / 1e6 / (time.perf_counter() - t0):.2f} MVx/s")
+            if writing is not None:
+                writing.result()
     except KeyboardInterrupt:
         writer.abort()
         # a resumable writer's markers count blocks that workers wrote but did not report
@@ -280,16 +323,18 @@ def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWrit
 
 
 def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndarray,
-                   block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
+                   block_shape: Sequence[int] | None = None, mfp: str = 'auto',
                    blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
                    dtype: str = 'float32', progress: bool = False,
-                   region: Box | None = None) -> np.ndarray:
+                   region: Box | None = None, precision: str | None = None) -> np.ndarray:
     """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), or of
-    its box ``region``, in memory."""
+    its box ``region``, in memory; ``precision``: see :func:`.predictors.resolve_precision`;
+    ``block_shape`` None: chosen (:func:`.memory.choose_block_shape`)."""
     source = open_source(volume)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
-                     overlap=overlap, valid_only=valid_only, region=region)
-    plan = replan(block_shape)
+                     overlap=overlap, valid_only=valid_only, region=region,
+                     precision=precision)
+    plan = _planned(replan, source, block_shape, 1)
     check_block_memory(plan, source, 1, replan)
     writer = ArrayWriter(plan.grid, plan.geometry.n_outputs, dtype)
     run_prediction(plan, source, writer, dtype, progress=progress)
@@ -298,19 +343,24 @@ def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndar
 
 def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike,
                     output_path: str | os.PathLike, input_key: str | None = None,
-                    output_key: str = 'probabilities', block_shape: Sequence[int] = (64, 64, 64),
+                    output_key: str = 'probabilities', block_shape: Sequence[int] | None = None,
                     mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
                     valid_only: bool = False, dtype: str = 'float32', workers: int = 1,
                     scheduler: str | None = None, retries: int = 2,
-                    progress: bool = True, region: Box | None = None) -> PredictionReport:
+                    progress: bool = True, region: Box | None = None,
+                    precision: str | None = None) -> PredictionReport:
     """Predict a volume file (HDF5, zarr, KNOSSOS) into a zarr or HDF5 output.
 
     ``workers > 1`` or a ``scheduler`` address run the blocks on dask.distributed
     (zarr outputs are written by the workers; HDF5 by this process). A zarr output
-    left by a killed run with the same settings is resumed. Without a scheduler, a block
-    shape whose ``workers`` blocks at once would not fit into memory is refused.
+    left by a killed run with the same settings is resumed. ``block_shape`` None: the
+    largest blocks within a share of the machine's memory per worker
+    (:func:`.memory.choose_block_shape`). Without a scheduler, a block shape whose
+    ``workers`` blocks at once would not fit into memory is refused.
     ``model_path`` may be a training checkpoint directory (:func:`resolve_model_path`);
-    ``region``: see the module docstring.
+    ``region``: see the module docstring; ``precision`` of the network's evaluation
+    (fp32 unless 'bf16' or 'fp16' is asked for): :func:`.predictors.resolve_precision`,
+    recorded in the manifest of a zarr output.
     """
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
@@ -319,8 +369,9 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     # absolute paths: workers of a remote cluster may start elsewhere
     source = open_source(Path(input_path).resolve(), input_key)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
-                     overlap=overlap, valid_only=valid_only, region=region)
-    plan = replan(block_shape)
+                     overlap=overlap, valid_only=valid_only, region=region,
+                     precision=precision)
+    plan = _planned(replan, source, block_shape, workers)
     if not scheduler:  # a remote cluster's memory is unknown here
         check_block_memory(plan, source, workers, replan)
     attrs = output_attributes(source_attributes(source), plan.region.lo)
@@ -329,6 +380,26 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     executor = (DaskExecutor(scheduler, workers) if scheduler or workers > 1
                 else SerialExecutor())
     return run_prediction(plan, source, writer, dtype, executor, retries, progress)
+
+
+def _planned(replan: Callable[[tuple[int, ...]], PredictionPlan], source: VolumeSource,
+             block_shape: Sequence[int] | None, parallel: int) -> PredictionPlan:
+    """The plan with ``block_shape``, or with blocks chosen for ``parallel`` tasks at once;
+    logged with the work it implies (executed vs useful multiply-adds per voxel)."""
+    if block_shape is not None:
+        plan = replan(tuple(block_shape))
+    else:
+        plan = choose_block_shape(replan, source, default_block_budget(parallel))
+    predictor = cached_predictor(plan.spec)
+    block = plan.grid.block((0, 0, 0)).compute
+    useful = useful_macs_per_voxel(load_model(plan.spec.model_path).prediction_node)
+    logger.info("Plan: %s, %d blocks of %s (z,y,x), %s MAC per output voxel executed "
+                "(%.2fx the %s of a dense evaluation without redundancy), about %s per "
+                "block task", plan.spec.backend, len(plan.grid), plan.grid.block_shape,
+                pretty_ops(predictor.executed_macs(block) / block.size).strip(),
+                predictor.executed_macs(block) / block.size / useful,
+                pretty_ops(useful).strip(), gib(sum(n.total for n in block_needs(plan, source))))
+    return plan
 
 
 def resolve_model_path(path: str | os.PathLike) -> Path:

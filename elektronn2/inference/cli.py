@@ -3,7 +3,7 @@
 elektronn2-predict MODEL INPUT OUTPUT [--key KEY] [--output-key KEY]
     [--block-shape Z Y X] [--workers N] [--scheduler ADDRESS] [--dtype float32|uint8]
     [--mfp auto|on|off] [--blend auto|off|constant|gaussian] [--overlap F] [--valid-only]
-    [--region Z0:Z1 Y0:Y1 X0:X1] [--retries N]
+    [--region Z0:Z1 Y0:Y1 X0:X1] [--retries N] [--precision auto|fp32|bf16|fp16]
 
 Exit status 0 on success; 2 with ``elektronn2-predict: error: ...`` on stderr for bad
 arguments (argparse) and for refused input, model or output (elektronn2's errors);
@@ -12,6 +12,8 @@ arguments (argparse) and for refused input, model or output (elektronn2's errors
 Only argparse and light modules are imported at the top: ``--help`` does not load torch.
 
 elektronn2-evaluate SEG GT [--seg-key KEY] [--gt-key KEY] [--ignore-gt ID ...]
+    [--block-shape Z Y X] (an OME-Zarr group is read at its full-resolution level; a
+    segmentation of a --region is scored against that box of the ground truth)
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from ..config import CHOICES
 from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter
 from ..errors import Error
 from .options import BLEND_CHOICES, MFP_CHOICES, OUTPUT_DTYPES
@@ -100,12 +103,14 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument('output', help="output: *.zarr (resumable, parallel) or *.h5")
     parser.add_argument('--key', help="dataset of the input (required for HDF5)")
     parser.add_argument('--output-key', default='probabilities', help="dataset of the output")
-    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=(64, 64, 64),
+    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=None,
                         metavar=('Z', 'Y', 'X'),
                         help="output voxels per block and zarr chunk, each 1 or more; "
                              "larger blocks amortise the net's context, smaller "
                              "ones need less memory: a shape whose blocks would not fit into "
-                             "the available memory (estimated) is refused with a suggestion")
+                             "the available memory (estimated) is refused with a suggestion "
+                             "(default: the largest blocks within 40%% of the machine's "
+                             "memory per worker; --verbose shows the plan)")
     parser.add_argument('--workers', type=_int_at_least(1), default=1,
                         help="dask LocalCluster worker processes, 1 or more (1: run in this "
                              "process); each runs one block at a time with cores/N torch "
@@ -129,6 +134,14 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument('--retries', type=_int_at_least(0), default=2,
                         help="retries of a block failing for other reasons than bad input, "
                              "0 or more")
+    parser.add_argument('--precision', choices=CHOICES['precision'],
+                        help="arithmetic of the network: fp32 (exact), bf16 or fp16 "
+                             "autocast (faster where the hardware computes it natively: bf16 "
+                             "on recent CPUs and GPUs, fp16 on GPUs; probabilities differ "
+                             "from fp32 by ~1e-3), auto (fp32 for prediction); default: "
+                             "elektronn2's config.precision ($ELEKTRONN2_PRECISION, else "
+                             "auto). The output stays float32 (or uint8); a resumed run "
+                             "must use the same precision")
     parser.add_argument('--quiet', action='store_true', help="no progress bar")
     parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
     return parser
@@ -162,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             block_shape=args.block_shape, mfp=args.mfp, blend=args.blend, overlap=args.overlap,
             valid_only=args.valid_only, dtype=args.dtype, workers=args.workers,
             scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
-            region=region)
+            region=region, precision=args.precision)
     except Error as err:
         print(f"elektronn2-predict: error: {err}", file=sys.stderr)
         return 2
@@ -186,13 +199,21 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='elektronn2-evaluate', formatter_class=DefaultsHelpFormatter,
         description="Variation of information and adapted Rand error of a segmentation "
-                    "against ground truth (both id volumes of equal shape).")
-    parser.add_argument('seg', help="segmentation volume (HDF5, zarr, .npy, KNOSSOS)")
+                    "against ground truth (both id volumes of equal shape), from a "
+                    "contingency table summed over blocks (equal to the in-memory result). A "
+                    "smaller segmentation with a voxel_offset attribute (of a prediction of "
+                    "a --region) is scored against that box of the ground truth.")
+    parser.add_argument('seg', help="segmentation volume (HDF5, zarr, .npy, KNOSSOS; an "
+                                    "OME-Zarr group of elektronn2-segment)")
     parser.add_argument('gt', help="ground-truth volume")
     parser.add_argument('--seg-key', help="dataset of the segmentation")
     parser.add_argument('--gt-key', help="dataset of the ground truth")
     parser.add_argument('--ignore-gt', type=int, nargs='*', default=[0],
                         help="ground-truth ids whose voxels are not scored")
+    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=(64, 256, 256),
+                        metavar=('Z', 'Y', 'X'),
+                        help="voxels read at a time; the scores do not depend on it")
+    parser.add_argument('--quiet', action='store_true', help="no progress bar")
     return parser
 
 
@@ -200,11 +221,18 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``elektronn2-evaluate``; prints the metrics."""
     from ..data.sources import open_source
     from .metrics import evaluate_sources
+    from .ome_zarr import level_key
+    from .outputs import stored_attributes
     args = evaluate_parser().parse_args(argv)
     _setup_logging(False)
     try:
-        scores = evaluate_sources(open_source(args.seg, args.seg_key),
-                                  open_source(args.gt, args.gt_key), ignore_gt=args.ignore_gt)
+        seg = open_source(args.seg, args.seg_key or level_key(args.seg))
+        gt = open_source(args.gt, args.gt_key or level_key(args.gt))
+        offset = (stored_attributes(seg).get('voxel_offset')
+                  if tuple(seg.shape) != tuple(gt.shape) else None)
+        scores = evaluate_sources(seg, gt, ignore_gt=args.ignore_gt,
+                                  block_shape=args.block_shape, progress=not args.quiet,
+                                  offset=None if offset is None else [int(v) for v in offset])
     except Error as err:
         print(f"elektronn2-evaluate: error: {err}", file=sys.stderr)
         return 2

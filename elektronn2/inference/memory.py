@@ -2,13 +2,16 @@
 
 At its peak a block task (:func:`.blockwise.process_block`) holds:
 
-* its input box (the block plus the net's context) as read, mirrored and as float32:
-  ``channels * voxels * (2 * itemsize + 4)`` bytes;
-* the predicted tile (float32) and its copy in the output dtype: ``classes * voxels * 8``;
+* its input box (the block plus the net's context) as read, mirrored and as float32,
+  and the next block's input read ahead: ``channels * voxels * (3 * itemsize + 4)``
+  bytes;
+* the predicted tile (float32), its copy in the output dtype and the previous block's
+  output being written behind: ``classes * voxels * 12``;
 * the activations of one network evaluation
-  (:meth:`~.predictors.BlockPredictor.activation_bytes`): every node's float32 output
-  (``model.prediction_node`` and its ancestors: features times spatial sizes, MFP
-  fragments included) for the patches evaluated together -- up to 16 patches when
+  (:meth:`~.predictors.BlockPredictor.activation_bytes`): the node outputs alive at
+  once (each is freed after its last consumer; features times spatial sizes, MFP
+  fragments included, :func:`~elektronn2.neuromancer.dense.evaluation_bytes`) for the
+  patches evaluated together -- up to 16 patches when
   tiling, 4 windows when blending, or one patch covering the whole block with
   max-fragment pooling (then they grow with the block).
 
@@ -16,6 +19,16 @@ At its peak a block task (:func:`.blockwise.process_block`) holds:
 run at once, exceeds the available memory (``psutil``; for a model on a GPU, its
 activations are held against the free GPU memory), and suggests a smaller one that
 fits (planned and estimated again: a smaller block may change the back end).
+
+:func:`choose_block_shape` picks the block shape when none is given: every block
+computes a full block plus the net's context around it (its border), so large blocks
+that tile the region without overhang waste least. Starting from a small block, it
+grows one axis at a time (doubled, or to the region's extent, or just past it when the
+network only accepts sizes around it), taking the growth that lowers the multiply-adds
+of the whole region most, as long as the block task's estimate stays within the memory
+budget. The budget is a fixed share of the machine's memory
+(:func:`default_block_budget`), so that a resumed run on the same machine chooses the
+same blocks.
 """
 from __future__ import annotations
 
@@ -26,6 +39,7 @@ import numpy as np
 
 from ..data.sources import VolumeSource
 from ..errors import ConfigError
+from ..neuromancer.loading import quiet_snapping
 from .predictors import cached_predictor
 
 if TYPE_CHECKING:
@@ -33,6 +47,10 @@ if TYPE_CHECKING:
 
 #: a suggested block is scaled a little further than the estimate says is enough
 _SUGGESTION_MARGIN = 0.8
+#: share of the machine's memory (or a GPU's) all block tasks at once may plan to use
+BUDGET_SHARE = 0.4
+#: the edge of the first block :func:`choose_block_shape` grows
+_START_EDGE = 16
 
 
 @dataclass(frozen=True)
@@ -64,8 +82,8 @@ def block_needs(plan: PredictionPlan, source: VolumeSource) -> list[MemoryNeed]:
     predictor = cached_predictor(plan.spec)
     block = plan.grid.block((0, 0, 0)).compute
     in_voxels = predictor.input_box(block).size
-    data = (plan.geometry.n_channels * in_voxels * (2 * np.dtype(source.dtype).itemsize + 4)
-            + plan.geometry.n_outputs * block.size * 8)
+    data = (plan.geometry.n_channels * in_voxels * (3 * np.dtype(source.dtype).itemsize + 4)
+            + plan.geometry.n_outputs * block.size * 12)
     activations = predictor.activation_bytes(block)
     growing, fixed = (activations, 0) if plan.spec.backend == 'mfp' else (0, activations)
     host = psutil.virtual_memory().available
@@ -90,8 +108,8 @@ def check_block_memory(plan: PredictionPlan, source: VolumeSource, parallel: int
     times = f", times {parallel} blocks at once" if parallel > 1 else ''
     raise ConfigError(
         f"--block-shape {' '.join(map(str, plan.grid.block_shape))}: a block needs about "
-        f"{_gib(need.total)} of {need.where} (backend {plan.spec.backend}: input box, output "
-        f"tile and network activations){times}, but {_gib(need.free)} is available; {advice}")
+        f"{gib(need.total)} of {need.where} (backend {plan.spec.backend}: input box, output "
+        f"tile and network activations){times}, but {gib(need.free)} is available; {advice}")
 
 
 def _overflow(plan: PredictionPlan, source: VolumeSource, parallel: int) -> MemoryNeed | None:
@@ -116,5 +134,55 @@ def _fitting_block_shape(plan: PredictionPlan, source: VolumeSource, parallel: i
     return plan.grid.block_shape if need is None else None
 
 
-def _gib(n_bytes: float) -> str:
+def gib(n_bytes: float) -> str:
+    """``1.5 * 2**30 -> '1.50 GiB'``."""
     return f"{n_bytes / 2 ** 30:,.2f} GiB"
+
+
+def default_block_budget(parallel: int) -> int:
+    """Bytes one of ``parallel`` block tasks may plan to use: :data:`BUDGET_SHARE` of the
+    machine's memory (of the GPU's for a model on a GPU, see :func:`block_needs`)."""
+    import psutil
+    return int(BUDGET_SHARE * psutil.virtual_memory().total / parallel)
+
+
+def choose_block_shape(replan: Callable[[tuple[int, ...]], PredictionPlan],
+                       source: VolumeSource, budget: int) -> PredictionPlan:
+    """The plan whose blocks execute the fewest multiply-adds for the whole region among
+    those grown from a small block (module docstring) whose task needs at most ``budget``
+    bytes in each kind of memory. ``replan(block_shape)`` plans the prediction with other
+    blocks (it may snap them to sizes the network accepts)."""
+    with quiet_snapping():
+        return _grown_plan(replan, source, budget)
+
+
+def _grown_plan(replan: Callable[[tuple[int, ...]], PredictionPlan], source: VolumeSource,
+                budget: int) -> PredictionPlan:
+    plan = replan((_START_EDGE,) * 3)
+    region = plan.region.shape
+    while True:
+        current = plan.grid.block_shape
+        candidates = []
+        for axis in range(3):
+            if current[axis] >= region[axis]:
+                continue
+            for size in (min(2 * current[axis], region[axis]),
+                         region[axis] + plan.geometry.strides[axis]):
+                wanted = current[:axis] + (size,) + current[axis + 1:]
+                bigger = replan(wanted)
+                if (bigger.grid.block_shape[axis] > current[axis]
+                        and all(n.total <= budget for n in block_needs(bigger, source))):
+                    candidates.append(bigger)
+                    if bigger.grid.block_shape[axis] >= region[axis]:
+                        break
+        best = min(candidates, key=region_macs, default=None)
+        if best is None or region_macs(best) >= region_macs(plan):
+            return plan
+        plan = best
+
+
+def region_macs(plan: PredictionPlan) -> int:
+    """Multiply-adds the network executes for all blocks of ``plan`` (each computes a
+    full block)."""
+    block = plan.grid.block((0, 0, 0)).compute
+    return len(plan.grid) * cached_predictor(plan.spec).executed_macs(block)

@@ -40,6 +40,18 @@ MARKER_DIR = '.elektronn2_done'
 _GEOMETRY_ATTRS = ('resolution', 'voxel_size', 'offset')
 
 
+def manifest_differences(earlier: dict, now: dict, prefix: str = '') -> list[str]:
+    """The keys in which two manifests differ, nested ones dotted (``predictor.precision``)."""
+    differences = []
+    for key in sorted(set(earlier) | set(now)):
+        old, new = earlier.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            differences += manifest_differences(old, new, f"{prefix}{key}.")
+        elif old != new:
+            differences.append(f"{prefix}{key}")
+    return differences
+
+
 class BlockWriter(ABC):
     """Receives ``(f, *block.write.shape)`` arrays, one per block of ``grid``."""
     #: whether workers may write blocks concurrently (else the main process writes)
@@ -121,8 +133,7 @@ class ZarrBlockWriter(BlockWriter):
             raise DataError(f"Output {self.path}:{self.key} exists and was not written by "
                             f"elektronn2-predict; choose a new output path or key")
         if earlier != self.manifest:
-            differences = sorted(k for k in set(self.manifest) | set(earlier)
-                                 if earlier.get(k) != self.manifest.get(k))
+            differences = manifest_differences(earlier, self.manifest)
             raise ConfigError(f"Output {self.path}:{self.key} exists from another run (differs in "
                               f"{differences}); resume only with the same model, input and "
                               f"settings, or choose a new output path")

@@ -25,7 +25,10 @@ Choosing (:func:`resolve_spec`, ``mfp='auto'``, ``blend='auto'``):
    resumed run repeats it; it is recorded in the output's attributes.
 
 A :class:`PredictorSpec` is the resolved, picklable recipe; workers rebuild the
-predictor from it (:func:`cached_predictor`).
+predictor from it (:func:`cached_predictor`). It carries the precision of the network's
+evaluation (:func:`resolve_precision`: fp32 unless asked for bf16 or fp16), which the
+predictor applies through the execution settings of graph evaluation
+(:mod:`elektronn2.neuromancer.execution`), whatever process or thread runs it.
 
 Models are loaded without touching the caller's current model (:func:`load_model`);
 each load builds its nodes in a scope of its own, so threads may load at once. The
@@ -38,14 +41,17 @@ import hashlib
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
+from ..config import config
 from ..errors import ConfigError, ModelFileError, ShapeError
-from ..neuromancer.dense import evaluation_bytes, predict_tile
+from ..neuromancer import execution
+from ..neuromancer.dense import evaluation_bytes, patches_per_evaluation, predict_tile
+from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint
 from ..neuromancer.loading import modelload
 from .blending import BlendingPredictor
@@ -76,6 +82,9 @@ class BlockPredictor(Protocol):
     def activation_bytes(self, out_box: Box) -> int:
         """Bytes of the network activations while predicting ``out_box``."""
 
+    def executed_macs(self, out_box: Box) -> int:
+        """Multiply-adds the network executes to predict ``out_box``."""
+
 
 def load_model(path: str | os.PathLike, **modelload_args):
     """``nm.modelload`` that leaves the caller's current model current (thread-safe)."""
@@ -105,24 +114,35 @@ class TilingPredictor:
     (:func:`elektronn2.neuromancer.dense.predict_tile`).
     """
 
-    def __init__(self, node: Node, batch_size: int = 16):
+    def __init__(self, node: Node, batch_size: int = 16, precision: str | None = None):
         self.node = node
         self.geometry = Footprint.of(node)
         if not self.geometry.exact:
             raise ShapeError(f"{node.name!r} pads inside the network ('same' convolutions): "
                              f"tiles would show seams; use blending (blend='gaussian')")
-        self.batch_size = batch_size
+        self.batch_size = patches_per_evaluation(node, batch_size)
+        self.precision = precision
+
+    @property
+    def settings(self) -> ExecutionSettings:
+        """The execution settings of the next evaluation: ``precision`` (None: the
+        config's), the rest from ``elektronn2.config`` as it is now."""
+        return execution.resolve(self.node.model.device, precision=self.precision)
 
     def input_box(self, out_box: Box) -> Box:
         extent = self.geometry.tile_extent(out_box.shape)
         return Box.from_shape(extent, out_box.lo).grow(*self.geometry.context)
 
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
-        return predict_tile(self.node, self.geometry, raw, out_box.shape, self.batch_size)
+        return predict_tile(self.node, self.geometry, raw, out_box.shape, self.batch_size,
+                            settings=self.settings)
 
     def activation_bytes(self, out_box: Box) -> int:
         evaluations = self.geometry.evaluations(out_box.shape)
         return evaluation_bytes(self.node, min(self.batch_size, evaluations))
+
+    def executed_macs(self, out_box: Box) -> int:
+        return self.geometry.evaluations(out_box.shape) * self.node.all_computational_cost
 
 
 @dataclass(frozen=True)
@@ -135,6 +155,8 @@ class PredictorSpec:
         patch: for 'mfp', the imposed input patch in the network's axis order.
         blend_mode, overlap: for 'blend', importance weights and window overlap.
         region: for 'blend', the output region the window grid covers.
+        precision: 'fp32', 'bf16' or 'fp16' (autocast): how the network is evaluated
+            (:func:`resolve_precision`); outputs are float32 in every precision.
     """
     model_path: str
     backend: str
@@ -142,19 +164,21 @@ class PredictorSpec:
     blend_mode: str | None = None
     overlap: float | None = None
     region: Box | None = None
+    precision: str = 'fp32'
 
     def build(self) -> BlockPredictor:
         if self.backend == 'mfp':
             model = load_model(self.model_path, override_mfp_to_active=True,
                                imposed_patch_size=self.patch)
-            return TilingPredictor(model.prediction_node)
-        model = load_model(self.model_path)
-        if self.backend == 'tiling':
-            return TilingPredictor(model.prediction_node)
+        else:
+            model = load_model(self.model_path)
+        if self.backend in ('mfp', 'tiling'):
+            return TilingPredictor(model.prediction_node, precision=self.precision)
         if self.region is None or self.blend_mode is None or self.overlap is None:
             raise ConfigError(f"PredictorSpec backend {self.backend!r} needs region, blend_mode "
                               f"and overlap (resolve_spec sets them); got {self}")
-        return BlendingPredictor(model.prediction_node, self.region, self.blend_mode, self.overlap)
+        return BlendingPredictor(model.prediction_node, self.region, self.blend_mode, self.overlap,
+                                 precision=self.precision)
 
     def describe(self) -> dict:
         """JSON-able description (without the path), for manifests and logs."""
@@ -192,9 +216,28 @@ def _mfp_spec(model_path: str, geometry: Footprint, block_shape: Sequence[int],
         node.all_computational_cost
 
 
+def resolve_precision(precision: str | None = None) -> str:
+    """The precision ('fp32', 'bf16' or 'fp16') in which prediction evaluates the network.
+
+    ``precision``: 'auto', 'fp32', 'bf16' or 'fp16', or None for ``config.precision``;
+    resolved by the rules of graph evaluation (:func:`elektronn2.neuromancer.execution.resolve`,
+    whose 'auto' means fp32 for prediction) on ``config``'s device. 'bf16' and 'fp16'
+    run the network under autocast; probabilities come back as float32 and differ from
+    fp32 ones by bf16 rounding (neuro3d on FIB-25: at most 1.7e-3, see
+    ``benchmarks/RESULTS.md``). fp16 is meant
+    for GPUs; on a CPU it runs (as graph evaluation does) but only bf16 is fast there.
+    """
+    device = config.torch_device
+    resolved = execution.resolve(device, precision=precision).precision
+    if resolved == 'fp16' and device.type == 'cpu':
+        logger.warning("Precision fp16 on the CPU: it runs, but CPUs compute fp16 slowly "
+                       "(slower than fp32 here); bf16 is the fast reduced precision on CPUs")
+    return resolved
+
+
 def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], region: Box,
                  mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
-                 ) -> tuple[PredictorSpec, tuple[int, ...]]:
+                 precision: str | None = None) -> tuple[PredictorSpec, tuple[int, ...]]:
     """Choose the back end (module docstring) and the block shape it works with.
 
     Args:
@@ -204,9 +247,18 @@ def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], regi
         region: output region (volume coordinates) of the whole prediction.
         mfp: 'auto', 'on' or 'off'. blend: 'auto', 'off', 'constant' or 'gaussian'.
         overlap: fraction of a window shared with its neighbour when blending.
+        precision: see :func:`resolve_precision`.
     Returns:
         (spec, block shape (z, y, x)).
     """
+    precision = resolve_precision(precision)
+    spec, block = _choose_backend(model_path, block_shape, region, mfp, blend, overlap)
+    return replace(spec, precision=precision), block
+
+
+def _choose_backend(model_path: str | os.PathLike, block_shape: Sequence[int], region: Box,
+                    mfp: str, blend: str, overlap: float) -> tuple[PredictorSpec, tuple[int, ...]]:
+    """:func:`resolve_spec` but for the precision (fp32 in the spec returned)."""
     if mfp not in MFP_CHOICES:
         raise ConfigError(f"mfp={mfp!r}; valid: {MFP_CHOICES}")
     if blend not in BLEND_CHOICES:
@@ -257,6 +309,6 @@ def _aligned(block_shape: Sequence[int], phase: Sequence[int]) -> tuple[int, ...
     """Block shape rounded up to multiples of the net's phase (blocks start on its grid)."""
     aligned = tuple(-(-b // q) * q for b, q in zip(block_shape, phase))
     if aligned != tuple(block_shape):
-        logger.warning("Block shape %s rounded up to %s, a multiple of the net's internal "
+        logger.info("Block shape %s rounded up to %s, a multiple of the net's internal "
                        "stride %s", tuple(block_shape), aligned, tuple(phase))
     return aligned

@@ -12,6 +12,7 @@ FragmentsToDense output) S is 1 and one evaluation per placement suffices.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -19,8 +20,9 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ShapeError
+from .execution import ExecutionSettings
 from .footprint import Footprint, to_unit_float
-from .traversal import topological_order
+from .traversal import release_schedule, topological_order
 
 if TYPE_CHECKING:
     from .node import Node
@@ -28,10 +30,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger('elektronn2')
 
 
-def evaluate_patches(node: Node, footprint: Footprint, batch: np.ndarray) -> np.ndarray:
-    """(b, c, z, y, x) float32 input patches -> (b, f, z, y, x) outputs of ``node``.
+def evaluate_patches(node: Node, footprint: Footprint, batch: np.ndarray,
+                     settings: ExecutionSettings | None = None) -> np.ndarray:
+    """(b, c, z, y, x) float32 input patches -> (b, f, z, y, x) float32 outputs of ``node``.
 
-    An input with a hardcoded batch size gets the batch padded to it.
+    An input with a hardcoded batch size gets the batch padded to it. ``settings``: how
+    the graph runs (precision, layout; default: :func:`.execution.resolve`).
     """
     function = node.model.function([node], training=False)
     net = footprint.patch_to_net(batch)
@@ -40,30 +44,68 @@ def evaluate_patches(node: Node, footprint: Footprint, batch: np.ndarray) -> np.
     if fixed is not None and len(net) != fixed:
         net = np.concatenate([net, np.zeros((fixed - len(net),) + net.shape[1:], net.dtype)])
     with torch.no_grad():
-        out = function.numpy(net)[0][:len(batch)]
+        out = function.numpy(net, settings=settings)[0][:len(batch)]
     return footprint.patch_from_net(out)
 
 
 def evaluation_bytes(node: Node, batch_size: int) -> int:
-    """float32 bytes of the outputs of all nodes ``node`` depends on, for ``batch_size``
-    examples (max-fragment-pooling fragments included): a graph function keeps them all
-    until it returns. An input with a hardcoded batch size is always filled to it."""
+    """Peak float32 bytes of the node outputs held while ``node`` is evaluated for
+    ``batch_size`` examples without gradients (max-fragment-pooling fragments included):
+    the graph function drops each value after its last consumer
+    (:func:`.traversal.release_schedule`), so the peak is the largest set of values alive
+    at once, plus twice the output being computed for what operations allocate on the
+    way (concatenated fragments, layout copies; measured on neuro3d MFP blocks within
+    10 %). An input with a hardcoded batch size is always filled to it."""
     inp = node.input_nodes[0]
     if inp.hardcoded_shape and inp.shape.batch_size is not None:
         batch_size = inp.shape.batch_size
-    elements = sum(n.shape.n_fragments * n.shape.stripbatch_prod
-                   for n in topological_order([node]))
-    return 4 * batch_size * elements
+    order = topological_order([node])
+    size = {n: n.shape.n_fragments * n.shape.stripbatch_prod for n in order}
+    live = peak = 0
+    for n, done in zip(order, release_schedule(order, [node])):
+        live += size[n]
+        peak = max(peak, live + 2 * size[n])
+        live -= sum(size[d] for d in done)
+    return 4 * batch_size * peak
+
+
+#: bytes of activations one evaluation of several patches may plan to hold (fewer patches
+#: per evaluation where one patch's activations are large: a big U-Net gets one at a time)
+BATCH_MEMORY = 2 ** 30
+
+
+def patches_per_evaluation(node: Node, most: int) -> int:
+    """Patches evaluated together: ``most``, or fewer (at least one) where their
+    activations (:func:`evaluation_bytes`) would exceed :data:`BATCH_MEMORY`."""
+    return max(1, min(most, BATCH_MEMORY // max(1, evaluation_bytes(node, 1))))
+
+
+def useful_macs_per_voxel(node: Node) -> float:
+    """Multiply-adds per output voxel of a dense evaluation of ``node`` without redundancy
+    (no patch borders, no recomputation): each node's :attr:`~.Node.macs_per_input_position`
+    once per position it works at; a node working at a coarser stride than ``node``'s
+    output (a U-Net's lower levels) on a fraction of them. ``node``: the net as saved (a
+    strided net's output stride says which positions a dense output needs)."""
+    out_strides = node.shape.strides
+    total = 0.0
+    for n in topological_order([node]):
+        if n.macs_per_input_position:
+            coarser = math.prod(max(1.0, s / o) for s, o in
+                                zip(n.parent.shape.strides, out_strides))
+            total += n.macs_per_input_position / coarser
+    return total
 
 
 def predict_tile(node: Node, footprint: Footprint, raw: np.ndarray, tile: Sequence[int],
-                 batch_size: int = 16, progress: bool = False) -> np.ndarray:
+                 batch_size: int = 16, progress: bool = False,
+                 settings: ExecutionSettings | None = None) -> np.ndarray:
     """(f, *tile) float32 outputs of ``node`` for an output tile (data order z, y, x).
 
     Args:
         raw: (c, z, y, x) input covering ``footprint.tile_extent(tile)`` grown by
             ``footprint.context`` (integer data is scaled by :func:`.to_unit_float`).
         batch_size: patches per evaluation (an input with a hardcoded batch size sets it).
+        settings: execution settings of the evaluations (see :func:`evaluate_patches`).
     """
     raw = to_unit_float(raw)
     inp = node.input_nodes[0]
@@ -76,7 +118,7 @@ def predict_tile(node: Node, footprint: Footprint, raw: np.ndarray, tile: Sequen
     for chunk in tqdm(chunks, desc=f'predict {node.name}', disable=not progress):
         batch = np.stack([raw[(slice(None),) + tuple(slice(p, p + n) for p, n in
                                                      zip(start, footprint.patch))] for start in chunk])
-        for start, pred in zip(chunk, evaluate_patches(node, footprint, batch)):
+        for start, pred in zip(chunk, evaluate_patches(node, footprint, batch, settings)):
             result[(slice(None),) + tuple(slice(p, p + o * s, s) for p, o, s in
                                           zip(start, footprint.out, footprint.strides))] = pred
     return result[(slice(None),) + tuple(slice(0, t) for t in tile)]
@@ -95,7 +137,8 @@ def predict_dense(node: Node, raw_img: np.ndarray, as_uint8: bool = False, pad_r
         as_uint8: return probabilities scaled to 0..255 as uint8.
         pad_raw: mirror-pad the image so the output covers all of it; otherwise the
             output covers the valid region (the image minus the network's borders).
-        batch_size: patches per evaluation (default: one per output shift, at most 16).
+        batch_size: patches per evaluation (default: one per output shift, at most 16,
+            fewer for large activations: :func:`patches_per_evaluation`).
     """
     footprint = Footprint.of(node)
     raw = to_unit_float(raw_img)
@@ -119,7 +162,7 @@ def predict_dense(node: Node, raw_img: np.ndarray, as_uint8: bool = False, pad_r
     volume = np.pad(volume, [(0, 0)] + [(0, n - v) for n, v in zip(needed, volume.shape[1:])],
                     mode='symmetric')  # the last patches overhang the image: mirror it
     if batch_size is None:
-        batch_size = min(int(np.prod(footprint.strides)), 16)
+        batch_size = patches_per_evaluation(node, min(int(np.prod(footprint.strides)), 16))
     result = predict_tile(node, footprint, volume, tile, batch_size, progress)
     result = footprint.to_net(result)
     result = result.reshape(result.shape[:1] + result.shape[1 + missing:])

@@ -34,7 +34,8 @@ from typing import Iterable
 
 import torch
 
-from ..config import Config, config
+from ..config import CHOICES, Config, config
+from ..errors import ConfigError
 
 logger = logging.getLogger('elektronn2')
 
@@ -115,14 +116,23 @@ def has_native_bf16(device: torch.device) -> bool:
     return False
 
 
-def resolve(device: torch.device, update: bool = False, cfg: Config = config) -> ExecutionSettings:
-    """The concrete settings for graphs on ``device``; ``update``: for optimiser updates."""
-    precision = cfg.precision
+def resolve(device: torch.device, update: bool = False, cfg: Config = config,
+            precision: str | None = None) -> ExecutionSettings:
+    """The concrete settings for graphs on ``device``; ``update``: for optimiser updates.
+
+    ``precision``: 'auto', 'fp32', 'bf16' or 'fp16' in place of ``cfg.precision`` (e.g.
+    ``elektronn2-predict --precision``); None follows ``cfg``.
+    """
+    requested = cfg.precision if precision is None else precision
+    if requested not in CHOICES['precision']:
+        raise ConfigError(f"precision={requested!r} is invalid; choose one of "
+                          f"{CHOICES['precision']}")
+    precision = requested
     if precision == 'auto':
         precision = 'bf16' if update and has_native_bf16(device) else 'fp32'
     memory_format = cfg.memory_format
     if memory_format == 'auto':     # one layout for updates and other evaluations alike
-        reduced = precision != 'fp32' or (cfg.precision == 'auto' and has_native_bf16(device))
+        reduced = precision != 'fp32' or (requested == 'auto' and has_native_bf16(device))
         fast = ((device.type == 'cpu' and cfg.float_dtype == 'float32')
                 or (device.type == 'cuda' and reduced))
         memory_format = 'channels_last' if fast else 'contiguous'

@@ -17,7 +17,7 @@ import torch
 from ..config import config
 from ..errors import Error, GraphError, NodeError
 from . import execution
-from .traversal import topological_order
+from .traversal import release_schedule, topological_order
 
 
 class GraphFunction:
@@ -44,16 +44,21 @@ class GraphFunction:
                              f"{missing} that the function does not take")
         self.device = self.outputs[0].model.device
         self._compiled: Callable | None = None
+        #: values dropped after each node of ``order`` (their last consumer)
+        self.release = release_schedule(self.order, self.outputs)
 
     def _evaluate(self, layout: Callable[[torch.Tensor], torch.Tensor],
                   *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Forward every node; ``layout`` puts inputs and results into the activation
-        layout (a no-op where an operation already kept it)."""
+        layout (a no-op where an operation already kept it). A value is dropped after its
+        last consumer (:attr:`release`): without gradients its memory is free then."""
         values = {node: layout(t) for node, t in zip(self.inputs, tensors)}
         try:
-            for node in self.order:
+            for node, done in zip(self.order, self.release):
                 values[node] = layout(node.forward(*(values[p] for p in node.parents),
                                                    training=self.training))
+                for finished in done:
+                    del values[finished]
         except Error:
             raise  # elektronn2's own errors name their node already
         except Exception as err:
@@ -102,11 +107,13 @@ class GraphFunction:
                                 device=node.model.device)
                 for node, a in zip(self.inputs, arrays)]
 
-    def numpy(self, *arrays: np.ndarray) -> list[np.ndarray]:
-        """Evaluate on numpy inputs without gradients; return numpy outputs."""
+    def numpy(self, *arrays: np.ndarray,
+              settings: execution.ExecutionSettings | None = None) -> list[np.ndarray]:
+        """Evaluate on numpy inputs without gradients; return numpy outputs (float32 for
+        reduced precision). ``settings``: as for :meth:`__call__`."""
         tensors = self.to_tensors(*arrays)
         with torch.no_grad():
-            outs = self(*tensors)
+            outs = self(*tensors, settings=settings)
         return [to_numpy(o) for o in outs]
 
 

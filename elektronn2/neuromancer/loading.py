@@ -167,7 +167,7 @@ def _build_with_patch_size(graph, tensors, source, desired: tuple, name) -> Mode
             surgery.set_input_sizes(graph, chosen)
         model = _build(graph, tensors, source, name, strict_shapes=False)
     if chosen != wanted:
-        logger.warning("Patch size %s is not valid for this network%s; using the nearest "
+        logger.warning(SNAP_NOTE + "%s is not valid for this network%s; using the nearest "
                        "valid size %s", desired, ' with max-fragment pooling' if any(
                            d.get('args', {}).get('mfp') for d in graph['nodes']) else '',
                        tuple(chosen[t] for t in tags))
@@ -209,6 +209,26 @@ def _nearest_valid_sizes(inp: Node, nodes: list[Node], wanted: dict[str, int],
                             if failing_axis_with(inp, {**built, tag: n}, nodes) is None),
                            built[tag])
     return chosen if failing_axis_with(inp, chosen, nodes) is None else built
+
+
+#: the start of the note a patch-size snap logs (:func:`quiet_snapping` mutes it)
+SNAP_NOTE = 'Patch size '
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    """Log filter: warnings and errors only, no patch-size snapping notes."""
+    return record.levelno >= logging.WARNING and not record.getMessage().startswith(SNAP_NOTE)
+
+
+@contextlib.contextmanager
+def quiet_snapping():
+    """While a caller tries patch sizes on purpose (previews, block planning), the
+    package logger drops model summaries and snapping notes (this process, all threads)."""
+    logger.addFilter(_quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_quiet)
 
 
 def _with_initial_values(graph: dict, tensors: dict[str, np.ndarray], source: str

@@ -75,7 +75,9 @@ class Softmax(Node):
         return fn(grouped, dim=axis + 1).flatten(axis, axis + 1)
 
     def forward(self, x, training=False):
-        return self._group(x, torch.softmax)
+        # in float32 also under bf16/fp16 autocast (as CUDA's autocast does, CPU's does not):
+        # probabilities then sum to 1 to float32 precision, not to 2**-8
+        return self._group(x.float(), torch.softmax)
 
     def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
         """log of this node's output, computed stably from its input."""

@@ -186,6 +186,10 @@ class Conv(NeuralLayer):
         return self._layer_params((self.n_f, n_in) + self.filter_shape, n_in * taps,
                                   self.n_f * taps)
 
+    @property
+    def macs_per_input_position(self) -> int:
+        return self.n_f * self.parent.shape['f'] * math.prod(self.filter_shape)
+
     def _compute_cost(self) -> int:
         sh = self.parent.shape
         conv_out = math.prod(sh.geometry(i).conv(k, self.conv_mode).size or 1  # unknown: 1
@@ -305,9 +309,12 @@ class UpConv(NeuralLayer):
         return self._layer_params((n_in, self.n_f) + self.filter_shape, n_in * taps,
                                   self.n_f * taps)
 
+    @property
+    def macs_per_input_position(self) -> int:
+        return self.n_f * self.parent.shape['f'] * math.prod(self.filter_shape)
+
     def _compute_cost(self) -> int:
-        sh = self.parent.shape
-        return self.n_f * sh['f'] * math.prod(self.filter_shape) * (sh.spatial_size or 1)
+        return self.macs_per_input_position * (self.parent.shape.spatial_size or 1)
 
     def forward(self, x, training=False):
         y = _CONV_T[x.ndim - 2](x, self.params['w'], self.params.get('b'), stride=self.pool_shape)

@@ -138,6 +138,13 @@ class Node:
     def _compute_cost(self) -> int:
         return self.shape.stripbatch_prod
 
+    @property
+    def macs_per_input_position(self) -> int:
+        """Multiply-adds per spatial position of the parent's output that a dense,
+        non-redundant evaluation spends here (convolutions: n_f * n_in * taps; 0 for nodes
+        whose work is negligible)."""
+        return 0
+
     def forward(self, *inputs: Any, **kwargs: Any) -> Any:
         """The output tensor from the parents' tensors (subclasses name them) and
         ``training`` (keyword)."""

@@ -31,3 +31,21 @@ def topological_order(nodes: Sequence[Node], stop_at: Sequence[Node] = ()) -> li
                 if node not in stops:
                     stack.extend((p, False) for p in reversed(node.parents) if p not in done)
     return order
+
+
+def release_schedule(order: Sequence[Node], keep: Sequence[Node]) -> list[list[Node]]:
+    """For each node of ``order`` (a parents-first evaluation order), the nodes whose
+    value is needed no more once it is computed: their last consumer in ``order`` is
+    that node, and they are not in ``keep`` (the results). A forward without gradients
+    that drops them holds only the values still to be consumed (about two layers of a
+    chain, plus the skip connections of a U-Net)."""
+    last_use: dict = {}
+    for i, node in enumerate(order):
+        for parent in node.parents:
+            last_use[parent] = i
+    kept = set(keep)
+    schedule: list[list[Node]] = [[] for _ in order]
+    for node, i in last_use.items():
+        if node not in kept:
+            schedule[i].append(node)
+    return schedule

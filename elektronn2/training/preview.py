@@ -39,7 +39,7 @@ from ..inference.blockwise import read_mirrored
 from ..inference.geometry import BlockGrid, Box
 from ..inference.predictors import TilingPredictor
 from ..neuromancer.footprint import Footprint
-from ..neuromancer.loading import rebuild_model
+from ..neuromancer.loading import quiet_snapping, rebuild_model
 from ..neuromancer.node import Node
 
 logger = logging.getLogger('elektronn2')
@@ -184,20 +184,13 @@ def _side_model(build: Callable[[], object]) -> Iterator[object]:
         nm.model_manager.discard(model)
 
 
-def _quiet(record: logging.LogRecord) -> bool:
-    """Log filter for rebuilding a preview model: no model summaries or snapping notes."""
-    return record.levelno >= logging.WARNING and not record.getMessage().startswith(
-        'Patch size ')
-
-
 def _rebuild_mfp(model, block_shape: Sequence[int]):
     """``model`` rebuilt with max-fragment pooling and an input patch whose output covers
     ``block_shape`` (z, y, x; a 2-D net: y, x): the patch is raised until the size the
     net snaps it to is large enough (quietly: no model summaries, no snapping notes)."""
     geometry = Footprint.of(model.prediction_node)
     request = [b + c for b, c in zip(block_shape, geometry.border)]
-    logger.addFilter(_quiet)
-    try:
+    with quiet_snapping():
         for _ in range(8):
             mfp = rebuild_model(model, override_mfp_to_active=True, make_current=False,
                                 imposed_patch_size=geometry.net_order(request))
@@ -207,8 +200,6 @@ def _rebuild_mfp(model, block_shape: Sequence[int]):
                 return mfp
             nm.model_manager.discard(mfp)
             request = [r + max(b - o, 0) for r, b, o in zip(request, block_shape, out)]
-    finally:
-        logger.removeFilter(_quiet)
     raise ShapeError(f"no max-fragment-pooling input patch found whose output covers a "
                      f"preview block of {tuple(block_shape)} (z, y, x)")
 

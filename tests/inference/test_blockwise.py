@@ -20,6 +20,7 @@ from elektronn2.inference import (
     predict_volume,
     run_prediction,
 )
+from elektronn2.inference.blockwise import BlockJob, read_ahead, read_block_input
 from elektronn2.inference.outputs import MARKER_DIR, HDF5BlockWriter, output_attributes
 from elektronn2.inference.predictors import resolve_spec
 
@@ -191,3 +192,15 @@ def test_zarr_and_knossos_inputs_keep_their_geometry(boundary_model, volume, ref
         array = zarr.open_array(store=str(out), path='probabilities', mode='r')
         np.testing.assert_allclose(array[:], reference, rtol=1e-5, atol=2e-6)
         assert {k: array.attrs[k] for k in attrs} == attrs
+
+
+def test_inputs_read_ahead_are_those_of_each_block(boundary_model, volume):
+    """Serial runs read the next block's input in a thread while one is predicted."""
+    plan = plan_prediction(boundary_model, ArraySource(volume), block_shape=(8, 16, 16))
+    job = BlockJob(plan.spec, ArraySource(volume), 'float32')
+    blocks = list(plan.grid)[:5]
+    items = list(read_ahead(job, blocks))
+    assert [item.block for item in items] == blocks
+    for item in items:
+        np.testing.assert_array_equal(item.raw, read_block_input(job, item.block))
+    assert list(read_ahead(job, [])) == []
