@@ -31,6 +31,7 @@ from ..data.knossos import KnossosSource
 from ..data.sources import HDF5_SUFFIXES, HDF5Source, VolumeSource, ZarrSource, is_zarr_store
 from ..errors import ConfigError, DataError
 from .geometry import Block, BlockGrid
+from .ome_zarr import describe_prediction
 
 logger = logging.getLogger('elektronn2')
 
@@ -158,7 +159,10 @@ class ZarrBlockWriter(BlockWriter):
         (self.marker_dir / block.name).touch()  # only after the data is in
 
     def finish(self) -> None:
+        """Mark the array complete and describe it as OME-NGFF (viewers read the axes,
+        voxel size and offset)."""
         self._array().attrs[COMPLETE_ATTR] = True
+        describe_prediction(self.path, self.key)
 
 
 class HDF5BlockWriter(BlockWriter):

@@ -21,6 +21,7 @@ from elektronn2.inference import (
     run_prediction,
 )
 from elektronn2.inference.blockwise import BlockJob, read_ahead, read_block_input
+from elektronn2.inference.ome_zarr import read_multiscales
 from elektronn2.inference.outputs import MARKER_DIR, HDF5BlockWriter, output_attributes
 from elektronn2.inference.predictors import resolve_spec
 
@@ -192,6 +193,10 @@ def test_zarr_and_knossos_inputs_keep_their_geometry(boundary_model, volume, ref
         array = zarr.open_array(store=str(out), path='probabilities', mode='r')
         np.testing.assert_allclose(array[:], reference, rtol=1e-5, atol=2e-6)
         assert {k: array.attrs[k] for k in attrs} == attrs
+        ngff = read_multiscales(zarr.open_group(str(out), mode='r'))  # viewers read this
+        assert [a['name'] for a in ngff['axes']] == ['c', 'z', 'y', 'x']
+        scale = ngff['datasets'][0]['coordinateTransformations'][0]['scale']
+        assert scale[1:] == attrs['resolution']
 
 
 def test_inputs_read_ahead_are_those_of_each_block(boundary_model, volume):
