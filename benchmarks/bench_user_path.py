@@ -1,0 +1,80 @@
+"""The user path of ``elektronn2-predict`` against the machine's fp32 matmul peak (issue 20).
+
+For the neuro3d net (strided, max-fragment pooling) and the U-Net of
+``examples/unet3d_lite.py`` (valid convolutions, up-convolutions), ``predict_to_file``
+(HDF5 in, zarr out: what ``elektronn2-predict`` runs) with default settings (fp32, blocks
+chosen from the footprint) on FIB-25 z 0-31, interleaved with the matmul peak (best of ten
+2048² float32 products) in the same round. Useful work per output voxel:
+:func:`elektronn2.neuromancer.dense.useful_macs_per_voxel` (x2 FLOPs); executed work: what
+the chosen blocks run (``--verbose`` prints both). Weights are as initialised: speed does
+not depend on them.
+
+Run: python benchmarks/bench_user_path.py [--rounds 2] [--z 0 32]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+from bench_predict import FIB25, fma_peak, machine
+from bench_training import build_neuro3d
+
+from elektronn2.inference import predict_to_file
+from elektronn2.inference.predictors import load_model
+from elektronn2.neuromancer.dense import useful_macs_per_voxel
+
+EXAMPLES = Path(__file__).resolve().parents[1] / 'examples'
+
+
+def unet3d_lite():
+    return runpy.run_path(str(EXAMPLES / 'unet3d_lite.py'))['create_model']()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--z', type=int, nargs=2, default=(0, 32))
+    args = parser.parse_args()
+    print(machine())
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_path = Path(tmp) / 'raw.h5'
+        with h5py.File(FIB25, 'r') as f, h5py.File(raw_path, 'w') as out:
+            out['raw'] = f['volumes/raw'][args.z[0]:args.z[1]]
+        models = {}
+        for name, build in (('neuro3d', lambda: build_neuro3d((23, 185, 185))),
+                            ('unet3d_lite', unet3d_lite)):
+            models[name] = Path(tmp) / f'{name}.mdl'
+            build().save(models[name])
+        useful = {name: 2 * useful_macs_per_voxel(load_model(path).prediction_node)
+                  for name, path in models.items()}
+        rows: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+        for _ in range(args.rounds):
+            for name, path in models.items():
+                peak = fma_peak()
+                out = Path(tmp) / 'out.zarr'
+                shutil.rmtree(out, ignore_errors=True)
+                start = time.perf_counter()
+                report = predict_to_file(path, raw_path, out, 'raw', progress=False)
+                seconds = time.perf_counter() - start
+                rows[name].append((report.voxels * useful[name] / seconds / 1e9, peak))
+                print(f"{name}: blocks {report.block_shape} x{report.n_blocks}, {seconds:.1f} s, "
+                      f"{report.voxels / seconds / 1e6:.4f} MVx/s, useful "
+                      f"{rows[name][-1][0]:.1f} GFLOP/s, peak {peak:.0f} GFLOP/s "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    print("\n| net | useful MFLOP/voxel | useful GFLOP/s (median) "
+          "| of the fp32 matmul peak (median of rounds) |")
+    print("|---|---:|---:|---:|")
+    for name, values in rows.items():
+        print(f"| {name} | {useful[name] / 1e6:.2f} | {np.median([v for v, _ in values]):.1f} | "
+              f"{100 * np.median([v / p for v, p in values]):.0f} % |")
+
+
+if __name__ == '__main__':
+    main()
