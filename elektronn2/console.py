@@ -1,4 +1,5 @@
-"""Helpers of the command-line programs: help text and how errors end a program.
+"""Helpers of the command-line programs: help text, argparse types, logging to stderr and how
+errors end a program.
 
 Imports only the standard library, so that a command's ``--help`` stays fast
 (:func:`use_mpl_backend` imports matplotlib, never pyplot, when it is called).
@@ -6,6 +7,7 @@ Imports only the standard library, so that a command's ``--help`` stays fast
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -100,3 +102,51 @@ def use_mpl_backend(choice: str) -> str | None:
     matplotlib.use(name)
     os.environ['MPLBACKEND'] = name
     return name
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (as logging's last resort)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
+
+
+def setup_command_logging(verbose: bool) -> None:
+    """Log to stderr (one handler, however often a command runs in this process)."""
+    logger = logging.getLogger('elektronn2')
+    logger.addHandler(_HANDLER)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {minimum} "
+                                             f"or more")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be in [0, 1)")
+    return value

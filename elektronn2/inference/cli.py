@@ -20,60 +20,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..config import CHOICES
-from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter
+from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter, fraction, int_at_least, setup_command_logging
 from ..errors import Error
 from .options import BLEND_CHOICES, MFP_CHOICES, OUTPUT_DTYPES
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record comes (as logging's last resort)."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _):
-        pass
-
-
-_HANDLER = _StderrHandler()
-_HANDLER.setFormatter(logging.Formatter('%(levelname)s: %(message)s'))
-
-
-def _setup_logging(verbose: bool) -> None:
-    """Log to stderr (one handler, however often a command runs in this process)."""
-    logger = logging.getLogger('elektronn2')
-    logger.addHandler(_HANDLER)
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: it must be {minimum} "
-                                             f"or more")
-        return value
-    return parse
-
-
-def _fraction(text: str) -> float:
-    """argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is out of range: it must be in [0, 1)")
-    return value
 
 
 def _span(text: str) -> tuple[int, int]:
@@ -103,7 +55,7 @@ def predict_parser() -> argparse.ArgumentParser:
     parser.add_argument('output', help="output: *.zarr (resumable, parallel) or *.h5")
     parser.add_argument('--key', help="dataset of the input (required for HDF5)")
     parser.add_argument('--output-key', default='probabilities', help="dataset of the output")
-    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=None,
+    parser.add_argument('--block-shape', type=int_at_least(1), nargs=3, default=None,
                         metavar=('Z', 'Y', 'X'),
                         help="output voxels per block and zarr chunk, each 1 or more; "
                              "larger blocks amortise the net's context, smaller "
@@ -111,7 +63,7 @@ def predict_parser() -> argparse.ArgumentParser:
                              "the available memory (estimated) is refused with a suggestion "
                              "(default: the largest blocks within 40%% of the machine's "
                              "memory per worker; --verbose shows the plan)")
-    parser.add_argument('--workers', type=_int_at_least(1), default=1,
+    parser.add_argument('--workers', type=int_at_least(1), default=1,
                         help="dask LocalCluster worker processes, 1 or more (1: run in this "
                              "process); each runs one block at a time with cores/N torch "
                              "threads")
@@ -123,7 +75,7 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="max-fragment pooling for strided nets (auto: fewer MACs wins)")
     parser.add_argument('--blend', choices=BLEND_CHOICES, default='auto',
                         help="blend overlapping windows (auto: for nets with 'same' padding)")
-    parser.add_argument('--overlap', type=_fraction, default=0.25,
+    parser.add_argument('--overlap', type=fraction, default=0.25,
                         help="window overlap when blending, in [0, 1)")
     parser.add_argument('--valid-only', action='store_true',
                         help="predict only where the field of view lies inside the volume")
@@ -131,7 +83,7 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="predict only this box of the input (voxels, stops exclusive); "
                              "the output holds just the box, its attribute voxel_offset "
                              "records (Z0, Y0, X0)")
-    parser.add_argument('--retries', type=_int_at_least(0), default=2,
+    parser.add_argument('--retries', type=int_at_least(0), default=2,
                         help="retries of a block failing for other reasons than bad input, "
                              "0 or more")
     parser.add_argument('--precision', choices=CHOICES['precision'],
@@ -165,7 +117,7 @@ def _abandon_pending_writes() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``elektronn2-predict``; returns the exit status."""
     args = predict_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    setup_command_logging(args.verbose)
     from .blockwise import PredictionInterrupted, predict_to_file
     from .geometry import Box
     region = Box(*zip(*args.region)) if args.region else None
@@ -210,7 +162,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     parser.add_argument('--gt-key', help="dataset of the ground truth")
     parser.add_argument('--ignore-gt', type=int, nargs='*', default=[0],
                         help="ground-truth ids whose voxels are not scored")
-    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=(64, 256, 256),
+    parser.add_argument('--block-shape', type=int_at_least(1), nargs=3, default=(64, 256, 256),
                         metavar=('Z', 'Y', 'X'),
                         help="voxels read at a time; the scores do not depend on it")
     parser.add_argument('--quiet', action='store_true', help="no progress bar")
@@ -224,7 +176,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from .ome_zarr import level_key
     from .outputs import stored_attributes
     args = evaluate_parser().parse_args(argv)
-    _setup_logging(False)
+    setup_command_logging(False)
     try:
         seg = open_source(args.seg, args.seg_key or level_key(args.seg))
         gt = open_source(args.gt, args.gt_key or level_key(args.gt))

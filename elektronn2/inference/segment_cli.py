@@ -15,9 +15,14 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter
+from ..console import (
+    EXIT_INTERRUPTED,
+    DefaultsHelpFormatter,
+    fraction,
+    int_at_least,
+    setup_command_logging,
+)
 from ..errors import Error
-from .cli import _fraction, _int_at_least, _setup_logging
 
 
 def segment_parser() -> argparse.ArgumentParser:
@@ -40,25 +45,25 @@ def segment_parser() -> argparse.ArgumentParser:
     parser.add_argument('--nhood', type=int, nargs='+', metavar='OFFSET',
                         help="affinity offsets, 3 per channel (z y x ...); default: "
                              "-1 0 0  0 -1 0  0 0 -1")
-    parser.add_argument('--seed-threshold', type=_fraction, default=0.5, metavar='T',
+    parser.add_argument('--seed-threshold', type=fraction, default=0.5, metavar='T',
                         help="seeds: where 1 - boundary exceeds this, in [0, 1)")
-    parser.add_argument('--min-seed-size', type=_int_at_least(1), default=1, metavar='N',
+    parser.add_argument('--min-seed-size', type=int_at_least(1), default=1, metavar='N',
                         help="smallest interior region (voxels) that is a seed")
     parser.add_argument('--merge-threshold', type=float, metavar='T',
                         help="mean-linkage merging while the mean contact boundary is below "
                              "this (default: no merging)")
-    parser.add_argument('--min-size', type=_int_at_least(0), default=0, metavar='N',
+    parser.add_argument('--min-size', type=int_at_least(0), default=0, metavar='N',
                         help="smaller segments join the neighbour behind their lowest pass")
     parser.add_argument('--edge-values', choices=('boundary', 'affinities'), default='boundary',
                         help="contact values for merging: mean boundary of the voxel pairs, or "
                              "1 - affinity of the edges (mean-affinity agglomeration; needs "
                              "--affinities)")
-    parser.add_argument('--block-shape', type=_int_at_least(1), nargs=3, default=(64, 64, 64),
+    parser.add_argument('--block-shape', type=int_at_least(1), nargs=3, default=(64, 64, 64),
                         metavar=('Z', 'Y', 'X'), help="voxels per block and output chunk")
-    parser.add_argument('--workers', type=_int_at_least(1), default=1, metavar='N',
+    parser.add_argument('--workers', type=int_at_least(1), default=1, metavar='N',
                         help="dask LocalCluster worker processes (1: run in this process)")
     parser.add_argument('--scheduler', metavar='ADDRESS', help="address of a running dask scheduler")
-    parser.add_argument('--retries', type=_int_at_least(0), default=2, metavar='N',
+    parser.add_argument('--retries', type=int_at_least(0), default=2, metavar='N',
                         help="retries of a block failing for other reasons than bad input")
     parser.add_argument('--keep-work', action='store_true',
                         help="keep OUTPUT.work (basins, graph) after the run")
@@ -85,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nhood = _nhood(args.nhood)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
-    _setup_logging(args.verbose)
+    setup_command_logging(args.verbose)
     from .blockwise_segmentation import segment_to_file
     from .executors import SerialExecutor, dask_cluster
     try:
