@@ -7,7 +7,8 @@ grids), block predictors (tiling, MFP, blending), writers, executors and the ent
 Submodules imported on demand: :mod:`.segmentation` (watershed in memory),
 :mod:`.blockwise_segmentation` (segmentation block by block, independent of the blocks:
 :mod:`.basins`, :mod:`.region_graph`, :mod:`.landscape`), :mod:`.ome_zarr` (OME-NGFF
-outputs), :mod:`.malis`, :mod:`.metrics` (VI, adapted Rand), :mod:`.export`
+outputs), :mod:`.malis`, :mod:`.metrics` (VI, adapted Rand), :mod:`.isbi_metrics`
+(the ISBI 2012 challenge's V_rand and V_info), :mod:`.export`
 (torch.export, TorchScript, ONNX), :mod:`.cli` (``elektronn2-predict``,
 ``elektronn2-evaluate``), :mod:`.segment_cli` (``elektronn2-segment``).
 
