@@ -198,6 +198,10 @@ class WarpParams:
         max_rotation: largest in-plane rotation angle in degrees (times warp_amount).
         max_tilt: largest out-of-plane rotation angle in degrees (lock_z=False).
         distortion: largest shear/stretch matrix entry (times warp_amount).
+        elastic: largest displacement (voxels) of a smooth random elastic deformation
+            added to each warp (0: none); in-plane only with lock_z.
+        elastic_spacing: distance (voxels) between the control points of the elastic
+            deformation; smaller gives more local bends.
     """
     warp_amount: float = 1.0
     lock_z: bool = True
@@ -209,6 +213,8 @@ class WarpParams:
     max_rotation: float = 180.0
     max_tilt: float = 15.0
     distortion: float = 0.1
+    elastic: float = 0.0
+    elastic_spacing: float = 24.0
 
     @classmethod
     def from_args(cls, warp_args: dict | WarpParams | None) -> WarpParams:
@@ -270,6 +276,90 @@ def random_transform(rng: np.random.Generator, params: WarpParams, aniso_factor:
     physical[3, :3] = perspective_row
     to_physical = scaling([aniso_factor if params.sample_aniso else 1.0, 1, 1])
     return scaling([1.0 / aniso_factor, 1, 1]) @ physical @ to_physical
+
+
+@dataclass(frozen=True)
+class ElasticField:
+    """A smooth displacement (z, y, x voxels) of patch coordinates.
+
+    Random control vectors on a grid ``spacing`` voxels apart (z: ``spacing /
+    aniso_factor``), interpolated by cubic splines; every component stays within
+    +-``amplitude``. ``control``: (3, n_z, n_y, n_x).
+    """
+    control: np.ndarray
+    spacing: np.ndarray  # (3,) control point distance per axis (z, y, x)
+    amplitude: float
+
+    def at(self, points: np.ndarray) -> np.ndarray:
+        """Displacements (n, 3) at patch coordinates ``points`` (n, 3)."""
+        grid = (np.asarray(points, float) / self.spacing).T
+        varying = [a for a in range(3) if self.control.shape[a + 1] > 1]  # 2-D: skip z
+        moved = np.zeros((len(grid[0]), 3))
+        for axis, component in enumerate(self.control):
+            if component.any():
+                moved[:, axis] = ndimage.map_coordinates(component.squeeze(), grid[varying],
+                                                         order=3, mode='nearest')
+        return np.clip(moved, -self.amplitude, self.amplitude)
+
+
+def random_elastic_field(rng: np.random.Generator, params: WarpParams,
+                         patch_shape: Sequence[int], aniso_factor: float = 1.0,
+                         planar: bool = False) -> ElasticField | None:
+    """A random :class:`ElasticField` over a patch (z, y, x), or None if ``params.elastic`` is 0.
+
+    ``planar`` (2-D data) implies lock_z: no displacement along z.
+    """
+    if not params.elastic:
+        return None
+    spacing = np.array([params.elastic_spacing / aniso_factor, params.elastic_spacing,
+                        params.elastic_spacing])
+    n_points = [int(math.ceil((size - 1) / step)) + 1 for size, step in zip(patch_shape, spacing)]
+    control = rng.uniform(-params.elastic, params.elastic, [3] + n_points)
+    if params.lock_z or planar:
+        control[0] = 0
+    return ElasticField(control, spacing, float(params.elastic))
+
+
+def grid_points(shape: Sequence[int]) -> np.ndarray:
+    """All indices (n, 3) of a grid of ``shape`` (z, y, x), in C order."""
+    return np.indices(shape).reshape(3, -1).T.astype(float)
+
+
+def warped_points(matrix: np.ndarray, field: ElasticField | None, shape: Sequence[int],
+                  grid: np.ndarray | None = None) -> np.ndarray:
+    """Source coordinates (n, 3) of all indices of a grid of ``shape`` (C order).
+
+    Index -> ``grid`` (4x4, to patch coordinates; default identity) -> displaced by
+    ``field`` (if any) -> ``matrix`` (patch to source).
+    """
+    points = grid_points(shape)
+    if grid is not None:
+        points = map_points(grid, points)
+    if field is not None:
+        points = points + field.at(points)
+    return map_points(matrix, points)
+
+
+def extent_points(matrix: np.ndarray, field: ElasticField | None, shape: Sequence[int],
+                  grid: np.ndarray | None = None) -> np.ndarray:
+    """Points (n, 3) whose bounding box is that of :func:`warped_points`: the 8 mapped
+    corners of an affine map, all points with a field."""
+    if field is not None:
+        return warped_points(matrix, field, shape, grid)
+    return map_points(matrix if grid is None else matrix @ grid, box_corners(shape))
+
+
+def sample_linear(src: np.ndarray, coords: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """Linear interpolation of ``src`` (c, z, y, x) at ``coords`` (3, *shape); float32 (c, *shape)."""
+    return np.stack([ndimage.map_coordinates(np.asarray(channel, np.float32), coords, order=1,
+                                             mode='constant', cval=fill, prefilter=False)
+                     for channel in src])
+
+
+def sample_nearest(src: np.ndarray, coords: np.ndarray, fill=0) -> np.ndarray:
+    """Nearest-neighbour values of ``src`` (c, z, y, x) at ``coords`` (3, *shape), ``src``'s dtype."""
+    return np.stack([ndimage.map_coordinates(channel, coords, order=0, mode='constant', cval=fill,
+                                             prefilter=False) for channel in src])
 
 
 def patch_matrix(transform: np.ndarray, patch_shape: Sequence[int],

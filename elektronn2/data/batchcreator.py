@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -41,6 +42,11 @@ MAX_WARP_TRIES = 20
 #: Float volumes up to this size are checked for NaN/Inf (and fractional class labels)
 #: when loaded; every patch is checked as it is cut.
 SCAN_BYTES = 2 ** 28
+
+
+def _local_grid(points: np.ndarray, lo: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Coordinates (3, *shape) relative to ``lo`` from points (n, 3) in C order."""
+    return (points - np.asarray(lo)).T.reshape((3,) + tuple(shape))
 
 
 @dataclass
@@ -298,81 +304,98 @@ class BatchCreatorImage:
                         f"network input size that fits, with the output region inside the labels")
 
     # --- geometry of one example ----------------------------------------------------------
-    def _corner_bounds(self, cube: Cube, transform: np.ndarray,
-                       geometry: Footprint) -> tuple[np.ndarray, np.ndarray]:
-        """Lowest and highest integer patch corner (z,y,x) at which ``transform`` fits."""
+    def _corner_bounds(self, cube: Cube, transform: np.ndarray, geometry: Footprint,
+                       field: aug.ElasticField | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest integer patch corner (z,y,x) at which ``transform`` (and the
+        elastic ``field``) fit."""
         patch_to_source = aug.patch_matrix(transform, geometry.patch, np.zeros(3))
-        target_points = aug.map_points(
-            patch_to_source @ aug.grid_matrix(geometry.offsets, geometry.strides),
-            aug.box_corners(geometry.out)) - cube.label_offset
+        target_points = aug.extent_points(
+            patch_to_source, field, geometry.out,
+            aug.grid_matrix(geometry.offsets, geometry.strides)) - cube.label_offset
         lo = -target_points.min(0)
         hi = np.asarray(cube.label_shape) - 1 - target_points.max(0)
         if self.border_mode == 'crop':
-            image_points = aug.map_points(patch_to_source, aug.box_corners(geometry.patch))
+            image_points = aug.extent_points(patch_to_source, field, geometry.patch)
             lo = np.maximum(lo, -image_points.min(0))
             hi = np.minimum(hi, np.asarray(cube.image_shape) - 1 - image_points.max(0))
         return (np.ceil(lo - aug.COORD_TOLERANCE).astype(int),
                 np.floor(hi + aug.COORD_TOLERANCE).astype(int))
 
-    def _draw_placement(self, cube: Cube, warp: float, params: aug.WarpParams,
-                        geometry: Footprint) -> tuple[np.ndarray, np.ndarray]:
-        """A random (transform, corner) that fits the cube; a plain crop if warps do not fit."""
+    def _draw_placement(self, cube: Cube, warp: float, params: aug.WarpParams, geometry: Footprint
+                        ) -> tuple[np.ndarray, aug.ElasticField | None, np.ndarray]:
+        """A random (transform, elastic field, corner) that fits the cube; a plain crop if
+        warps do not fit."""
         if warp and self.rng.random() < warp:
             for _ in range(MAX_WARP_TRIES):
                 transform = aug.random_transform(self.rng, params, self.aniso_factor,
                                                  planar=geometry.planar)
-                lo, hi = self._corner_bounds(cube, transform, geometry)
+                field = aug.random_elastic_field(self.rng, params, geometry.patch,
+                                                 self.aniso_factor, planar=geometry.planar)
+                lo, hi = self._corner_bounds(cube, transform, geometry, field)
                 if np.all(lo <= hi):
                     self.n_warped += 1
-                    return transform, self.rng.integers(lo, hi + 1)
+                    return transform, field, self.rng.integers(lo, hi + 1)
             self.n_warp_fallbacks += 1
             logger.debug("No random warp fits %s; using a plain crop", cube.image.name)
         lo, hi = self._corner_bounds(cube, np.eye(4), geometry)
-        return np.eye(4), self.rng.integers(lo, hi + 1)
+        return np.eye(4), None, self.rng.integers(lo, hi + 1)
 
     def _cut(self, cube: Cube, corner: Sequence[int], transform: np.ndarray,
-             geometry: Footprint) -> tuple[np.ndarray, np.ndarray]:
+             geometry: Footprint, field: aug.ElasticField | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
         """Image (c, z,y,x) float32 in [0,1] and labels (t, z,y,x) under the output grid.
 
-        ``transform`` (4x4, about the patch centre) is applied to both; the identity
-        gives the plain crop starting at ``corner``.
+        ``transform`` (4x4, about the patch centre) and the elastic ``field`` (patch
+        coordinates) are applied to both; the identity gives the plain crop at ``corner``.
         """
         matrix = aug.patch_matrix(transform, geometry.patch, corner)
-        if aug.is_integer_translation(matrix):
+        if field is None and aug.is_integer_translation(matrix):
             start = np.round(matrix[:3, 3]).astype(int)
             image = read_channel_box(cube.image, start, start + geometry.patch,
                                      self.border_mode)
             _check_values(image, cube.image, start)
         else:
-            points = aug.map_points(matrix, aug.box_corners(geometry.patch))
+            points = aug.extent_points(matrix, field, geometry.patch)
             lo = np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int)
             hi = np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2
             if self.border_mode == 'crop':
                 lo, hi = np.maximum(lo, 0), np.minimum(hi, cube.image_shape)
             box = read_channel_box(cube.image, lo, hi, self.border_mode)
             _check_values(box, cube.image, lo)
-            image = aug.warp_linear(box, aug.translation(-lo) @ matrix, geometry.patch)
+            if field is None:
+                image = aug.warp_linear(box, aug.translation(-lo) @ matrix, geometry.patch)
+            else:
+                image = aug.sample_linear(box, _local_grid(points, lo, geometry.patch))
         image = to_unit_float(image, cube.image.dtype)
-        target_matrix = (aug.translation(-cube.label_offset) @ matrix
-                         @ aug.grid_matrix(geometry.offsets, geometry.strides))
-        return image, self._sample_labels(cube, target_matrix, geometry.out)
+        return image, self._sample_labels(cube, aug.translation(-cube.label_offset) @ matrix,
+                                          geometry, field)
 
-    def _sample_labels(self, cube: Cube, matrix: np.ndarray, out_shape) -> np.ndarray:
-        points = aug.map_points(matrix, aug.box_corners(out_shape))
+    def _sample_labels(self, cube: Cube, matrix: np.ndarray, geometry: Footprint,
+                       field: aug.ElasticField | None) -> np.ndarray:
+        """Labels (t, *out) at the output grid, ``matrix`` mapping patch to label coordinates."""
+        out_shape, grid = geometry.out, aug.grid_matrix(geometry.offsets, geometry.strides)
+        points = aug.extent_points(matrix, field, out_shape, grid)
         lo = np.maximum(np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int), 0)
         hi = np.minimum(np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2,
                         cube.label_shape)
         box = read_channel_box(cube.labels, lo, hi)
         _check_values(box, cube.labels, lo, self.discrete)
-        matrix = aug.translation(-lo) @ matrix
+        if field is None:
+            box_matrix = aug.translation(-lo) @ matrix @ grid
+            linear = partial(aug.warp_linear, matrix=box_matrix, out_shape=out_shape)
+            nearest = partial(aug.warp_nearest, matrix=box_matrix, out_shape=out_shape)
+        else:
+            coords = _local_grid(points, lo, out_shape)
+            linear = partial(aug.sample_linear, coords=coords)
+            nearest = partial(aug.sample_nearest, coords=coords)
         if self.discrete.all():
-            return aug.warp_nearest(box, matrix, out_shape)
-        labels = aug.warp_linear(box, matrix, out_shape)
+            return nearest(box)
+        labels = linear(box)
         if self.discrete.any():
-            labels[self.discrete] = aug.warp_nearest(box[self.discrete], matrix, out_shape)
-        if self.vector_channels:
-            to_patch = np.linalg.inv(matrix[:3, :3] / np.asarray(self.geometry.strides, float))
-            for channels in self.vector_channels:  # source-frame vectors -> patch frame
+            labels[self.discrete] = nearest(box[self.discrete])
+        if self.vector_channels:  # source-frame vectors -> patch frame (the affine part)
+            to_patch = np.linalg.inv(matrix[:3, :3])
+            for channels in self.vector_channels:
                 labels[list(channels)] = np.einsum('ij,j...->i...', to_patch,
                                                    labels[list(channels)])
         return labels
@@ -512,8 +535,8 @@ class BatchCreatorImage:
         while len(images) < batch_size:
             cube_index = self._cube_for(source)
             cube = self.cubes[cube_index]
-            transform, corner = self._draw_placement(cube, warp, params, geometry)
-            image, labels = self._cut(cube, corner, transform, geometry)
+            transform, field, corner = self._draw_placement(cube, warp, params, geometry)
+            image, labels = self._cut(cube, corner, transform, geometry, field)
             empty = (ignore_thresh_raw is not None
                      and np.mean(image <= intensity_thresh) > ignore_thresh_raw)
             if empty or (ignore_thresh is not False and np.mean(labels < 0) > ignore_thresh):

@@ -109,3 +109,34 @@ def test_grey_noise_blur_erasing_touch_only_their_channels():
     assert np.all(np.diff(grey[0].ravel()[order]) >= 0)
     with pytest.raises(ConfigError, match='fill'):
         aug.random_erasing(image, [0], rng, fill='zeros')
+
+
+def test_elastic_field_is_bounded_smooth_and_in_plane_with_lock_z():
+    params = aug.WarpParams(elastic=6.0, elastic_spacing=16.0)
+    shape = (9, 64, 80)
+    field = aug.random_elastic_field(np.random.default_rng(1), params, shape, aniso_factor=2.0)
+    points = aug.grid_points(shape)
+    moved = field.at(points).reshape(shape + (3,))
+    assert np.abs(moved).max() <= 6.0 and np.abs(moved[..., 1:]).max() > 2.0
+    assert not moved[..., 0].any()  # lock_z (the default): no displacement along z
+    # cubic interpolation of control points 16 voxels apart: neighbours move alike
+    assert np.abs(np.diff(moved[..., 1:], axis=2)).max() < 1.5
+    assert aug.random_elastic_field(np.random.default_rng(1), aug.WarpParams(), shape) is None
+    free = aug.random_elastic_field(np.random.default_rng(1), aug.WarpParams(elastic=3.0, lock_z=False),
+                                    shape)
+    assert np.abs(free.at(points)[:, 0]).max() > 0.5
+
+
+def test_warped_points_with_a_field_are_the_displaced_affine_points():
+    params = aug.WarpParams(elastic=4.0)
+    shape = (1, 20, 30)
+    field = aug.random_elastic_field(np.random.default_rng(2), params, shape, planar=True)
+    matrix = aug.patch_matrix(aug.random_transform(np.random.default_rng(3), params, planar=True),
+                              shape, (0, 50, 60))
+    points = aug.grid_points(shape)
+    np.testing.assert_allclose(aug.warped_points(matrix, field, shape),
+                               aug.map_points(matrix, points + field.at(points)))
+    corners = aug.extent_points(matrix, None, shape)
+    np.testing.assert_allclose([corners.min(0), corners.max(0)],
+                               [aug.warped_points(matrix, None, shape).min(0),
+                                aug.warped_points(matrix, None, shape).max(0)])

@@ -100,6 +100,31 @@ def test_regression_targets_equal_the_warped_image_at_the_outputs(neuro3d_lite, 
                                atol=1e-5)
 
 
+@pytest.mark.parametrize('lock_z', [True, False])
+def test_elastic_targets_equal_the_deformed_image_at_the_outputs(neuro3d_lite, fib25, lock_z):
+    """An elastic deformation moves images and targets alike (labels = raw)."""
+    creator = BatchCreatorImage(*neuro3d_lite, d_files=[(fib25, FIB_RAW)],
+                                l_files=[(fib25, FIB_RAW)], target_discrete_ix=[],
+                                aniso_factor=1, seed=3)
+    images, targets = creator.getbatch(2, warp=1, grey_augment_channels=[], warp_args={
+        'lock_z': lock_z, 'elastic': 5.0, 'elastic_spacing': 20.0})
+    np.testing.assert_allclose(targets[:, 0] / 255, values_under_outputs(creator, images),
+                               atol=1e-5)
+
+
+def test_elastic_deformation_alone_bends_the_2d_patch_and_keeps_labels_registered(planar_net, isbi):
+    creator = BatchCreatorImage(*planar_net, d_files=[(isbi, 'train/raw')],
+                                l_files=[(isbi, 'train/raw')], target_discrete_ix=[], seed=4)
+    elastic_only = {'warp_amount': 0, 'flips': False, 'swaps': False, 'elastic': 6.0}
+    images, targets = creator.getbatch(4, warp=1, grey_augment_channels=[], warp_args=elastic_only)
+    np.testing.assert_allclose(targets[:, 0] / 255, values_under_outputs(creator, images),
+                               atol=1e-5)
+    assert creator.n_warped == 4
+    # the affine part is the identity, so only the deformation can move pixels off the grid
+    grey = images * 255
+    assert np.abs(grey - grey.round()).mean() > 0.05
+
+
 # --- geometry: targets under the output voxels ------------------------------------------------
 def test_targets_line_up_with_the_3d_output_geometry(neuro3d_lite, fib25, fib25_barriers,
                                                      fib25_volumes):
