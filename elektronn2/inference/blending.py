@@ -23,7 +23,12 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError
 from ..neuromancer import execution
-from ..neuromancer.dense import evaluate_patches, evaluation_bytes, patches_per_evaluation
+from ..neuromancer.dense import (
+    evaluate_patches,
+    evaluation_bytes,
+    patches_per_evaluation,
+    tta_transforms,
+)
 from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint, to_unit_float
 from .geometry import Box
@@ -113,10 +118,13 @@ class BlendingPredictor:
         overlap: fraction of a window shared with its neighbour along each axis.
         batch_size: windows per network evaluation (at most; fewer for large activations).
         precision: 'fp32', 'bf16' or 'fp16' evaluation of the network (None: the config's).
+        tta: test-time augmentation of every window before it is blended
+            (:func:`elektronn2.neuromancer.dense.tta_transforms`; the importance weights
+            are symmetric under its flips and transpose).
     """
 
     def __init__(self, node, region: Box, mode: str = 'gaussian', overlap: float = 0.25,
-                 batch_size: int = 4, precision: str | None = None):
+                 batch_size: int = 4, precision: str | None = None, tta: str = 'none'):
         self.node = node
         self.geometry = Footprint.of(node)
         if any(s != 1 for s in self.geometry.strides):
@@ -124,7 +132,9 @@ class BlendingPredictor:
                              f"{self.geometry.strides} (z,y,x)")
         self.grid = WindowGrid(region, self.geometry.out, overlap)
         self.weights = importance_map(self.geometry.out, mode)
-        self.batch_size = patches_per_evaluation(node, batch_size)
+        self.n_transforms = len(tta_transforms(self.geometry, tta, node.name))
+        self.tta = tta
+        self.batch_size = patches_per_evaluation(node, batch_size, tta)
         self.precision = precision
 
     @property
@@ -149,13 +159,14 @@ class BlendingPredictor:
             batch = np.stack([raw[(slice(None),) + w.grow(*context).slices_in(in_box)]
                               for w in chunk])
             for window, pred in zip(chunk, evaluate_patches(self.node, self.geometry, batch,
-                                                            settings)):
+                                                            settings, self.tta)):
                 merge.add(window, pred)
         return merge.result()
 
     def activation_bytes(self, out_box: Box) -> int:
         windows = int(np.prod([len(s) for s in self.grid.starts_in(out_box)]))
-        return evaluation_bytes(self.node, min(self.batch_size, windows))
+        return evaluation_bytes(self.node, min(self.batch_size, windows), self.tta)
 
     def executed_macs(self, out_box: Box) -> int:
-        return len(self.grid.windows_in(out_box)) * self.node.all_computational_cost
+        return (self.n_transforms * len(self.grid.windows_in(out_box))
+                * self.node.all_computational_cost)

@@ -10,6 +10,14 @@ Entry points: :func:`plan_prediction` (geometry and back end), :func:`run_predic
 (blocks through an executor into a writer), :func:`predict_volume` (in memory) and
 :func:`predict_to_file` (what ``elektronn2-predict`` runs).
 
+Test-time augmentation (``tta='flips'`` or ``'dihedral'``, ``--tta``) averages every
+patch's outputs over flips of the net's axes (and transposes of y and x): see
+:mod:`elektronn2.neuromancer.dense`. It acts on patches, on the same patch placements
+as without it, so blocks give the values of ``predict_dense(..., tta=...)``; it is part of
+the predictor spec and of a zarr output's manifest. The transforms run one after
+another: the work grows with their number, the memory only by a running sum of one
+evaluation's outputs.
+
 A ``region`` (volume coordinates) restricts the prediction to a box of the volume; the
 output then covers only that box, its attribute ``voxel_offset`` records where the box
 starts (as for ``valid_only``). For exact nets (valid convolutions) its values equal
@@ -201,12 +209,13 @@ class PredictionPlan:
 def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
                     block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
                     blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
-                    region: Box | None = None, precision: str | None = None) -> PredictionPlan:
+                    region: Box | None = None, precision: str | None = None,
+                    tta: str = 'none') -> PredictionPlan:
     """Choose the back end and lay out the blocks for ``source`` ((z,y,x) or (c,z,y,x)).
 
     Args:
         block_shape: output voxels per block (z, y, x); the zarr chunk shape.
-        mfp, blend, overlap, precision: see :func:`.predictors.resolve_spec`.
+        mfp, blend, overlap, precision, tta: see :func:`.predictors.resolve_spec`.
         valid_only: predict only where the net's field of view lies inside the volume
             (else the whole volume, mirrored at the border).
         region: predict only this box (volume coordinates, z, y, x; within the valid
@@ -219,7 +228,7 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
     zyx = check_input(source, geometry, model_path)
     region = _output_region(zyx, geometry, valid_only, region, source.name)
     spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap,
-                                     precision)
+                                     precision, tta)
     logger.info("Prediction plan: backend %s, blocks %s, region %s", spec.backend, block_shape, region)
     return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
 
@@ -326,14 +335,16 @@ def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndar
                    block_shape: Sequence[int] | None = None, mfp: str = 'auto',
                    blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
                    dtype: str = 'float32', progress: bool = False,
-                   region: Box | None = None, precision: str | None = None) -> np.ndarray:
+                   region: Box | None = None, precision: str | None = None,
+                   tta: str = 'none') -> np.ndarray:
     """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), or of
     its box ``region``, in memory; ``precision``: see :func:`.predictors.resolve_precision`;
+    ``tta``: test-time augmentation, 'none', 'flips' or 'dihedral' (module docstring);
     ``block_shape`` None: chosen (:func:`.memory.choose_block_shape`)."""
     source = open_source(volume)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
                      overlap=overlap, valid_only=valid_only, region=region,
-                     precision=precision)
+                     precision=precision, tta=tta)
     plan = _planned(replan, source, block_shape, 1)
     check_block_memory(plan, source, 1, replan)
     writer = ArrayWriter(plan.grid, plan.geometry.n_outputs, dtype)
@@ -348,7 +359,7 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
                     valid_only: bool = False, dtype: str = 'float32', workers: int = 1,
                     scheduler: str | None = None, retries: int = 2,
                     progress: bool = True, region: Box | None = None,
-                    precision: str | None = None) -> PredictionReport:
+                    precision: str | None = None, tta: str = 'none') -> PredictionReport:
     """Predict a volume file (HDF5, zarr, KNOSSOS) into a zarr or HDF5 output.
 
     ``workers > 1`` or a ``scheduler`` address run the blocks on dask.distributed
@@ -360,7 +371,8 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     ``model_path`` may be a training checkpoint directory (:func:`resolve_model_path`);
     ``region``: see the module docstring; ``precision`` of the network's evaluation
     (fp32 unless 'bf16' or 'fp16' is asked for): :func:`.predictors.resolve_precision`,
-    recorded in the manifest of a zarr output.
+    and ``tta`` (test-time augmentation, module docstring), both recorded in the manifest
+    of a zarr output (a resumed run must use the same).
     """
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
@@ -370,7 +382,7 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     source = open_source(Path(input_path).resolve(), input_key)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
                      overlap=overlap, valid_only=valid_only, region=region,
-                     precision=precision)
+                     precision=precision, tta=tta)
     plan = _planned(replan, source, block_shape, workers)
     if not scheduler:  # a remote cluster's memory is unknown here
         check_block_memory(plan, source, workers, replan)

@@ -4,6 +4,7 @@ elektronn2-predict MODEL INPUT OUTPUT [--key KEY] [--output-key KEY]
     [--block-shape Z Y X] [--workers N] [--scheduler ADDRESS] [--dtype float32|uint8]
     [--mfp auto|on|off] [--blend auto|off|constant|gaussian] [--overlap F] [--valid-only]
     [--region Z0:Z1 Y0:Y1 X0:X1] [--retries N] [--precision auto|fp32|bf16|fp16]
+    [--tta none|flips|dihedral]
 
 Exit status 0 on success; 2 with ``elektronn2-predict: error: ...`` on stderr for bad
 arguments (argparse) and for refused input, model or output (elektronn2's errors);
@@ -25,7 +26,7 @@ from typing import Sequence
 from ..config import CHOICES
 from ..console import EXIT_INTERRUPTED, DefaultsHelpFormatter, fraction, int_at_least, setup_command_logging
 from ..errors import Error
-from .options import BLEND_CHOICES, MFP_CHOICES, OUTPUT_DTYPES
+from .options import BLEND_CHOICES, MFP_CHOICES, OUTPUT_DTYPES, TTA_CHOICES
 
 
 def _span(text: str) -> tuple[int, int]:
@@ -94,6 +95,14 @@ def predict_parser() -> argparse.ArgumentParser:
                              "elektronn2's config.precision ($ELEKTRONN2_PRECISION, else "
                              "auto). The output stays float32 (or uint8); a resumed run "
                              "must use the same precision")
+    parser.add_argument('--tta', choices=TTA_CHOICES, default='none',
+                        help="test-time augmentation: the mean of the network's outputs over "
+                             "all flips of its spatial axes (flips: 4 for a 2-D net, 8 for "
+                             "3-D), also with y and x transposed (dihedral: the in-plane "
+                             "90-degree rotations, twice as many; needs a net alike along y "
+                             "and x). Costs that many times the work, little memory; each "
+                             "output channel is averaged as a scalar map (not for vector or "
+                             "affinity channels). A resumed run must use the same tta")
     parser.add_argument('--quiet', action='store_true', help="no progress bar")
     parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
     return parser
@@ -127,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             block_shape=args.block_shape, mfp=args.mfp, blend=args.blend, overlap=args.overlap,
             valid_only=args.valid_only, dtype=args.dtype, workers=args.workers,
             scheduler=args.scheduler, retries=args.retries, progress=not args.quiet,
-            region=region, precision=args.precision)
+            region=region, precision=args.precision, tta=args.tta)
     except Error as err:
         print(f"elektronn2-predict: error: {err}", file=sys.stderr)
         return 2

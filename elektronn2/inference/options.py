@@ -7,3 +7,6 @@ OUTPUT_DTYPES = ('float32', 'uint8')
 MFP_CHOICES = ('auto', 'on', 'off')
 #: --blend: window blending for nets that pad inside ('auto': exactly those nets)
 BLEND_CHOICES = ('auto', 'off', 'constant', 'gaussian')
+#: --tta: test-time augmentation (the same as elektronn2.neuromancer.dense.TTA_CHOICES,
+#: repeated here so that --help does not import torch)
+TTA_CHOICES = ('none', 'flips', 'dihedral')

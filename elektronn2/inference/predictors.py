@@ -28,7 +28,12 @@ A :class:`PredictorSpec` is the resolved, picklable recipe; workers rebuild the
 predictor from it (:func:`cached_predictor`). It carries the precision of the network's
 evaluation (:func:`resolve_precision`: fp32 unless asked for bf16 or fp16), which the
 predictor applies through the execution settings of graph evaluation
-(:mod:`elektronn2.neuromancer.execution`), whatever process or thread runs it.
+(:mod:`elektronn2.neuromancer.execution`), whatever process or thread runs it, and the
+test-time augmentation (``tta``: 'none', 'flips' or 'dihedral',
+:func:`elektronn2.neuromancer.dense.tta_transforms`): every back end evaluates each
+patch or window under every transform in turn and averages the outputs transformed back.
+With 'dihedral' blocks are square in-plane (y and x the larger of the two), so that a
+max-fragment-pooled block patch can be transposed.
 
 Models are loaded without touching the caller's current model (:func:`load_model`);
 each load builds its nodes in a scope of its own, so threads may load at once. The
@@ -50,7 +55,12 @@ import numpy as np
 from ..config import config
 from ..errors import ConfigError, ModelFileError, ShapeError
 from ..neuromancer import execution
-from ..neuromancer.dense import evaluation_bytes, patches_per_evaluation, predict_tile
+from ..neuromancer.dense import (
+    evaluation_bytes,
+    patches_per_evaluation,
+    predict_tile,
+    tta_transforms,
+)
 from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint
 from ..neuromancer.loading import modelload
@@ -111,16 +121,20 @@ class TilingPredictor:
 
     Patch placements follow :meth:`.Footprint.patch_starts` (phase-aligned, every output
     shift); each output voxel is written by the patch that computes it
-    (:func:`elektronn2.neuromancer.dense.predict_tile`).
+    (:func:`elektronn2.neuromancer.dense.predict_tile`). ``tta``: test-time augmentation
+    of every patch (:func:`elektronn2.neuromancer.dense.tta_transforms`).
     """
 
-    def __init__(self, node: Node, batch_size: int = 16, precision: str | None = None):
+    def __init__(self, node: Node, batch_size: int = 16, precision: str | None = None,
+                 tta: str = 'none'):
         self.node = node
         self.geometry = Footprint.of(node)
         if not self.geometry.exact:
             raise ShapeError(f"{node.name!r} pads inside the network ('same' convolutions): "
                              f"tiles would show seams; use blending (blend='gaussian')")
-        self.batch_size = patches_per_evaluation(node, batch_size)
+        self.n_transforms = len(tta_transforms(self.geometry, tta, node.name))
+        self.tta = tta
+        self.batch_size = patches_per_evaluation(node, batch_size, tta)
         self.precision = precision
 
     @property
@@ -135,14 +149,15 @@ class TilingPredictor:
 
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
         return predict_tile(self.node, self.geometry, raw, out_box.shape, self.batch_size,
-                            settings=self.settings)
+                            settings=self.settings, tta=self.tta)
 
     def activation_bytes(self, out_box: Box) -> int:
         evaluations = self.geometry.evaluations(out_box.shape)
-        return evaluation_bytes(self.node, min(self.batch_size, evaluations))
+        return evaluation_bytes(self.node, min(self.batch_size, evaluations), self.tta)
 
     def executed_macs(self, out_box: Box) -> int:
-        return self.geometry.evaluations(out_box.shape) * self.node.all_computational_cost
+        return (self.n_transforms * self.geometry.evaluations(out_box.shape)
+                * self.node.all_computational_cost)
 
 
 @dataclass(frozen=True)
@@ -157,6 +172,8 @@ class PredictorSpec:
         region: for 'blend', the output region the window grid covers.
         precision: 'fp32', 'bf16' or 'fp16' (autocast): how the network is evaluated
             (:func:`resolve_precision`); outputs are float32 in every precision.
+        tta: test-time augmentation, 'none', 'flips' or 'dihedral'
+            (:func:`elektronn2.neuromancer.dense.tta_transforms`).
     """
     model_path: str
     backend: str
@@ -165,6 +182,7 @@ class PredictorSpec:
     overlap: float | None = None
     region: Box | None = None
     precision: str = 'fp32'
+    tta: str = 'none'
 
     def build(self) -> BlockPredictor:
         if self.backend == 'mfp':
@@ -173,12 +191,13 @@ class PredictorSpec:
         else:
             model = load_model(self.model_path)
         if self.backend in ('mfp', 'tiling'):
-            return TilingPredictor(model.prediction_node, precision=self.precision)
+            return TilingPredictor(model.prediction_node, precision=self.precision,
+                                   tta=self.tta)
         if self.region is None or self.blend_mode is None or self.overlap is None:
             raise ConfigError(f"PredictorSpec backend {self.backend!r} needs region, blend_mode "
                               f"and overlap (resolve_spec sets them); got {self}")
         return BlendingPredictor(model.prediction_node, self.region, self.blend_mode, self.overlap,
-                                 precision=self.precision)
+                                 precision=self.precision, tta=self.tta)
 
     def describe(self) -> dict:
         """JSON-able description (without the path), for manifests and logs."""
@@ -237,7 +256,8 @@ def resolve_precision(precision: str | None = None) -> str:
 
 def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], region: Box,
                  mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
-                 precision: str | None = None) -> tuple[PredictorSpec, tuple[int, ...]]:
+                 precision: str | None = None,
+                 tta: str = 'none') -> tuple[PredictorSpec, tuple[int, ...]]:
     """Choose the back end (module docstring) and the block shape it works with.
 
     Args:
@@ -248,17 +268,22 @@ def resolve_spec(model_path: str | os.PathLike, block_shape: Sequence[int], regi
         mfp: 'auto', 'on' or 'off'. blend: 'auto', 'off', 'constant' or 'gaussian'.
         overlap: fraction of a window shared with its neighbour when blending.
         precision: see :func:`resolve_precision`.
+        tta: test-time augmentation, 'none', 'flips' or 'dihedral'
+            (:func:`elektronn2.neuromancer.dense.tta_transforms`; refused here when the
+            net does not allow it); with 'dihedral' the block is made square in-plane.
     Returns:
         (spec, block shape (z, y, x)).
     """
     precision = resolve_precision(precision)
-    spec, block = _choose_backend(model_path, block_shape, region, mfp, blend, overlap)
-    return replace(spec, precision=precision), block
+    spec, block = _choose_backend(model_path, block_shape, region, mfp, blend, overlap, tta)
+    return replace(spec, precision=precision, tta=tta), block
 
 
 def _choose_backend(model_path: str | os.PathLike, block_shape: Sequence[int], region: Box,
-                    mfp: str, blend: str, overlap: float) -> tuple[PredictorSpec, tuple[int, ...]]:
-    """:func:`resolve_spec` but for the precision (fp32 in the spec returned)."""
+                    mfp: str, blend: str, overlap: float,
+                    tta: str = 'none') -> tuple[PredictorSpec, tuple[int, ...]]:
+    """:func:`resolve_spec` but for the precision and tta (defaults in the spec returned);
+    ``tta`` is checked against the net (and its MFP version) and squares the block."""
     if mfp not in MFP_CHOICES:
         raise ConfigError(f"mfp={mfp!r}; valid: {MFP_CHOICES}")
     if blend not in BLEND_CHOICES:
@@ -269,6 +294,8 @@ def _choose_backend(model_path: str | os.PathLike, block_shape: Sequence[int], r
     node = load_model(model_path).prediction_node
     geometry = Footprint.of(node)
     block_shape = tuple(int(b) for b in block_shape)
+    if any(t.transpose for t in tta_transforms(geometry, tta, node.name)):
+        block_shape = _square_in_plane(block_shape)
     if blend != 'off' and (blend != 'auto' or not geometry.exact):
         if any(s != 1 for s in geometry.strides):
             raise ShapeError(f"Blending needs an output stride of 1; the net has strides "
@@ -285,6 +312,7 @@ def _choose_backend(model_path: str | os.PathLike, block_shape: Sequence[int], r
         return tiling, _aligned(block_shape, geometry.phase)
     try:
         spec, mfp_geometry, mfp_macs = _mfp_spec(model_path, geometry, block_shape)
+        tta_transforms(mfp_geometry, tta, f"{node.name} (MFP)")
     except ShapeError as err:
         if mfp == 'on':
             raise
@@ -303,6 +331,15 @@ def _choose_backend(model_path: str | os.PathLike, block_shape: Sequence[int], r
     logger.info("MACs per output voxel: tiling %.4g (block %s), MFP %.4g (block %s)",
                 tiling_cost, tiling_block, mfp_cost, mfp_block)
     return (spec, mfp_block) if mfp_cost < tiling_cost else (tiling, tiling_block)
+
+
+def _square_in_plane(block_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(z, y, x) with y and x the larger of the two: a block that can be transposed."""
+    z, y, x = block_shape
+    if y != x:
+        logger.info("Block shape %s made square in-plane for tta='dihedral' (y and x are "
+                    "transposed)", block_shape)
+    return z, max(y, x), max(y, x)
 
 
 def _aligned(block_shape: Sequence[int], phase: Sequence[int]) -> tuple[int, ...]:

@@ -172,9 +172,12 @@ class Model:
         return self.function(self._require('prediction_ext')).numpy(*inputs)
 
     def predict_dense(self, raw_img: np.ndarray, as_uint8: bool = False,
-                      pad_raw: bool = False) -> np.ndarray:
-        """Dense prediction (f, *spatial) of a whole image (ch, *spatial); dropout is off."""
-        return self._require('prediction_node').predict_dense(raw_img, as_uint8, pad_raw)
+                      pad_raw: bool = False, tta: str = 'none') -> np.ndarray:
+        """Dense prediction (f, *spatial) of a whole image (ch, *spatial); dropout is off.
+        ``tta``: test-time augmentation, 'none', 'flips' or 'dihedral'
+        (:func:`.dense.predict_dense`)."""
+        return self._require('prediction_node').predict_dense(raw_img, as_uint8, pad_raw,
+                                                              tta=tta)
 
     def loss(self, *inputs: np.ndarray) -> float:
         """The loss for a batch, in inference mode."""

@@ -391,9 +391,11 @@ class Node:
         return self.local_exec_time
 
     def predict_dense(self, raw_img: np.ndarray, as_uint8: bool = False,
-                      pad_raw: bool = False) -> np.ndarray:
-        """Dense output (f, *spatial) for a whole image (ch, *spatial); see :mod:`.dense`."""
-        return predict_dense(self, raw_img, as_uint8=as_uint8, pad_raw=pad_raw)
+                      pad_raw: bool = False, tta: str = 'none') -> np.ndarray:
+        """Dense output (f, *spatial) for a whole image (ch, *spatial); see :mod:`.dense`.
+        ``tta``: test-time augmentation, 'none', 'flips' or 'dihedral'
+        (:func:`.dense.predict_dense`)."""
+        return predict_dense(self, raw_img, as_uint8=as_uint8, pad_raw=pad_raw, tta=tta)
 
     # --- text ----------------------------------------------------------------------------------
     def __repr__(self) -> str:
