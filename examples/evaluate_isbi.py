@@ -1,12 +1,23 @@
-"""Pixel-wise membrane F1 of a trained ISBI 2012 model on the held-out slices 25-29.
+"""Membrane scores of a trained ISBI 2012 model: held-out slices 25-29, or any labelled stack.
 
-    python examples/evaluate_isbi.py MODEL [--threshold T]
+    python examples/evaluate_isbi.py MODEL [--tta dihedral] [--threshold T] [--json FILE]
+    python examples/evaluate_isbi.py MODEL --stack FILE.h5 --raw-key RAW --labels-key LABELS \\
+        [--membrane-value 0 | --ids] [--zoom F] [--z A:B]
 
 isbi2d.py trains on slices 0-21 and validates on 22-24 of the labelled ISBI 2012 stack.
-The model predicts the whole 512 x 512 slices 22-29 (mirrored at the borders, blockwise
-with elektronn2.inference); a pixel is membrane where the membrane probability exceeds
-the threshold. Unless given, the threshold is the one with the best F1 on the
-validation slices 22-24; the test slices 25-29 are scored once with it (and with 0.5).
+The model predicts whole slices (mirrored at the borders, blockwise with
+elektronn2.inference, optionally averaged over flips and rotations: ``--tta``); a pixel
+is membrane where the membrane probability exceeds the threshold. Unless given, the
+threshold is the one with the best membrane F1 on the validation slices 22-24. Scores:
+pixel error and membrane F1 at that threshold, and the ISBI challenge's V_rand and V_info
+(foreground-restricted, after thinning, best over the thresholds 0.0-1.0;
+elektronn2.inference.isbi_metrics).
+
+``--stack`` judges the model on another membrane-labelled EM stack (z, y, x) with the
+threshold chosen on the ISBI validation slices: labels are membrane where they equal
+``--membrane-value``, or, with ``--ids``, where a 4-neighbour in the slice has another
+id (or the id is 0). ``--zoom F`` resamples the slices by F before the prediction (and
+the probabilities back), e.g. 2.5 for 10 nm pixels (ISBI's are about 4 nm).
 """
 from __future__ import annotations
 
@@ -17,36 +28,107 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from scipy import ndimage
 
 VALID, TEST = slice(22, 25), slice(25, 30)
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.91, 0.05), 2))
 
 
 def pixel_scores(membrane: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Precision, recall, F1 and accuracy of boolean membrane predictions."""
+    """Precision, recall, F1, accuracy and pixel error of boolean membrane predictions."""
     hits = np.count_nonzero(membrane & truth)
     precision = hits / max(np.count_nonzero(membrane), 1)
     recall = hits / max(np.count_nonzero(truth), 1)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    accuracy = float(np.mean(membrane == truth))
     return {'precision': float(precision), 'recall': float(recall), 'f1': float(f1),
-            'accuracy': float(np.mean(membrane == truth))}
+            'accuracy': accuracy, 'pixel_error': 1 - accuracy}
 
 
-def evaluate(model_path: str, threshold: float | None = None) -> dict:
-    """Test scores at the chosen (or given) threshold and at 0.5 (labels: 0 = membrane)."""
-    from elektronn2.data.datasets import get_path
+def predict_membrane(model_path: str, raw: np.ndarray, tta: str = 'none',
+                     zoom: float = 1.0) -> np.ndarray:
+    """Membrane probability (z, y, x) of grey-value slices (z, y, x), each slice resampled
+    in-plane by ``zoom`` for the net and back."""
     from elektronn2.inference import predict_volume
+    shape = raw.shape
+    if zoom != 1:
+        raw = ndimage.zoom(raw, (1, zoom, zoom), order=1)
+    membrane = predict_volume(model_path, raw, block_shape=(1, 256, 256), tta=tta)[1]
+    if zoom != 1:  # back to the stack's pixels, exactly its shape
+        membrane = ndimage.zoom(membrane, [n / m for n, m in zip(shape, membrane.shape)], order=1)
+    return np.clip(membrane, 0, 1)
+
+
+def scores(membrane: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
+    """Pixel scores at ``threshold`` and the challenge's V_rand / V_info of the map."""
+    from elektronn2.inference.isbi_metrics import isbi_scores
+    challenge = isbi_scores(membrane, truth)
+    result = pixel_scores(membrane > threshold, truth)
+    for name in ('v_rand', 'v_info'):
+        result[name] = challenge[f'best_{name}']
+        result[f'{name}_threshold'] = challenge[f'best_{name}_threshold']
+    return result
+
+
+def best_threshold(membrane: np.ndarray, truth: np.ndarray) -> float:
+    """The threshold of THRESHOLDS with the best membrane F1."""
+    return float(max(THRESHOLDS, key=lambda t: pixel_scores(membrane > t, truth)['f1']))
+
+
+def isbi_slices(z: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Raw slices and their membrane masks from the labelled ISBI 2012 stack."""
+    from elektronn2.data.datasets import get_path
     with h5py.File(get_path('isbi2012') / 'isbi2012.h5', 'r') as f:
-        raw = f['train/raw'][VALID.start:TEST.stop]
-        truth = f['train/labels'][VALID.start:TEST.stop] == 0
-    membrane = predict_volume(model_path, raw, block_shape=(1, 256, 256))[1]
-    n_valid = VALID.stop - VALID.start
+        return f['train/raw'][z], f['train/labels'][z] == 0
+
+
+def membrane_of(labels: np.ndarray, membrane_value: int | None) -> np.ndarray:
+    """Membrane mask: ``labels == membrane_value``, or (None) in-plane id changes and id 0."""
+    if membrane_value is not None:
+        return labels == membrane_value
+    membrane = labels == 0
+    for axis in (1, 2):
+        change = np.diff(labels, axis=axis) != 0
+        lower = [slice(None)] * 3
+        upper = [slice(None)] * 3
+        lower[axis], upper[axis] = slice(None, -1), slice(1, None)
+        membrane[tuple(lower)] |= change
+        membrane[tuple(upper)] |= change
+    return membrane
+
+
+def evaluate(model_path: str, threshold: float | None = None, tta: str = 'none',
+             stack: dict | None = None) -> dict:
+    """Scores on ISBI slices 25-29 (``stack`` None) or on another stack (see main)."""
+    result: dict = {'model': str(model_path), 'tta': tta}
     if threshold is None:
-        threshold = max(THRESHOLDS, key=lambda t: pixel_scores(
-            membrane[:n_valid] > t, truth[:n_valid])['f1'])
-    return {'threshold': float(threshold),
-            'test': pixel_scores(membrane[n_valid:] > threshold, truth[n_valid:]),
-            'test_at_0.5': pixel_scores(membrane[n_valid:] > 0.5, truth[n_valid:])}
+        raw, truth = isbi_slices(VALID)
+        threshold = best_threshold(predict_membrane(model_path, raw, tta), truth)
+        result['threshold_chosen_on'] = 'ISBI slices 22-24 (best membrane F1)'
+    result['threshold'] = threshold
+    if stack is None:
+        raw, truth = isbi_slices(TEST)
+        membrane = predict_membrane(model_path, raw, tta)
+        result['test'] = scores(membrane, truth, threshold)
+        result['test_at_0.5'] = pixel_scores(membrane > 0.5, truth)
+        return result
+    with h5py.File(stack['file'], 'r') as f:
+        raw = f[stack['raw_key']][stack['z']]
+        labels = f[stack['labels_key']][stack['z']]
+    if raw.shape != labels.shape or raw.ndim != 3:
+        raise SystemExit(f"{stack['file']}: raw {raw.shape} and labels {labels.shape} must be "
+                         f"stacks (z, y, x) of the same shape")
+    truth = membrane_of(labels, stack['membrane_value'])
+    membrane = predict_membrane(model_path, raw, tta, stack['zoom'])
+    result['stack'] = {k: str(v) for k, v in stack.items()}
+    result['membrane_fraction'] = float(truth.mean())
+    result['scores'] = scores(membrane, truth, threshold)
+    return result
+
+
+def z_range(text: str) -> slice:
+    start, _, stop = text.partition(':')
+    return slice(int(start) if start else None, int(stop) if stop else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,8 +136,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('model', help='model file trained by examples/isbi2d.py')
     parser.add_argument('--threshold', type=float,
                         help='membrane probability threshold (default: best F1 on slices 22-24)')
+    parser.add_argument('--tta', choices=('none', 'flips', 'dihedral'), default='none',
+                        help='test-time augmentation (default: none)')
+    parser.add_argument('--json', help='also write the scores to this JSON file')
+    other = parser.add_argument_group('another stack')
+    other.add_argument('--stack', help='HDF5 file with raw slices and membrane labels')
+    other.add_argument('--raw-key', default='raw')
+    other.add_argument('--labels-key', default='labels')
+    other.add_argument('--membrane-value', type=int, default=0,
+                       help='label value of membranes (default 0)')
+    other.add_argument('--ids', action='store_true',
+                       help='labels are object ids: membrane where the id changes in-plane')
+    other.add_argument('--zoom', type=float, default=1.0,
+                       help='in-plane resampling factor for the net (default 1)')
+    other.add_argument('--z', type=z_range, default=slice(None), help='slices A:B')
     args = parser.parse_args(argv)
-    print(json.dumps(evaluate(args.model, args.threshold), indent=1))
+    stack = None
+    if args.stack:
+        stack = {'file': args.stack, 'raw_key': args.raw_key, 'labels_key': args.labels_key,
+                 'membrane_value': None if args.ids else args.membrane_value,
+                 'zoom': args.zoom, 'z': args.z}
+    result = evaluate(args.model, args.threshold, args.tta, stack)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + '\n')
     return 0
 
 
