@@ -20,7 +20,13 @@ from ..neuromancer.footprint import Footprint, to_unit_float
 from . import augmentation as aug
 from . import non_geometric_augmentation as nga
 from .derived import AxisOrder
-from .labels import affinity_components, ids2affinities, target_class_count
+from .labels import (
+    affinity_components,
+    check_affinity_offsets,
+    edges_known,
+    ids2affinities,
+    target_class_count,
+)
 from .labels import nhood_targets as make_nhood_targets
 from .rng import ProcessRandom
 from .sources import (
@@ -221,6 +227,7 @@ class BatchCreatorImage:
         self.aniso_factor = float(aniso_factor)
         self.n_class = target_class_count(target_node)
         self.target_n_f = target_node.shape['f'] if 'f' in target_node.shape.tags else None
+        self.target_dtype = np.dtype(getattr(target_node, 'dtype', None) or 'float32')
         self.cubes = [Cube.from_sources(_resolve(d_path, image, 'Image', zxy),
                                         _resolve(l_path, labels, 'Label', zxy))
                       for image, labels in zip(d_files, l_files)]
@@ -472,6 +479,7 @@ class BatchCreatorImage:
                  warp_args: dict | None = None, ignore_thresh: float | bool = False,
                  force_dense: bool = False, ignore_thresh_raw: float | None = None,
                  affinities: bool | str = False, nhood_targets: bool | np.ndarray = False,
+                 affinity_offsets: Sequence[Sequence[int]] | np.ndarray | None = None,
                  ret_ll_mask: bool = False, nga_blur_noise_probability: bool | float = False,
                  intensity_thresh: float = 0, blurry_blobs_probability: bool | float = False,
                  blurry_blobs_args: dict | None = None,
@@ -494,10 +502,30 @@ class BatchCreatorImage:
             force_dense: targets at every input voxel of the output region (stride 1).
             ignore_thresh_raw: redraw examples whose fraction of image voxels at or below
                 ``intensity_thresh`` (0..1) exceeds this (empty regions).
-            affinities: True / 'affinity': labels are object ids; targets become
-                affinities (b, n_spatial, *out) between neighbouring output voxels;
-                'malis': affinities and the segments they connect (b, 1, *out) (for
-                :class:`~elektronn2.neuromancer.loss.MalisNLL`).
+            affinities: True / 'affinity': labels are object ids (0: background, never
+                connected; < 0: unlabelled); targets become affinities (b, k, *out):
+                channel k of output voxel p is 1 where p and p + affinity_offsets[k]
+                hold the same id, 0 where not, and unknown where the partner lies
+                outside the label volume or either id is < 0. The partners are sampled
+                with the same warp as the output voxels, from beyond the output region
+                where needed. Unknown edges are -1 in int16 targets (a Softmax per
+                edge: MultinoulliNLL / Errors with ``target_is_sparse`` skip labels
+                < 0) and NaN in float32 targets (a sigmoid prediction without classes:
+                BinaryNLL skips NaN); int16 where the prediction has classes or the
+                target node an integer dtype. 'malis': affinities (unknown: 0) and the
+                segments they connect (b, 1, *out) (for
+                :class:`~elektronn2.neuromancer.loss.MalisNLL`, whose ``nhood`` is the
+                same offsets in output voxels).
+            affinity_offsets: the edges of ``affinities``, (k, n_spatial) integer
+                offsets in network axis order (the order of the spatial tags, as for
+                ``nhood_targets``), in voxels of an output of stride 1, i.e. of the
+                volume and of a dense prediction. Long-range edges, e.g. ``[[-1, 0, 0],
+                [0, -1, 0], [0, 0, -1], [-3, 0, 0], [0, -9, 0], [0, 0, -9]]``, take
+                their partners from beyond the output region. Needs an output of stride
+                1 (or ``force_dense``): on a strided output, offsets in input and in
+                output voxels would differ. Default (None): each output voxel to its
+                predecessor along every axis (on a strided output the previous output
+                voxel, ``stride`` input voxels away).
             nhood_targets: True (6-neighbourhood plus centre) or an array of offsets
                 (k, n_spatial) in network axis order: target channel k holds the label at
                 p - offset[k] (-1 outside).
@@ -523,6 +551,9 @@ class BatchCreatorImage:
         if affinities and not self.discrete.all():
             raise ConfigError("affinities=True needs object ids sampled as discrete labels; "
                               "pass target_discrete_ix=[0]")
+        if affinities and self.cubes[0].n_label_channels != 1:
+            raise DataError(f"affinities=True needs one label channel of object ids, the "
+                            f"labels have {self.cubes[0].n_label_channels}")
         warp = float(warp)
         params = aug.WarpParams.from_args(warp_args)
         extras = NonGeometric(float(nga_blur_noise_probability), float(blurry_blobs_probability),
@@ -530,6 +561,7 @@ class BatchCreatorImage:
                               noisy_random_erasing_args, float(uniform_random_erasing_probability),
                               uniform_random_erasing_args)
         geometry = self.geometry.dense() if force_dense else self.geometry
+        edges = self._affinity_edges(affinities, affinity_offsets, geometry)
         images, targets, masks = [], [], []
         redraws = 0
         while len(images) < batch_size:
@@ -551,31 +583,109 @@ class BatchCreatorImage:
                 self._check_labels(labels, cube)
             if source == 'train':
                 image = self._augment(image, grey_augment_channels or (), extras)
+            if affinities:
+                labels = self._affinity_target(cube, corner, transform, geometry, field, edges,
+                                               unknown=0 if affinities == 'malis' else None)
             images.append(geometry.patch_to_net(image))
             targets.append(geometry.patch_to_net(labels))
             masks.append(self.ll_masks[cube_index])
         target = self._finish_targets(np.stack(targets), affinities, nhood_targets)
         batch: tuple[np.ndarray, ...] = (np.stack(images), target)
         if affinities == 'malis':
-            batch += (np.stack([affinity_components(a)[0][None] for a in target]),)
+            on_grid = self._net_offsets(edges // np.asarray(geometry.strides), geometry)
+            batch += (np.stack([affinity_components(a > 0, on_grid)[0][None] for a in target]),)
         return batch + tuple(np.stack(masks, axis=1)) if ret_ll_mask else batch
 
-    def _finish_targets(self, target: np.ndarray, affinities, nhood) -> np.ndarray:
-        """Affinity / neighbourhood conversion, dtype, and the check against the target node."""
-        if affinities:
-            if target.shape[1] != 1:
-                raise DataError(f"affinities=True needs one label channel of object ids, the "
-                                f"labels have {target.shape[1]}")
-            target = np.stack([ids2affinities(t[0]) for t in target]).astype(np.int16)
-        elif nhood is not False:
-            offsets = None if nhood is True else nhood
-            target = self._target_dtype(make_nhood_targets(target, offsets))
+    # --- affinities -----------------------------------------------------------------------
+    @staticmethod
+    def _net_offsets(offsets: np.ndarray, geometry: Footprint) -> np.ndarray:
+        """(k, 3) offsets in data order (z, y, x) -> (k, n_spatial) in network axis order."""
+        return np.stack([geometry.net_order(row) for row in offsets]).astype(int)
+
+    def _affinity_edges(self, affinities, offsets, geometry: Footprint) -> np.ndarray | None:
+        """The affinity offsets (k, 3) in data order (z, y, x) and input voxels, checked."""
+        tags = geometry.net_tags
+        if not affinities:
+            if offsets is not None:
+                raise ConfigError(f"affinity_offsets={offsets!r} is given, but affinities="
+                                  f"{affinities!r}; pass affinities=True (or 'malis')")
+            return None
+        strides = np.asarray(geometry.net_order(geometry.strides))
+        if offsets is None:
+            net = -np.diag(strides)
         else:
-            target = self._target_dtype(target)
+            net = check_affinity_offsets(offsets, len(tags), tags)
+            if np.any(strides > 1):
+                raise ConfigError(f"affinity_offsets need an output of stride 1, but the target "
+                                  f"{','.join(tags)} has strides {tuple(strides.tolist())}: offsets "
+                                  f"in input and in output voxels would differ. Train affinities "
+                                  f"with a stride-1 output (e.g. a U-Net) or force_dense=True, or "
+                                  f"leave affinity_offsets unset for the neighbouring output voxels")
+        if self.target_n_f is not None and len(net) != self.target_n_f:
+            raise ConfigError(f"{len(net)} affinity edge(s) ({net.tolist()}, {','.join(tags)}) "
+                              f"for a target node of {self.target_n_f} channel(s); give one "
+                              f"offset per target channel (affinity_offsets)")
+        zyx = np.zeros((len(net), 3), int)
+        for i, tag in enumerate(tags):
+            zyx[:, 'zyx'.index(tag)] = net[:, i]
+        return zyx
+
+    def _affinity_target(self, cube: Cube, corner: Sequence[int], transform: np.ndarray,
+                         geometry: Footprint, field: aug.ElasticField | None, edges: np.ndarray,
+                         unknown=None) -> np.ndarray:
+        """Affinities (k, *out) (z, y, x) of one example: the ids are sampled, with the warp
+        of the output voxels, on the dense region that holds the outputs and all their
+        partners; edges to partners outside the labels or with ids < 0 get ``unknown``
+        (None: -1 for int16, NaN for float32 targets)."""
+        before = np.maximum(-edges.min(0), 0)
+        extent = (np.asarray(geometry.out) - 1) * np.asarray(geometry.strides) + 1
+        shape = tuple(int(n) for n in extent + before + np.maximum(edges.max(0), 0))
+        grid = aug.grid_matrix(np.asarray(geometry.offsets) - before, (1, 1, 1))
+        matrix = (aug.translation(-cube.label_offset)
+                  @ aug.patch_matrix(transform, geometry.patch, corner))
+        ids, labelled = self._sample_ids(cube, matrix, shape, grid, field)
+        inner = tuple(slice(int(b), int(b + e), int(s))
+                      for b, e, s in zip(before, extent, geometry.strides))
+        aff = ids2affinities(ids, edges)[(slice(None),) + inner]
+        known = edges_known(labelled & (ids >= 0), edges)[(slice(None),) + inner]
+        integer = self.n_class is not None or self.target_dtype.kind in 'iu'
+        if unknown is None:
+            unknown = -1 if integer else np.nan
+        out = aff.astype(np.int16 if integer else np.float32)
+        out[~known] = unknown
+        return out
+
+    def _sample_ids(self, cube: Cube, matrix: np.ndarray, shape: Sequence[int],
+                    grid: np.ndarray, field: aug.ElasticField | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids (*shape) (z, y, x) by nearest-neighbour sampling at ``matrix @ grid @ index``
+        (``field`` displacing patch coordinates, as :meth:`_sample_labels` samples), and
+        whether each point lies inside the label volume."""
+        points = aug.extent_points(matrix, field, shape, grid)
+        lo = np.maximum(np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int), 0)
+        hi = np.minimum(np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2,
+                        cube.label_shape)
+        box = read_channel_box(cube.labels, lo, hi)
+        _check_values(box, cube.labels, lo, self.discrete)
+        inside = np.ones((1,) + box.shape[1:], np.uint8)
+        if field is None:
+            box_matrix = aug.translation(-lo) @ matrix @ grid
+            sample = partial(aug.warp_nearest, matrix=box_matrix, out_shape=shape)
+        else:
+            sample = partial(aug.sample_nearest, coords=_local_grid(points, lo, shape))
+        return sample(box)[0], sample(inside)[0].astype(bool)
+
+    def _finish_targets(self, target: np.ndarray, affinities, nhood) -> np.ndarray:
+        """Neighbourhood conversion, dtype, and the check against the target node
+        (affinities are made per example by :meth:`_affinity_target`)."""
+        if not affinities:
+            offsets = None if nhood is True else nhood
+            target = self._target_dtype(target if nhood is False
+                                        else make_nhood_targets(target, offsets))
         if self.target_n_f is not None and target.shape[1] != self.target_n_f:
             raise DataError(f"Targets have {target.shape[1]} channel(s) but the target node "
-                            f"expects {self.target_n_f}; check l_files, affinities and "
-                            f"nhood_targets")
+                            f"expects {self.target_n_f}; check l_files, affinities, "
+                            f"affinity_offsets and nhood_targets")
         return target
 
     # --- information ----------------------------------------------------------------------

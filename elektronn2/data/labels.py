@@ -171,6 +171,48 @@ def ids2affinities(ids: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]] 
     return aff
 
 
+def check_affinity_offsets(offsets, n_spatial: int, tags: Sequence[str] | None = None
+                           ) -> np.ndarray:
+    """Affinity offsets as an int (k, n_spatial) array, or a ConfigError naming the fault.
+
+    Each row is one edge: voxel p joins p + row. ``tags`` name the axes in messages.
+    Rows must be integers, not all zero, and distinct.
+    """
+    axes = ','.join(tags) if tags else f"{n_spatial} spatial axes"
+    try:
+        values = np.asarray(offsets, float)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.ndim != 2 or values.shape[1] != n_spatial or not len(values):
+        raise ConfigError(f"affinity_offsets={offsets!r}: give a list of offsets, each with "
+                          f"{n_spatial} integers ({axes}), e.g. {(-np.eye(n_spatial, dtype=int)).tolist()}")
+    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        raise ConfigError(f"affinity_offsets={np.asarray(offsets).tolist()}: offsets are whole "
+                          f"voxels; use integers")
+    values = values.astype(int)
+    zero = [i for i, row in enumerate(values) if not row.any()]
+    if zero:
+        raise ConfigError(f"affinity_offsets row {zero[0]} is all zero: an edge joins a voxel to "
+                          f"another one; remove it")
+    rows = [tuple(row) for row in values.tolist()]
+    repeated = sorted({row for row in rows if rows.count(row) > 1})
+    if repeated:
+        raise ConfigError(f"affinity_offsets repeat {list(repeated[0])}; give each edge once")
+    return values
+
+
+def edges_known(known: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
+    """bool (k, *known.shape): edge k of voxel p is known where p and p + nhood[k] both lie
+    in the volume and are ``known`` (e.g. labelled)."""
+    known = np.asarray(known, bool)
+    nhood = np.asarray(nhood, int)
+    out = np.zeros((len(nhood),) + known.shape, bool)
+    for k, offset in enumerate(nhood):
+        here, there = offset_slices(known.shape, offset)
+        out[k][here] = known[here] & known[there]
+    return out
+
+
 def offset_slices(shape, offset) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """Slices (here, there) so that ``there`` is ``here`` shifted by ``offset``, in bounds."""
     here, there = [], []

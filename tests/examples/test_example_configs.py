@@ -15,9 +15,9 @@ CONFIGS = sorted(p.name for p in EXAMPLES.glob('*.py')
 
 
 def test_all_examples_are_listed():
-    assert CONFIGS == ['isbi2d.py', 'mnist.py', 'mnist_autoencoder.py', 'mnist_mlp.py',
-                       'mnist_rnn.py', 'neuro3d.py', 'neuro3d_lite.py', 'unet3d_iso.py',
-                       'unet3d_lite.py']
+    assert CONFIGS == ['affinities_fib25.py', 'isbi2d.py', 'mnist.py', 'mnist_autoencoder.py',
+                       'mnist_mlp.py', 'mnist_rnn.py', 'neuro3d.py', 'neuro3d_lite.py',
+                       'unet3d_iso.py', 'unet3d_lite.py']
 
 
 @pytest.mark.parametrize('name', CONFIGS)
