@@ -1,6 +1,7 @@
 """Membrane scores of a trained ISBI 2012 model: held-out slices 25-29, or any labelled stack.
 
     python examples/evaluate_isbi.py MODEL [--tta dihedral] [--threshold T] [--json FILE]
+    python examples/evaluate_isbi.py baseline     (thresholded raw: membranes are dark)
     python examples/evaluate_isbi.py MODEL --stack FILE.h5 --raw-key RAW --labels-key LABELS \\
         [--membrane-value 0 | --ids] [--zoom F] [--z A:B]
 
@@ -12,6 +13,9 @@ threshold is the one with the best membrane F1 on the validation slices 22-24. S
 pixel error and membrane F1 at that threshold, and the ISBI challenge's V_rand and V_info
 (foreground-restricted, after thinning, best over the thresholds 0.0-1.0;
 elektronn2.inference.isbi_metrics).
+
+The model ``baseline`` stands for the membrane map 1 - raw, scaled to [0, 1] by the 1st
+and 99th percentiles of each stack (a threshold on the raw grey values).
 
 ``--stack`` judges the model on another membrane-labelled EM stack (z, y, x) with the
 threshold chosen on the ISBI validation slices: labels are membrane where they equal
@@ -31,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 VALID, TEST = slice(22, 25), slice(25, 30)
+BASELINE = 'baseline'
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.91, 0.05), 2))
 
 
@@ -49,6 +54,9 @@ def predict_membrane(model_path: str, raw: np.ndarray, tta: str = 'none',
                      zoom: float = 1.0) -> np.ndarray:
     """Membrane probability (z, y, x) of grey-value slices (z, y, x), each slice resampled
     in-plane by ``zoom`` for the net and back."""
+    if model_path == BASELINE:
+        low, high = np.percentile(raw, (1, 99))
+        return np.clip((high - raw.astype(np.float32)) / (high - low), 0, 1)
     from elektronn2.inference import predict_volume
     shape = raw.shape
     if zoom != 1:
@@ -133,7 +141,7 @@ def z_range(text: str) -> slice:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('model', help='model file trained by examples/isbi2d.py')
+    parser.add_argument('model', help="model file trained by examples/isbi2d.py, or 'baseline'")
     parser.add_argument('--threshold', type=float,
                         help='membrane probability threshold (default: best F1 on slices 22-24)')
     parser.add_argument('--tta', choices=('none', 'flips', 'dihedral'), default='none',
