@@ -377,11 +377,12 @@ class BatchCreatorImage:
         return image, self._sample_labels(cube, aug.translation(-cube.label_offset) @ matrix,
                                           geometry, field)
 
-    def _sample_labels(self, cube: Cube, matrix: np.ndarray, geometry: Footprint,
-                       field: aug.ElasticField | None) -> np.ndarray:
-        """Labels (t, *out) at the output grid, ``matrix`` mapping patch to label coordinates."""
-        out_shape, grid = geometry.out, aug.grid_matrix(geometry.offsets, geometry.strides)
-        points = aug.extent_points(matrix, field, out_shape, grid)
+    def _label_box(self, cube: Cube, matrix: np.ndarray, field: aug.ElasticField | None,
+                   shape: Sequence[int], grid: np.ndarray) -> tuple[np.ndarray, Callable, Callable]:
+        """The label box (t, ...) under the points ``matrix @ grid @ index`` of a grid of
+        ``shape`` (``field`` displacing patch coordinates), and the linear and
+        nearest-neighbour samplers of arrays shaped like the box at those points."""
+        points = aug.extent_points(matrix, field, shape, grid)
         lo = np.maximum(np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int), 0)
         hi = np.minimum(np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2,
                         cube.label_shape)
@@ -389,12 +390,17 @@ class BatchCreatorImage:
         _check_values(box, cube.labels, lo, self.discrete)
         if field is None:
             box_matrix = aug.translation(-lo) @ matrix @ grid
-            linear = partial(aug.warp_linear, matrix=box_matrix, out_shape=out_shape)
-            nearest = partial(aug.warp_nearest, matrix=box_matrix, out_shape=out_shape)
-        else:
-            coords = _local_grid(points, lo, out_shape)
-            linear = partial(aug.sample_linear, coords=coords)
-            nearest = partial(aug.sample_nearest, coords=coords)
+            return (box, partial(aug.warp_linear, matrix=box_matrix, out_shape=shape),
+                    partial(aug.warp_nearest, matrix=box_matrix, out_shape=shape))
+        coords = _local_grid(points, lo, shape)
+        return (box, partial(aug.sample_linear, coords=coords),
+                partial(aug.sample_nearest, coords=coords))
+
+    def _sample_labels(self, cube: Cube, matrix: np.ndarray, geometry: Footprint,
+                       field: aug.ElasticField | None) -> np.ndarray:
+        """Labels (t, *out) at the output grid, ``matrix`` mapping patch to label coordinates."""
+        box, linear, nearest = self._label_box(
+            cube, matrix, field, geometry.out, aug.grid_matrix(geometry.offsets, geometry.strides))
         if self.discrete.all():
             return nearest(box)
         labels = linear(box)
@@ -661,18 +667,8 @@ class BatchCreatorImage:
         """Ids (*shape) (z, y, x) by nearest-neighbour sampling at ``matrix @ grid @ index``
         (``field`` displacing patch coordinates, as :meth:`_sample_labels` samples), and
         whether each point lies inside the label volume."""
-        points = aug.extent_points(matrix, field, shape, grid)
-        lo = np.maximum(np.floor(points.min(0) - aug.COORD_TOLERANCE).astype(int), 0)
-        hi = np.minimum(np.floor(points.max(0) + aug.COORD_TOLERANCE).astype(int) + 2,
-                        cube.label_shape)
-        box = read_channel_box(cube.labels, lo, hi)
-        _check_values(box, cube.labels, lo, self.discrete)
+        box, _, sample = self._label_box(cube, matrix, field, shape, grid)
         inside = np.ones((1,) + box.shape[1:], np.uint8)
-        if field is None:
-            box_matrix = aug.translation(-lo) @ matrix @ grid
-            sample = partial(aug.warp_nearest, matrix=box_matrix, out_shape=shape)
-        else:
-            sample = partial(aug.sample_nearest, coords=_local_grid(points, lo, shape))
         return sample(box)[0], sample(inside)[0].astype(bool)
 
     def _finish_targets(self, target: np.ndarray, affinities, nhood) -> np.ndarray:
