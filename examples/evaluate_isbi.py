@@ -121,6 +121,10 @@ def evaluate(model_path: str, threshold: float | None = None, tta: str = 'none',
         result['test_at_0.5'] = pixel_scores(membrane > 0.5, truth)
         return result
     with h5py.File(stack['file'], 'r') as f:
+        for key in (stack['raw_key'], stack['labels_key']):
+            if not isinstance(f.get(key), h5py.Dataset):
+                raise SystemExit(f"{stack['file']}: no dataset {key!r}; it has "
+                                 f"{sorted(_datasets(f))}")
         raw = f[stack['raw_key']][stack['z']]
         labels = f[stack['labels_key']][stack['z']]
     if raw.shape != labels.shape or raw.ndim != 3:
@@ -132,6 +136,14 @@ def evaluate(model_path: str, threshold: float | None = None, tta: str = 'none',
     result['membrane_fraction'] = float(truth.mean())
     result['scores'] = scores(membrane, truth, threshold)
     return result
+
+
+def _datasets(group: h5py.Group) -> list[str]:
+    """Paths of all datasets in an HDF5 group."""
+    names: list[str] = []
+    group.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset)
+                     else None)
+    return names
 
 
 def z_range(text: str) -> slice:

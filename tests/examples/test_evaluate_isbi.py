@@ -66,3 +66,11 @@ def test_isbi_test_slices_and_another_stack(evaluate_isbi, dark_is_membrane, rea
     assert scores['threshold'] == 0.5 and scores['membrane_fraction'] == pytest.approx(
         np.mean(labels == 0))
     assert 0.5 < scores['scores']['f1'] < 1 and scores['scores']['pixel_error'] < 0.5
+
+
+def test_a_missing_key_names_the_datasets(evaluate_isbi, tmp_path):
+    stack = tmp_path / 'stack.h5'
+    with h5py.File(stack, 'w') as f:
+        f['volumes/raw'] = np.zeros((1, 8, 8), np.uint8)
+    with pytest.raises(SystemExit, match=r"no dataset 'raw'; it has \['volumes/raw'\]"):
+        evaluate_isbi.main(['model.mdl', '--threshold', '0.5', '--stack', str(stack)])
