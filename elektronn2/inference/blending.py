@@ -22,15 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, ShapeError
-from ..neuromancer import execution
 from ..neuromancer.dense import (
+    PatchEvaluator,
     evaluate_patches,
     evaluation_bytes,
-    patches_per_evaluation,
-    tta_transforms,
 )
-from ..neuromancer.execution import ExecutionSettings
-from ..neuromancer.footprint import Footprint, to_unit_float
+from ..neuromancer.footprint import to_unit_float
 from .geometry import Box
 
 IMPORTANCE_MODES = ('constant', 'gaussian')
@@ -108,7 +105,7 @@ class WeightedMerge:
                          where=self.weight_sum > 0)
 
 
-class BlendingPredictor:
+class BlendingPredictor(PatchEvaluator):
     """Block predictor (see :mod:`.predictors`) blending overlapping windows of a stride-1 net.
 
     Args:
@@ -125,22 +122,12 @@ class BlendingPredictor:
 
     def __init__(self, node, region: Box, mode: str = 'gaussian', overlap: float = 0.25,
                  batch_size: int = 4, precision: str | None = None, tta: str = 'none'):
-        self.node = node
-        self.geometry = Footprint.of(node)
+        super().__init__(node, batch_size, precision, tta)
         if any(s != 1 for s in self.geometry.strides):
             raise ShapeError(f"Blending needs an output stride of 1; {node.name!r} has strides "
                              f"{self.geometry.strides} (z,y,x)")
         self.grid = WindowGrid(region, self.geometry.out, overlap)
         self.weights = importance_map(self.geometry.out, mode)
-        self.n_transforms = len(tta_transforms(self.geometry, tta, node.name))
-        self.tta = tta
-        self.batch_size = patches_per_evaluation(node, batch_size, tta)
-        self.precision = precision
-
-    @property
-    def settings(self) -> ExecutionSettings:
-        """Execution settings of the next evaluation (``precision``, the rest from the config)."""
-        return execution.resolve(self.node.model.device, precision=self.precision)
 
     def input_box(self, out_box: Box) -> Box:
         starts = self.grid.starts_in(out_box)

@@ -56,12 +56,11 @@ from ..config import config
 from ..errors import ConfigError, ModelFileError, ShapeError
 from ..neuromancer import execution
 from ..neuromancer.dense import (
+    PatchEvaluator,
     evaluation_bytes,
-    patches_per_evaluation,
     predict_tile,
     tta_transforms,
 )
-from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint
 from ..neuromancer.loading import modelload
 from .blending import BlendingPredictor
@@ -116,7 +115,7 @@ def model_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-class TilingPredictor:
+class TilingPredictor(PatchEvaluator):
     """Exact tiling of a valid-convolution net over a block (strided or MFP model).
 
     Patch placements follow :meth:`.Footprint.patch_starts` (phase-aligned, every output
@@ -127,21 +126,10 @@ class TilingPredictor:
 
     def __init__(self, node: Node, batch_size: int = 16, precision: str | None = None,
                  tta: str = 'none'):
-        self.node = node
-        self.geometry = Footprint.of(node)
+        super().__init__(node, batch_size, precision, tta)
         if not self.geometry.exact:
             raise ShapeError(f"{node.name!r} pads inside the network ('same' convolutions): "
                              f"tiles would show seams; use blending (blend='gaussian')")
-        self.n_transforms = len(tta_transforms(self.geometry, tta, node.name))
-        self.tta = tta
-        self.batch_size = patches_per_evaluation(node, batch_size, tta)
-        self.precision = precision
-
-    @property
-    def settings(self) -> ExecutionSettings:
-        """The execution settings of the next evaluation: ``precision`` (None: the
-        config's), the rest from ``elektronn2.config`` as it is now."""
-        return execution.resolve(self.node.model.device, precision=self.precision)
 
     def input_box(self, out_box: Box) -> Box:
         extent = self.geometry.tile_extent(out_box.shape)

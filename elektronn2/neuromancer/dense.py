@@ -38,6 +38,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError, ShapeError
+from . import execution
 from .execution import ExecutionSettings
 from .footprint import DATA_AXES, Footprint, to_unit_float
 from .traversal import release_schedule, topological_order
@@ -197,6 +198,27 @@ def patches_per_evaluation(node: Node, most: int, tta: str = 'none') -> int:
     """Patches evaluated together: ``most``, or fewer (at least one) where their
     activations (:func:`evaluation_bytes` with ``tta``) would exceed :data:`BATCH_MEMORY`."""
     return max(1, min(most, BATCH_MEMORY // max(1, evaluation_bytes(node, 1, tta))))
+
+
+class PatchEvaluator:
+    """What a block predictor needs to evaluate patches of ``node``: its footprint, the
+    patches per evaluation (at most ``batch_size``, fewer for large activations), the
+    ``precision`` (None: the config's) and the test-time augmentation ``tta``."""
+
+    def __init__(self, node: Node, batch_size: int, precision: str | None = None,
+                 tta: str = 'none'):
+        self.node = node
+        self.geometry = Footprint.of(node)
+        self.tta = tta
+        self.n_transforms = len(tta_transforms(self.geometry, tta, node.name))
+        self.batch_size = patches_per_evaluation(node, batch_size, tta)
+        self.precision = precision
+
+    @property
+    def settings(self) -> ExecutionSettings:
+        """The execution settings of the next evaluation: ``precision`` (None: the
+        config's), the rest from ``elektronn2.config`` as it is now."""
+        return execution.resolve(self.node.model.device, precision=self.precision)
 
 
 def useful_macs_per_voxel(node: Node) -> float:
