@@ -435,7 +435,8 @@ def _check_output(output: Path, manifest: dict) -> dict | None:
 def segment_to_file(input_path: str | os.PathLike, output_path: str | os.PathLike,
                     input_key: str | None = None, block_shape: Sequence[int] = (64, 64, 64),
                     affinities: bool = False, channel: int = -1,
-                    nhood: Sequence[Sequence[int]] | None = None, executor: Executor | None = None,
+                    nhood: Sequence[Sequence[int]] | None = None,
+                    affinity_channels: Sequence[int] | None = None, executor: Executor | None = None,
                     retries: int = 2, progress: bool = True, keep_work: bool = False,
                     unit: str | None = None, **settings) -> SegmentationReport:
     """Segment a prediction file (HDF5, zarr) as ``elektronn2-predict`` writes it; options
@@ -444,18 +445,20 @@ def segment_to_file(input_path: str | os.PathLike, output_path: str | os.PathLik
     if input_key is None and is_zarr_store(path) and 'probabilities' in zarr_array_keys(path):
         input_key = 'probabilities'          # what elektronn2-predict writes
     source = open_source(path, input_key)
-    landscape = Landscape.of(source, affinities, channel, nhood, stored_attributes(source))
+    landscape = Landscape.of(source, affinities, channel, nhood, stored_attributes(source),
+                             affinity_channels)
     return run_segmentation(landscape, output_path, block_shape, SegmentSettings.of(**settings),
                             executor, retries, progress, keep_work, unit)
 
 
 def segment_volume(volume: np.ndarray | VolumeSource, block_shape: Sequence[int] | None = None,
                    affinities: bool = False, channel: int = -1,
-                   nhood: Sequence[Sequence[int]] | None = None, **settings) -> np.ndarray:
+                   nhood: Sequence[Sequence[int]] | None = None,
+                   affinity_channels: Sequence[int] | None = None, **settings) -> np.ndarray:
     """uint32 (z, y, x) segment ids of a boundary map ((z, y, x) or (c, z, y, x)) or
     affinities (k, z, y, x) in memory; ``block_shape`` None: the volume in one block."""
     source = open_source(volume)
-    landscape = Landscape.of(source, affinities, channel, nhood)
+    landscape = Landscape.of(source, affinities, channel, nhood, affinity_channels=affinity_channels)
     with tempfile.TemporaryDirectory() as tmp:
         run_segmentation(landscape, Path(tmp, 'seg.zarr'), block_shape or landscape.shape,
                          SegmentSettings.of(**settings), progress=False)

@@ -3,7 +3,9 @@
 A :class:`Landscape` reads a boundary probability (z, y, x) of any box of the volume
 from what ``elektronn2-predict`` writes: class probabilities (c, z, y, x), of which one
 channel (default the last: the boundary class of a two-class net) is the boundary; a
-single (z, y, x) map; or affinities (k, z, y, x), turned into a boundary map by
+single (z, y, x) map; or affinities (k, z, y, x) -- or k of the prediction's channels,
+e.g. the 'connected' channels 1, 3, 5, ... of a two-class softmax per edge -- turned
+into a boundary map by
 :func:`~.segmentation.boundaries_from_affinities` from the box grown by the
 neighbourhood's reach, so that every voxel gets the value a whole-volume conversion
 gives it. uint8 values are probabilities times 255 (``--dtype uint8``).
@@ -27,9 +29,10 @@ class Landscape:
     """Boundary values of ``source`` (see the module docstring); picklable.
 
     ``channel``: the boundary channel of class probabilities; ``nhood``: (k, 3) affinity
-    offsets (None: not affinities); ``voxel_size``, ``translation`` (z, y, x, physical
-    units) and ``unit`` describe the grid for OME-Zarr outputs, ``voxel_offset`` where the
-    prediction starts in its raw volume (voxels).
+    offsets (None: not affinities); ``affinity_channels``: the k prediction channels
+    holding the affinities of the offsets in order (None: all channels); ``voxel_size``,
+    ``translation`` (z, y, x, physical units) and ``unit`` describe the grid for OME-Zarr
+    outputs, ``voxel_offset`` where the prediction starts in its raw volume (voxels).
     """
     source: VolumeSource
     channel: int = -1
@@ -38,22 +41,33 @@ class Landscape:
     translation: tuple[float, ...] = (0.0, 0.0, 0.0)
     unit: str | None = None
     voxel_offset: tuple[int, ...] = (0, 0, 0)
+    affinity_channels: tuple[int, ...] | None = None
 
     @classmethod
     def of(cls, source: VolumeSource, affinities: bool = False, channel: int = -1,
            nhood: Sequence[Sequence[int]] | np.ndarray | None = None,
-           attrs: dict | None = None) -> Landscape:
+           attrs: dict | None = None,
+           affinity_channels: Sequence[int] | None = None) -> Landscape:
         """Check ``source`` and read its grid from ``attrs`` (resolution / voxel_size,
         offset, voxel_offset as ``elektronn2-predict`` stores them)."""
         require_real(source.name, source.dtype, 'A boundary map or affinity map')
         n_channels, _ = channel_volume_shape(source)
-        table = None
+        table, selected = None, None
+        if affinity_channels is not None and not affinities:
+            raise ConfigError("affinity channels (--affinity-channels) are given, but the "
+                              "prediction is not read as affinities (--affinities)")
         if affinities:
             offsets = affinity_nhood(3) if nhood is None else np.asarray(nhood, int)
-            if offsets.shape != (n_channels, 3):
+            if affinity_channels is not None:
+                selected = _checked_channels(affinity_channels, n_channels, source)
+            n_used = n_channels if selected is None else len(selected)
+            if offsets.ndim != 2 or offsets.shape != (n_used, 3):
+                hint = (f"; a two-class softmax per edge keeps edge k's affinity in channel "
+                        f"2k + 1: --affinity-channels {' '.join(map(str, range(1, n_channels, 2)))}"
+                        if selected is None and n_channels == 2 * len(offsets) else '')
                 raise ConfigError(f"{source.name} has {n_channels} channel(s) (shape "
-                                  f"{source.shape}); affinities need one per nhood offset "
-                                  f"(--nhood, {len(offsets)} given, (k, 3))")
+                                  f"{source.shape}), {n_used} of them affinities; they need one "
+                                  f"per nhood offset (--nhood, {len(offsets)} given, (k, 3)){hint}")
             table = tuple(tuple(int(v) for v in row) for row in offsets)
         elif not -n_channels <= channel < n_channels:
             raise ConfigError(f"--channel {channel}: {source.name} has {n_channels} channel(s) "
@@ -67,7 +81,7 @@ class Landscape:
             shift = np.asarray(attrs.get('voxel_offset', (0, 0, 0)), float) * spacing
         return cls(source, channel, table, tuple(spacing.tolist()), tuple(shift.tolist()),
                    'nanometer' if found is not None else None,
-                   tuple(int(v) for v in attrs.get('voxel_offset', (0, 0, 0))))
+                   tuple(int(v) for v in attrs.get('voxel_offset', (0, 0, 0))), selected)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -76,7 +90,8 @@ class Landscape:
     def describe(self) -> dict:
         """What a resumed run must share with the first one (JSON-able)."""
         return {'source': self.source.name, 'shape': list(self.source.shape),
-                'channel': self.channel, 'nhood': self.nhood}
+                'channel': self.channel, 'nhood': self.nhood,
+                'affinity_channels': self.affinity_channels}
 
     def _scaled(self, data: np.ndarray, box: Box) -> np.ndarray:
         values = data.astype(np.float32) / 255 if data.dtype == np.uint8 else \
@@ -88,6 +103,13 @@ class Landscape:
                             f"box {box}, z, y, x); segmentation needs probabilities")
         return values
 
+    def _affinities(self, box: Box) -> np.ndarray:
+        """float32 affinities (k, z, y, x) of ``box``, one channel per nhood offset."""
+        data = read_channel_box(self.source, box.lo, box.hi)
+        if self.affinity_channels is not None:
+            data = data[list(self.affinity_channels)]
+        return self._scaled(data, box)
+
     def read(self, box: Box) -> np.ndarray:
         """float32 boundary values (z, y, x) of ``box`` (inside the volume)."""
         if self.nhood is None:
@@ -95,8 +117,7 @@ class Landscape:
         reach = np.abs(np.asarray(self.nhood)).max(0).tolist()
         outer = Box([max(lo - r, 0) for lo, r in zip(box.lo, reach)],
                     [min(hi + r, n) for hi, r, n in zip(box.hi, reach, self.shape)])
-        affinities = self._scaled(read_channel_box(self.source, outer.lo, outer.hi), outer)
-        return boundaries_from_affinities(affinities, self.nhood)[box.slices_in(outer)]
+        return boundaries_from_affinities(self._affinities(outer), self.nhood)[box.slices_in(outer)]
 
     def rim(self, box: Box) -> np.ndarray:
         """float64 boundary values of ``box`` grown by one voxel, ``+inf`` outside the volume."""
@@ -119,5 +140,17 @@ class Landscape:
                 raise ConfigError(f"edge_values='affinities' needs the offset {step} in the "
                                   f"nhood {self.nhood}")
             channels.append(self.nhood.index(step))
-        data = self._scaled(read_channel_box(self.source, box.lo, box.hi), box)
+        data = self._affinities(box)
         return [1 - data[k] for k in channels]
+
+
+def _checked_channels(channels: Sequence[int], n_channels: int, source: VolumeSource
+                      ) -> tuple[int, ...]:
+    """``channels`` as non-negative indices of the ``n_channels`` of ``source``, checked."""
+    found = tuple(int(c) for c in channels)
+    bad = [c for c in found if not -n_channels <= c < n_channels]
+    if bad or not found:
+        raise ConfigError(f"--affinity-channels {' '.join(map(str, found))}: {source.name} has "
+                          f"{n_channels} channel(s) (shape {source.shape}); give indices in "
+                          f"0..{n_channels - 1}, one per nhood offset")
+    return tuple(c % n_channels for c in found)

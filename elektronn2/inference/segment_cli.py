@@ -1,6 +1,7 @@
 """``elektronn2-segment``: a thin shell over :mod:`.blockwise_segmentation`.
 
-elektronn2-segment PREDICTION OUTPUT [--key KEY] [--channel C | --affinities [--nhood ...]]
+elektronn2-segment PREDICTION OUTPUT [--key KEY]
+    [--channel C | --affinities [--nhood ...] [--affinity-channels C ...]]
     [--seed-threshold T] [--min-seed-size N] [--merge-threshold T] [--min-size N]
     [--edge-values boundary|affinities] [--block-shape Z Y X] [--workers N]
     [--scheduler ADDRESS] [--retries N] [--keep-work] [--unit UNIT]
@@ -45,6 +46,10 @@ def segment_parser() -> argparse.ArgumentParser:
     parser.add_argument('--nhood', type=int, nargs='+', metavar='OFFSET',
                         help="affinity offsets, 3 per channel (z y x ...); default: "
                              "-1 0 0  0 -1 0  0 0 -1")
+    parser.add_argument('--affinity-channels', type=int, nargs='+', metavar='C',
+                        help="the prediction channels holding the affinities, one per --nhood "
+                             "offset (default: all channels); a two-class softmax per edge "
+                             "keeps edge k in channel 2k + 1: 1 3 5 ...")
     parser.add_argument('--seed-threshold', type=fraction, default=0.5, metavar='T',
                         help="seeds: where 1 - boundary exceeds this, in [0, 1)")
     parser.add_argument('--min-seed-size', type=int_at_least(1), default=1, metavar='N',
@@ -99,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         edge_values=args.edge_values)
         options = dict(input_key=args.key, block_shape=args.block_shape,
                        affinities=args.affinities, channel=args.channel, nhood=nhood,
+                       affinity_channels=args.affinity_channels,
                        retries=args.retries, progress=not args.quiet,
                        keep_work=args.keep_work, unit=args.unit, **settings)
         if args.scheduler or args.workers > 1:

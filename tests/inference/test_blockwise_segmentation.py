@@ -84,6 +84,29 @@ def test_affinities_blockwise_equal_whole_volume(fib25_crop):
         segment_volume(fib25_crop[0], edge_values='affinities')
 
 
+def test_affinity_channels_select_the_connected_class_of_a_softmax_per_edge(fib25_crop):
+    """A two-class softmax per edge (channels 2k: cut, 2k + 1: connected) segments like its
+    affinities alone when those channels are selected; wrong selections are refused."""
+    _, ids = fib25_crop
+    rng = np.random.default_rng(1)
+    affinities = np.clip(ids2affinities(ids) * 0.8 + rng.uniform(0, 0.2, (3,) + ids.shape), 0, 1)
+    affinities = affinities.astype(np.float32)
+    softmax = np.stack([1 - affinities, affinities], 1).reshape((6,) + ids.shape)
+    options = dict(affinities=True, seed_threshold=0.85, merge_threshold=0.5,
+                   edge_values='affinities', min_size=20)
+    expected = segment_volume(affinities, (16, 20, 24), **options)
+    selected = segment_volume(softmax, (16, 20, 24), affinity_channels=[1, 3, -1], **options)
+    np.testing.assert_array_equal(selected, expected)
+    with pytest.raises(ConfigError, match='--affinity-channels 1 3 5'):
+        segment_volume(softmax, **options)          # 6 channels, 3 offsets: the hint
+    with pytest.raises(ConfigError, match=r'6 channel\(s\).*0\.\.5'):
+        segment_volume(softmax, affinity_channels=[1, 3, 6], **options)
+    with pytest.raises(ConfigError, match='2 of them affinities'):
+        segment_volume(softmax, affinity_channels=[1, 3], **options)
+    with pytest.raises(ConfigError, match='not read as affinities'):
+        segment_volume(softmax[:2], affinity_channels=[1])
+
+
 def test_an_unexpected_failure_names_its_step_and_block(tmp_path, monkeypatch):
     def broken(*args):
         raise OSError('disk full')

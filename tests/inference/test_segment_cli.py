@@ -108,6 +108,15 @@ def test_refusals(prediction, complete, tmp_path, capsys):
     assert (tmp_path / 'b.zarr' / 'notes.txt').read_text() == 'mine'
     with pytest.raises(SystemExit):
         main([str(prediction), str(tmp_path / 'c.zarr'), '--nhood', '1', '2'])
+    # the two class channels read as two affinities need two offsets; channel 1 alone is one
+    two = [str(prediction), str(tmp_path / 'd.zarr'), '--quiet', '--affinities', '--nhood',
+           '0', '0', '-1']
+    assert main(two) == 2
+    assert '--affinity-channels 1' in capsys.readouterr().err
+    assert main(two + ['--affinity-channels', '2']) == 2
+    assert 'give indices in 0..1' in capsys.readouterr().err
+    assert main(two + ['--affinity-channels', '1', '--seed-threshold', '0.9']) == 0
+    assert 'segments' in capsys.readouterr().out
 
 
 def test_help_is_fast_and_plain(capsys):
