@@ -10,9 +10,10 @@ The model predicts whole slices (mirrored at the borders, blockwise with
 elektronn2.inference, optionally averaged over flips and rotations: ``--tta``); a pixel
 is membrane where the membrane probability exceeds the threshold. Unless given, the
 threshold is the one with the best membrane F1 on the validation slices 22-24. Scores:
-pixel error and membrane F1 at that threshold, and the ISBI challenge's V_rand and V_info
-(foreground-restricted, after thinning, best over the thresholds 0.0-1.0;
-elektronn2.inference.isbi_metrics).
+pixel error (the fraction of misclassified pixels) and membrane F1 at that threshold, and
+the ISBI challenge's V_rand and V_info (foreground-restricted, after thinning, best over
+the thresholds 0.0-1.0) and its "pixel error" (1 - the best F-score of the cell pixels,
+the U-Net paper's 0.0611; elektronn2.inference.isbi_metrics).
 
 The model ``baseline`` stands for the membrane map 1 - raw, scaled to [0, 1] by the 1st
 and 99th percentiles of each stack (a threshold on the raw grey values).
@@ -75,6 +76,7 @@ def scores(membrane: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
     for name in ('v_rand', 'v_info'):
         result[name] = challenge[f'best_{name}']
         result[f'{name}_threshold'] = challenge[f'best_{name}_threshold']
+    result['challenge_pixel_error'] = challenge['challenge_pixel_error']
     return result
 
 

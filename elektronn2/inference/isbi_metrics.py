@@ -25,6 +25,12 @@ in segment i of S and object j of T, s_i = sum_j p_ij and t_j = sum_i p_ij:
 * Scores are computed per z slice and averaged over the slices (the challenge's
   "per-slice average"); the final score of a map is the best over thresholds (Fiji:
   0.0, 0.1, ..., 1.0 on the non-membrane map 1 - p, the same cuts as here).
+* The challenge's (deprecated) "pixel error", the figure of its first leader board
+  and of the U-Net paper (0.0611), is 1 - the maximal F-score of pixel similarity
+  (Fiji's ``PixelError``): the positive class is the cell interior (label > 0, the
+  proposal 1 - p > t), true and false positives and negatives counted over the whole
+  stack, the best F-score over the thresholds. It is not the fraction of misclassified
+  pixels (``pixel_error`` below).
 
 Arrays are 2-D ``(y, x)`` images or ``(z, y, x)`` stacks of 2-D slices; membrane = True/1.
 """
@@ -210,6 +216,9 @@ def isbi_scores(membrane_probability: np.ndarray, truth_membrane: np.ndarray,
         result[f'best_{prefix}_threshold'] = thresholds[best]
         result[f'best_{prefix}_split'] = result[f'{prefix}_split'][best]
         result[f'best_{prefix}_merge'] = result[f'{prefix}_merge'][best]
+    challenge = challenge_pixel_error(prob, truth, thresholds)
+    result['challenge_pixel_error'] = challenge['pixel_error']
+    result['challenge_pixel_error_threshold'] = challenge['threshold']
     predicted = prob >= pixel_threshold
     true_pos = float(np.sum(predicted & truth))
     positives = float(predicted.sum() + truth.sum())
@@ -217,3 +226,27 @@ def isbi_scores(membrane_probability: np.ndarray, truth_membrane: np.ndarray,
     result['pixel_error'] = float(np.mean(predicted != truth))
     result['membrane_f1'] = 2 * true_pos / positives if positives else 1.0
     return result
+
+
+def challenge_pixel_error(membrane_probability: np.ndarray, truth_membrane: np.ndarray,
+                          thresholds: Sequence[float] = ISBI_THRESHOLDS) -> dict[str, float]:
+    """The ISBI 2012 challenge's "pixel error": 1 - the maximal F-score of the cell pixels.
+
+    ``membrane_probability`` (y, x) or (z, y, x) in [0, 1], ``truth_membrane`` the same
+    shape (membrane = True/1). For each threshold t the proposal's cell pixels are
+    ``1 - membrane_probability > t``; precision and recall against the true cell pixels
+    are counted over all slices together. Returns ``pixel_error`` (1 - the best F-score),
+    its ``threshold`` (on the cell map 1 - p) and ``f_score``.
+    """
+    prob, truth = _check_maps(membrane_probability, truth_membrane)
+    cell, true_cell = 1 - prob, ~truth
+    n_true = int(np.count_nonzero(true_cell))
+    best = {'pixel_error': 1.0, 'threshold': float(thresholds[0]), 'f_score': 0.0}
+    for threshold in thresholds:
+        proposed = cell > threshold
+        hits = int(np.count_nonzero(proposed & true_cell))
+        n_proposed = int(np.count_nonzero(proposed))
+        f_score = 2 * hits / (n_proposed + n_true) if n_proposed + n_true else 1.0
+        if f_score > best['f_score']:
+            best = {'pixel_error': 1 - f_score, 'threshold': float(threshold), 'f_score': f_score}
+    return best

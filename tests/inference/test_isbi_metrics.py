@@ -8,6 +8,7 @@ import pytest
 from elektronn2.errors import ShapeError
 from elektronn2.inference.isbi_metrics import (
     ISBI_THRESHOLDS,
+    challenge_pixel_error,
     foreground_restricted_info,
     foreground_restricted_rand,
     isbi_scores,
@@ -141,6 +142,29 @@ def test_isbi_scores_by_hand():
     assert thinned['v_rand'][0] >= result['v_rand'][0]
     perfect = isbi_scores(truth.astype(float), truth)
     assert perfect['best_v_rand'] == perfect['best_v_info'] == 1.0
+
+
+def test_challenge_pixel_error_by_hand():
+    """1 - the best F-score of the cell pixels (the challenge's pixel error), not the
+    fraction of wrong pixels."""
+    # two 1 x 5 slices; true membrane at x = 2 in both: 8 cell pixels
+    truth = np.zeros((2, 1, 5), bool)
+    truth[:, :, 2] = True
+    prob = np.array([[[0.0, 0.3, 0.9, 0.6, 0.0]], [[0.0, 0.0, 0.2, 0.0, 0.0]]])
+    # cell map 1 - p: [1, .7, .1, .4, 1], [1, 1, .8, 1, 1]
+    # t = 0.5: cells {0, 1, 4} + {0, 1, 2, 3, 4}: 8 proposed, 7 hits -> F = 14/16
+    # t = 0.3: also x = 3 of slice 0: 9 proposed, 8 hits -> F = 16/17 (the best)
+    # t = 0.9: {0, 4} + {0, 1, 3, 4}: 6 proposed, 6 hits -> F = 12/14
+    result = challenge_pixel_error(prob, truth, thresholds=(0.3, 0.5, 0.9))
+    assert result['f_score'] == pytest.approx(16 / 17)
+    assert result['pixel_error'] == pytest.approx(1 / 17) and result['threshold'] == 0.3
+    assert challenge_pixel_error(prob, truth, (0.5,))['pixel_error'] == pytest.approx(2 / 16)
+    # the fraction of misclassified pixels differs: 2 of 10 at p >= 0.5
+    scores = isbi_scores(prob, truth, thresholds=(0.3, 0.5, 0.9), thin=False)
+    assert scores['pixel_error'] == pytest.approx(0.2)
+    assert scores['challenge_pixel_error'] == pytest.approx(1 / 17)
+    assert scores['challenge_pixel_error_threshold'] == 0.3
+    assert challenge_pixel_error(truth.astype(float), truth)['pixel_error'] == 0.0
 
 
 def test_bad_arguments_are_named():
