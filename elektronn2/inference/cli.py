@@ -73,7 +73,10 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="output values: float32 probabilities, or uint8 as "
                              "round(p * 255) (a quarter of the size)")
     parser.add_argument('--mfp', choices=MFP_CHOICES, default='auto',
-                        help="max-fragment pooling for strided nets (auto: fewer MACs wins)")
+                        help="auto: rebuild the net with an input patch of one block (with "
+                             "max-fragment pooling if it is strided) when that needs fewer "
+                             "MACs than tiling its saved patch; on: max-fragment pooling; "
+                             "off: tile the saved patch")
     parser.add_argument('--blend', choices=BLEND_CHOICES, default='auto',
                         help="blend overlapping windows (auto: for nets with 'same' padding)")
     parser.add_argument('--overlap', type=fraction, default=0.25,

@@ -12,8 +12,8 @@ At its peak a block task (:func:`.blockwise.process_block`) holds:
   once (each is freed after its last consumer; features times spatial sizes, MFP
   fragments included, :func:`~elektronn2.neuromancer.dense.evaluation_bytes`) for the
   patches evaluated together -- up to 16 patches when
-  tiling, 4 windows when blending, or one patch covering the whole block with
-  max-fragment pooling (then they grow with the block).
+  tiling, 4 windows when blending, or one patch covering the whole block (the
+  'mfp' and 'patch' back ends: then they grow with the block).
 
 :func:`check_block_memory` refuses a block shape whose estimate, times the blocks that
 run at once, exceeds the available memory (``psutil``; for a model on a GPU, its
@@ -40,7 +40,7 @@ import numpy as np
 from ..data.sources import VolumeSource
 from ..errors import ConfigError
 from ..neuromancer.loading import quiet_snapping
-from .predictors import cached_predictor
+from .predictors import REBUILT_BACKENDS, cached_predictor
 
 if TYPE_CHECKING:
     from .blockwise import PredictionPlan
@@ -85,7 +85,8 @@ def block_needs(plan: PredictionPlan, source: VolumeSource) -> list[MemoryNeed]:
     data = (plan.geometry.n_channels * in_voxels * (3 * np.dtype(source.dtype).itemsize + 4)
             + plan.geometry.n_outputs * block.size * 12)
     activations = predictor.activation_bytes(block)
-    growing, fixed = (activations, 0) if plan.spec.backend == 'mfp' else (0, activations)
+    growing, fixed = ((activations, 0) if plan.spec.backend in REBUILT_BACKENDS
+                      else (0, activations))
     host = psutil.virtual_memory().available
     device = predictor.node.model.device
     if device.type != 'cuda':

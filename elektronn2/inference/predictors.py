@@ -10,19 +10,28 @@ input (:meth:`predict`). Three back ends:
 * ``'mfp'``: the model rebuilt with max-fragment pooling and an input patch of one
   block (``modelload(override_mfp_to_active=True, imposed_patch_size=...)``): one
   evaluation gives the dense block.
+* ``'patch'``: an exact net of output stride 1 (a valid U-Net) rebuilt with an input
+  patch of one block (``modelload(imposed_patch_size=...)``), its output at least the
+  block: one evaluation per block (per slice for a 2-D net) instead of one per saved
+  patch, each of which recomputes the net's context (unet3d_lite: 4.5 times the useful
+  multiply-adds with its saved patch, 1.2-1.3 with blocks of 32 x 252 x 252).
 * ``'blend'``: overlapping windows merged with importance weights, for nets that pad
   inside ('same' convolutions); see :mod:`.blending`.
 
 Choosing (:func:`resolve_spec`, ``mfp='auto'``, ``blend='auto'``):
 
 1. A net that pads inside (not :attr:`.Footprint.exact`) is blended (Gaussian weights).
-2. An exact net with output stride 1 is tiled: MFP would change nothing.
-3. An exact strided net uses MFP when that needs fewer multiply-adds per output voxel:
-   tiling costs ``evaluations(block) * MACs(patch) / voxels(block)``, MFP costs
-   ``MACs(block patch with fragments) / voxels(block)``. Tiling recomputes the lower
-   layers once per output shift, so MFP wins for all but tiny blocks (measured on
-   FIB-25 blocks: see benchmarks/RESULTS.md). The decision is deterministic, so a
-   resumed run repeats it; it is recorded in the output's attributes.
+2. An exact net is rebuilt with an input patch of one block -- with max-fragment
+   pooling ('mfp') if it is strided, without ('patch') if its output stride is 1 --
+   when that needs fewer multiply-adds per output voxel than tiling its saved patch:
+   tiling costs ``evaluations(block) * MACs(patch) / voxels(block)``, the rebuilt net
+   ``evaluations(block) * MACs(block patch) / voxels(block)`` (one evaluation, or one
+   per slice for a 2-D net). Tiling recomputes the net's context around every saved
+   patch (and a strided net's lower layers once per output shift), so the rebuilt net
+   wins for all but tiny blocks (measured on FIB-25 blocks: see benchmarks/RESULTS.md).
+   ``mfp='off'`` tiles the saved patch; ``mfp='on'`` insists on max-fragment pooling
+   (strided nets only). The decision is deterministic, so a resumed run repeats it; it
+   is recorded in the output's attributes.
 
 A :class:`PredictorSpec` is the resolved, picklable recipe; workers rebuild the
 predictor from it (:func:`cached_predictor`). It carries the precision of the network's
@@ -72,6 +81,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger('elektronn2')
 
+
+#: back ends that rebuild the model with an input patch of one block
+REBUILT_BACKENDS = ('mfp', 'patch')
 
 #: held while a predictor is built or looked up, so that threads asking at once share one
 _CACHE_LOCK = threading.Lock()
@@ -154,8 +166,8 @@ class PredictorSpec:
 
     Args:
         model_path: the model file.
-        backend: 'tiling', 'mfp' or 'blend'.
-        patch: for 'mfp', the imposed input patch in the network's axis order.
+        backend: 'tiling', 'mfp', 'patch' or 'blend'.
+        patch: for 'mfp' and 'patch', the imposed input patch in the network's axis order.
         blend_mode, overlap: for 'blend', importance weights and window overlap.
         region: for 'blend', the output region the window grid covers.
         precision: 'fp32', 'bf16' or 'fp16' (autocast): how the network is evaluated
@@ -173,12 +185,12 @@ class PredictorSpec:
     tta: str = 'none'
 
     def build(self) -> BlockPredictor:
-        if self.backend == 'mfp':
-            model = load_model(self.model_path, override_mfp_to_active=True,
+        if self.backend in REBUILT_BACKENDS:
+            model = load_model(self.model_path, override_mfp_to_active=self.backend == 'mfp',
                                imposed_patch_size=self.patch)
         else:
             model = load_model(self.model_path)
-        if self.backend in ('mfp', 'tiling'):
+        if self.backend in ('tiling',) + REBUILT_BACKENDS:
             return TilingPredictor(model.prediction_node, precision=self.precision,
                                    tta=self.tta)
         if self.region is None or self.blend_mode is None or self.overlap is None:
@@ -208,19 +220,35 @@ def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
         return _built_predictor(spec)
 
 
-def _mfp_spec(model_path: str, geometry: Footprint, block_shape: Sequence[int],
-              ) -> tuple[PredictorSpec, Footprint, int]:
-    """The MFP model whose input patch covers one block: (spec, its geometry, MACs)."""
-    patch = geometry.net_order([b + c for b, c in zip(block_shape, geometry.border)])
-    try:
-        model = load_model(model_path, override_mfp_to_active=True, imposed_patch_size=patch)
-    except ModelFileError as err:  # the file loaded as saved: its size limits refuse the patch
-        raise ShapeError(f"block_shape={tuple(block_shape)} (--block-shape) needs an MFP "
-                         f"input patch {patch}: {err}") from None
+def _rebuilt_spec(model_path: str, geometry: Footprint, block_shape: Sequence[int],
+                  mfp: bool) -> tuple[PredictorSpec, Footprint, int, tuple[int, ...]]:
+    """The model rebuilt with an input patch that covers one block, with max-fragment
+    pooling (``mfp``) or without: (spec, its geometry, MACs per evaluation, the block
+    shape it predicts). MFP blocks are the rebuilt net's output (snapped to a size it
+    accepts); 'patch' blocks are multiples of the net's internal stride (so that blocks
+    keep its pooling phase), the patch grown until its output covers the block."""
+    target = tuple(block_shape) if mfp else _aligned(block_shape, geometry.phase)
+    wanted = [b + c for b, c in zip(target, geometry.border)]
+    checked = range(1, 3) if geometry.planar else range(3)  # a 2-D net: any z
+    for _ in range(4):
+        patch = geometry.net_order(wanted)
+        try:
+            model = load_model(model_path, override_mfp_to_active=mfp, imposed_patch_size=patch)
+        except ModelFileError as err:  # the file loaded as saved: its size limits refuse it
+            raise ShapeError(f"block_shape={tuple(block_shape)} (--block-shape) needs an "
+                             f"{'MFP ' if mfp else ''}input patch {patch}: {err}") from None
+        rebuilt = Footprint.of(model.prediction_node)
+        short = {axis: max(target[axis] - rebuilt.out[axis], 0) for axis in checked}
+        if mfp or not any(short.values()):
+            break
+        for axis, missing in short.items():
+            wanted[axis] += missing
     node = model.prediction_node
     snapped = tuple(node.input_nodes[0].shape.spatial_shape)
-    return PredictorSpec(model_path, 'mfp', patch=snapped), Footprint.of(node), \
-        node.all_computational_cost
+    block = ((block_shape[0],) + rebuilt.out[1:] if geometry.planar else rebuilt.out) \
+        if mfp else target
+    return (PredictorSpec(model_path, 'mfp' if mfp else 'patch', patch=snapped), rebuilt,
+            node.all_computational_cost, block)
 
 
 def resolve_precision(precision: str | None = None) -> str:
@@ -296,29 +324,28 @@ def _choose_backend(model_path: str | os.PathLike, block_shape: Sequence[int], r
     if mfp == 'on' and not strided:
         raise ConfigError(f"mfp='on' but the net in {model_path} has output stride 1: there "
                           f"is nothing to fragment; use mfp='auto' or 'off'")
-    if mfp == 'off' or not strided:
-        return tiling, _aligned(block_shape, geometry.phase)
+    tiling_block = _aligned(block_shape, geometry.phase)
+    if mfp == 'off':
+        return tiling, tiling_block
+    kind = 'max-fragment pooling' if strided else 'an input patch of one block'
     try:
-        spec, mfp_geometry, mfp_macs = _mfp_spec(model_path, geometry, block_shape)
-        tta_transforms(mfp_geometry, tta, f"{node.name} (MFP)")
+        spec, rebuilt, rebuilt_macs, rebuilt_block = _rebuilt_spec(model_path, geometry,
+                                                                   block_shape, strided)
+        tta_transforms(rebuilt, tta, f"{node.name} ({spec.backend})")
     except ShapeError as err:
         if mfp == 'on':
             raise
-        logger.warning("Max-fragment pooling is not possible for %s (%s); tiling instead",
+        logger.warning("%s is not possible for %s (%s); tiling instead", kind.capitalize(),
                        model_path, err)
-        return tiling, _aligned(block_shape, geometry.phase)
-    # a 2-D net predicts any number of slices per block
-    mfp_block = ((block_shape[0],) + mfp_geometry.out[1:] if geometry.planar
-                 else mfp_geometry.out)
+        return tiling, tiling_block
     if mfp == 'on':
-        return spec, mfp_block
-    tiling_block = _aligned(block_shape, geometry.phase)
+        return spec, rebuilt_block
     tiling_cost = (geometry.evaluations(tiling_block) * node.all_computational_cost
                    / np.prod(tiling_block))
-    mfp_cost = mfp_macs / np.prod(mfp_geometry.out)
-    logger.info("MACs per output voxel: tiling %.4g (block %s), MFP %.4g (block %s)",
-                tiling_cost, tiling_block, mfp_cost, mfp_block)
-    return (spec, mfp_block) if mfp_cost < tiling_cost else (tiling, tiling_block)
+    rebuilt_cost = rebuilt.evaluations(rebuilt_block) * rebuilt_macs / np.prod(rebuilt_block)
+    logger.info("MACs per output voxel: tiling %.4g (block %s), %s %.4g (block %s)",
+                tiling_cost, tiling_block, kind, rebuilt_cost, rebuilt_block)
+    return (spec, rebuilt_block) if rebuilt_cost < tiling_cost else (tiling, tiling_block)
 
 
 def _square_in_plane(block_shape: tuple[int, ...]) -> tuple[int, ...]:

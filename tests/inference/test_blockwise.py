@@ -74,8 +74,30 @@ def test_unet_blocks_keep_the_pooling_phase(unet_model, fib25_raw):
     padded = np.pad(volume, [(b, p - o - b) for b, p, o in zip(before, patch, out)], 'symmetric')
     expected = whole.predict(padded[None, None].astype(np.float32) / 255)[0]
     for block in ((4, 16, 16), (3, 28, 20)):
-        np.testing.assert_allclose(predict_volume(unet_model, volume, block_shape=block),
-                                   expected, rtol=1e-5, atol=2e-6)
+        for mfp in ('auto', 'off'):  # a patch of one block (the blocks' phase kept), tiling
+            np.testing.assert_allclose(predict_volume(unet_model, volume, block_shape=block,
+                                                      mfp=mfp),
+                                       expected, rtol=1e-5, atol=2e-6)
+
+
+def test_unet_is_evaluated_with_a_patch_of_one_block(unet_model, caplog):
+    """A stride-1 net is rebuilt with a patch whose output covers the block (a multiple of
+    its internal stride): one evaluation per block, fewer multiply-adds than tiling its
+    saved patch (4 x 30 x 30 -> 2 x 8 x 8 here)."""
+    region = Box((0, 0, 0), (40, 100, 100))
+    with caplog.at_level(logging.INFO, logger='elektronn2'):
+        spec, block = resolve_spec(unet_model, (8, 30, 30), region)
+    assert spec.backend == 'patch' and block == (8, 32, 32)  # multiples of the phase (1, 4, 4)
+    assert 'an input patch of one block' in caplog.text
+    predictor = spec.build()
+    out_box = Box.from_shape(block, (0, 0, 0))
+    assert predictor.geometry.evaluations(block) == 1
+    assert all(o >= b for o, b in zip(predictor.geometry.out, block))
+    tiled = resolve_spec(unet_model, (8, 30, 30), region, mfp='off')[0].build()
+    assert predictor.executed_macs(out_box) < tiled.executed_macs(out_box) / 2
+    assert spec.describe()['patch'] == list(predictor.node.input_nodes[0].shape.spatial_shape)
+    with pytest.raises(ConfigError, match='nothing to fragment'):
+        resolve_spec(unet_model, (8, 30, 30), region, mfp='on')
 
 
 def test_backend_rule(boundary_model, same_model, planar_model, caplog):
