@@ -7,7 +7,8 @@ chosen from the footprint) on FIB-25 z 0-31, interleaved with the matmul peak (b
 2048² float32 products) in the same round. Useful work per output voxel:
 :func:`elektronn2.neuromancer.dense.useful_macs_per_voxel` (x2 FLOPs); executed work: what
 the chosen blocks run (``--verbose`` prints both). Weights are as initialised: speed does
-not depend on them.
+not depend on them. The U-Net also runs with ``mfp='off'`` (tiling its saved patch, what
+the default did before the 'patch' back end) in the same round, for the ratio.
 
 Run: python benchmarks/bench_user_path.py [--rounds 2] [--z 0 32]
 """
@@ -47,24 +48,28 @@ def main() -> None:
         raw_path = Path(tmp) / 'raw.h5'
         with h5py.File(FIB25, 'r') as f, h5py.File(raw_path, 'w') as out:
             out['raw'] = f['volumes/raw'][args.z[0]:args.z[1]]
-        models = {}
+        paths = {}
         for name, build in (('neuro3d', lambda: build_neuro3d((23, 185, 185))),
                             ('unet3d_lite', unet3d_lite)):
-            models[name] = Path(tmp) / f'{name}.mdl'
-            build().save(models[name])
+            paths[name] = Path(tmp) / f'{name}.mdl'
+            build().save(paths[name])
+        # row name -> (model, --mfp)
+        models = {'neuro3d': (paths['neuro3d'], 'auto'), 'unet3d_lite': (paths['unet3d_lite'], 'auto'),
+                  'unet3d_lite, --mfp off (tiled)': (paths['unet3d_lite'], 'off')}
         useful = {name: 2 * useful_macs_per_voxel(load_model(path).prediction_node)
-                  for name, path in models.items()}
+                  for name, (path, _) in models.items()}
         rows: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
         for _ in range(args.rounds):
-            for name, path in models.items():
+            for name, (path, mfp) in models.items():
                 peak = fma_peak()
                 out = Path(tmp) / 'out.zarr'
                 shutil.rmtree(out, ignore_errors=True)
                 start = time.perf_counter()
-                report = predict_to_file(path, raw_path, out, 'raw', progress=False)
+                report = predict_to_file(path, raw_path, out, 'raw', progress=False, mfp=mfp)
                 seconds = time.perf_counter() - start
                 rows[name].append((report.voxels * useful[name] / seconds / 1e9, peak))
-                print(f"{name}: blocks {report.block_shape} x{report.n_blocks}, {seconds:.1f} s, "
+                print(f"{name}: backend {report.backend}, blocks {report.block_shape} "
+                      f"x{report.n_blocks}, {seconds:.1f} s, "
                       f"{report.voxels / seconds / 1e6:.4f} MVx/s, useful "
                       f"{rows[name][-1][0]:.1f} GFLOP/s, peak {peak:.0f} GFLOP/s "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)

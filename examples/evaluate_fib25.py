@@ -2,6 +2,7 @@
 (variation of information, adapted Rand error) against a thresholded-raw baseline.
 
     python examples/evaluate_fib25.py MODEL [--json results.json] [--predictions FILE.npz]
+        [--blockwise]
 
 The FIB-25 examples (unet3d_iso.py, neuro3d_lite.py, neuro3d.py, unet3d_lite.py) train
 on z 0-159 and validate on z 160-199; z 200-249 is the test volume. The model predicts
@@ -20,6 +21,14 @@ the mean-linkage agglomeration (or none), and the smallest segment. The test vol
 scored once with each method's choice; the JSON file also lists the validation scores
 of every candidate. ``--predictions`` keeps the prediction in a file and reuses it
 when it was made by the same model file.
+
+``--blockwise`` scores the test volume as elektronn2-segment computes it: block by block
+(64^3 blocks, elektronn2.inference.blockwise_segmentation.segment_volume). Its watershed
+floods steepest-descent basins of seeds that are connected components of the interior,
+so the candidates are those without smoothing and with component seeds; they are
+chosen on the validation volume with the whole-volume watershed (the two differ by a
+VOI below 0.1, see docs/segmentation.rst), and the JSON file gives the test scores of
+both.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import h5py
 import numpy as np
@@ -40,6 +50,7 @@ SEEDINGS = ({'seeds': 'components'}, {'seeds': 'distance', 'seed_h': 2.0},
 SEED_THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99, 0.995)
 MERGE_THRESHOLDS = (None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MIN_SIZES = (0, 200)
+BLOCKWISE_BLOCK = (64, 64, 64)
 
 
 def smoothed(volume: np.ndarray, sigma: float) -> np.ndarray:
@@ -69,7 +80,7 @@ def score(segments: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {**scores(Contingency.of(segments, truth)), 'segments': int(segments.max())}
 
 
-def candidates(boundary: np.ndarray):
+def candidates(boundary: np.ndarray, seedings: Sequence[dict] = SEEDINGS):
     """(settings, segments) for every choice of seeds, threshold, merging and min size.
 
     Runs each watershed once: merging and the size filter are the later steps of
@@ -78,7 +89,7 @@ def candidates(boundary: np.ndarray):
     """
     from elektronn2.errors import ConfigError
     from elektronn2.inference.segmentation import merge_segments, remove_small_segments, segment_boundaries
-    for seeding, threshold in itertools.product(SEEDINGS, SEED_THRESHOLDS):
+    for seeding, threshold in itertools.product(seedings, SEED_THRESHOLDS):
         try:
             watershed = segment_boundaries(boundary, seed_threshold=threshold,
                                            **seeding).astype(np.int64)
@@ -94,23 +105,32 @@ def candidates(boundary: np.ndarray):
 
 
 def tuned_scores(boundaries: dict[float, dict[str, np.ndarray]],
-                 truth: dict[str, np.ndarray]) -> dict:
+                 truth: dict[str, np.ndarray], blockwise: bool = False) -> dict:
     """The settings with the lowest validation VOI, and the test scores with them.
 
     ``boundaries``: smoothing sigma -> {'valid': map, 'test': map}. Returns
     {'settings', 'valid', 'test', 'all_valid'}: the choice, its scores, and the
-    validation scores of every candidate.
+    validation scores of every candidate; with ``blockwise`` (component seeds only),
+    'test' is the blockwise segmentation's and 'test_whole_volume' the flooding's.
     """
     from elektronn2.inference.segmentation import segment_boundaries
+    seedings = SEEDINGS[:1] if blockwise else SEEDINGS
     table = [{'settings': {'sigma': sigma, **settings},
               'valid': score(segments, truth['valid'])}
              for sigma, maps in boundaries.items()
-             for settings, segments in candidates(maps['valid'])]
+             for settings, segments in candidates(maps['valid'], seedings)]
     best = dict(min(table, key=lambda row: row['valid']['voi']))
     settings = dict(best['settings'])
     sigma = settings.pop('sigma')
     best['test'] = score(segment_boundaries(boundaries[sigma]['test'], **settings),
                          truth['test'])
+    if blockwise:
+        from elektronn2.inference.blockwise_segmentation import segment_volume
+        best['test_whole_volume'] = best['test']
+        settings.pop('seeds')
+        best['test'] = score(segment_volume(boundaries[sigma]['test'], BLOCKWISE_BLOCK,
+                                            **settings).astype(np.int64), truth['test'])
+        best['test']['block_shape'] = list(BLOCKWISE_BLOCK)
     best['all_valid'] = table
     return best
 
@@ -138,8 +158,9 @@ def predict_boundaries(model_path: str, raw: np.ndarray, cache: str | None = Non
     return boundary
 
 
-def evaluate(model_path: str, cache: str | None = None) -> dict:
-    """Test scores of the boundary net and of the baseline, with the chosen settings."""
+def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False) -> dict:
+    """Test scores of the boundary net and of the baseline, with the chosen settings
+    (``blockwise``: see the module docstring)."""
     from elektronn2.data.datasets import get_path
     with h5py.File(get_path('fib25_training_sample2') / 'fib25_training_sample2.h5', 'r') as f:
         raw = f['volumes/raw'][:]
@@ -147,10 +168,11 @@ def evaluate(model_path: str, cache: str | None = None) -> dict:
     predicted = predict_boundaries(model_path, raw, cache)
     first = SPLITS['valid'].start
     net_maps = {name: predicted[z.start - first:z.stop - first] for name, z in SPLITS.items()}
+    sigmas = (0.0,) if blockwise else SMOOTHING
     net = tuned_scores({s: {name: smoothed(p, s) for name, p in net_maps.items()}
-                        for s in SMOOTHING}, truth)
+                        for s in sigmas}, truth, blockwise)
     baseline = tuned_scores({s: {name: raw_boundary(raw[z], s) for name, z in SPLITS.items()}
-                             for s in SMOOTHING}, truth)
+                             for s in sigmas}, truth, blockwise)
     return {'boundary_net': net, 'thresholded_raw': baseline}
 
 
@@ -160,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--json', help='also write the results to this JSON file')
     parser.add_argument('--predictions', help='.npz file that keeps the prediction (reused '
                                               'when made by the same model file)')
+    parser.add_argument('--blockwise', action='store_true',
+                        help='segment the test volume block by block as elektronn2-segment does '
+                             '(component seeds, no smoothing)')
     args = parser.parse_args(argv)
-    results = evaluate(args.model, args.predictions)
+    results = evaluate(args.model, args.predictions, args.blockwise)
     print(f"{'method':<16} {'VOI split':>9} {'VOI merge':>9} {'VOI':>6} {'ARAND':>6} "
           f"{'segments':>8}  settings (chosen on valid)")
     for method, result in results.items():

@@ -52,3 +52,18 @@ def test_tuning_chooses_on_valid_and_scores_test(evaluate_fib25, monkeypatch):
     assert best['valid']['voi'] < 0.1 and best['test']['segments'] == 4
     label = evaluate_fib25.settings_label(best['settings'])
     assert label.startswith('sigma 0.0, distance h ') and 'merge' in label
+
+
+def test_blockwise_tuning_scores_the_blockwise_segmentation(evaluate_fib25, monkeypatch):
+    """--blockwise: component seeds only; the test volume is segmented block by block (as
+    elektronn2-segment does), the whole-volume flooding's scores kept beside it."""
+    monkeypatch.setattr(evaluate_fib25, 'SEED_THRESHOLDS', (0.5, 0.8))
+    monkeypatch.setattr(evaluate_fib25, 'MERGE_THRESHOLDS', (None, 0.5))
+    monkeypatch.setattr(evaluate_fib25, 'BLOCKWISE_BLOCK', (3, 16, 16))
+    (ids, valid), (_, test) = cells(0), cells(0.02)
+    best = evaluate_fib25.tuned_scores({0.0: {'valid': valid, 'test': test}},
+                                       {'valid': ids, 'test': ids}, blockwise=True)
+    assert {row['settings']['seeds'] for row in best['all_valid']} == {'components'}
+    assert best['test']['block_shape'] == [3, 16, 16]
+    whole = best['test_whole_volume']
+    assert abs(best['test']['voi'] - whole['voi']) < 0.1 and best['test']['segments'] >= 3
