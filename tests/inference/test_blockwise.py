@@ -100,6 +100,24 @@ def test_unet_is_evaluated_with_a_patch_of_one_block(unet_model, caplog):
         resolve_spec(unet_model, (8, 30, 30), region, mfp='on')
 
 
+def test_planar_unet_patch_backend_equals_tiling(tmp_path, fib25_raw):
+    """A 2-D U-Net (tags x,y; output stride 1) over a stack: one rebuilt patch per slice and
+    block gives what tiling its saved patch gives, blocks of any z."""
+    nm.model_manager.newmodel('unet2d')
+    inp = nm.Input((None, 1, 30, 30), 'b,f,x,y', name='raw')
+    c0 = nm.Conv(inp, 3, (3, 3))
+    c1 = nm.Conv(nm.Pool(c0, (2, 2)), 3, (3, 3))
+    probs = nm.Softmax(nm.Conv(nm.UpConvMerge(c0, c1, 3), 2, (3, 3), activation_func='lin'))
+    nm.model_manager.getmodel().designate_nodes(input_node=inp, prediction_node=probs)
+    path = nm.model_manager.getmodel().save(tmp_path / 'unet2d.mdl')
+    volume = fib25_raw[:3, :70, :61]
+    spec, block = resolve_spec(path, (2, 40, 40), Box((0, 0, 0), volume.shape))
+    assert spec.backend == 'patch' and block == (2, 40, 40)
+    expected = predict_volume(path, volume, block_shape=(2, 40, 40), mfp='off')
+    np.testing.assert_allclose(predict_volume(path, volume, block_shape=(2, 40, 40)), expected,
+                               rtol=1e-5, atol=2e-6)
+
+
 def test_backend_rule(boundary_model, same_model, planar_model, caplog):
     region = Box((0, 0, 0), (100, 100, 100))
     with caplog.at_level(logging.INFO, logger='elektronn2'):
