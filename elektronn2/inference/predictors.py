@@ -229,6 +229,10 @@ def _rebuilt_spec(model_path: str, geometry: Footprint, block_shape: Sequence[in
     keep its pooling phase), the patch grown until its output covers the block."""
     target = tuple(block_shape) if mfp else _aligned(block_shape, geometry.phase)
     wanted = [b + c for b, c in zip(target, geometry.border)]
+    if not mfp:  # a stride-1 net's valid sizes repeat with its internal stride: ask for
+        # the saved patch grown by whole strides, which spares the loader its search
+        wanted = [p + -(-(w - p) // q) * q for w, p, q in zip(wanted, geometry.patch,
+                                                               geometry.phase)]
     checked = range(1, 3) if geometry.planar else range(3)  # a 2-D net: any z
     for _ in range(4):
         patch = geometry.net_order(wanted)
