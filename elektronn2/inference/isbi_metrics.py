@@ -216,7 +216,7 @@ def isbi_scores(membrane_probability: np.ndarray, truth_membrane: np.ndarray,
         result[f'best_{prefix}_threshold'] = thresholds[best]
         result[f'best_{prefix}_split'] = result[f'{prefix}_split'][best]
         result[f'best_{prefix}_merge'] = result[f'{prefix}_merge'][best]
-    challenge = challenge_pixel_error(prob, truth, thresholds)
+    challenge = _challenge_pixel_error(prob, truth, thresholds)
     result['challenge_pixel_error'] = challenge['pixel_error']
     result['challenge_pixel_error_threshold'] = challenge['threshold']
     predicted = prob >= pixel_threshold
@@ -239,6 +239,12 @@ def challenge_pixel_error(membrane_probability: np.ndarray, truth_membrane: np.n
     its ``threshold`` (on the cell map 1 - p) and ``f_score``.
     """
     prob, truth = _check_maps(membrane_probability, truth_membrane)
+    return _challenge_pixel_error(prob, truth, thresholds)
+
+
+def _challenge_pixel_error(prob: np.ndarray, truth: np.ndarray,
+                           thresholds: Sequence[float]) -> dict[str, float]:
+    """:func:`challenge_pixel_error` of maps checked by ``_check_maps``."""
     cell, true_cell = 1 - prob, ~truth
     n_true = int(np.count_nonzero(true_cell))
     best = {'pixel_error': 1.0, 'threshold': float(thresholds[0]), 'f_score': 0.0}
