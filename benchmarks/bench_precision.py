@@ -33,7 +33,7 @@ import h5py
 import numpy as np
 import torch
 import zarr
-from bench_training import build_neuro3d, describe_machine
+from bench_training import build_neuro3d, describe_machine, matmul_peak
 
 from elektronn2.data import BatchCreatorImage, BoundaryLabels, HDF5Source, SubVolume
 from elektronn2.inference import predict_to_file
@@ -51,26 +51,6 @@ CACHE = Path(tempfile.gettempdir()) / 'elektronn2-bench'
 
 
 # --- peaks and timing ------------------------------------------------------------------------
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10,
-                device: str = 'cpu') -> float:
-    """Best GFLOP/s of an n x n matmul in ``dtype`` (2 n^3 FLOPs per product)."""
-    a = torch.rand(n, n, device=device).to(dtype)
-    b = torch.rand(n, n, device=device).to(dtype)
-    torch.mm(a, b)
-    best = float('inf')
-    for _ in range(repeats):
-        start = _sync_clock(device)
-        torch.mm(a, b)
-        best = min(best, _sync_clock(device) - start)
-    return 2 * n ** 3 / best / 1e9
-
-
-def _sync_clock(device: str) -> float:
-    if device.startswith('cuda'):
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
 def useful_gflop_per_voxel(model_path: Path) -> float:
     """Useful GFLOP per output voxel: 2 x the MACs of a dense non-redundant evaluation."""
     return 2 * useful_macs_per_voxel(load_model(model_path).prediction_node) / 1e9

@@ -6,6 +6,8 @@
 (b) elektronn2's default settings against naive eager fp32 PyTorch and against the best
     hand-written setting found (layout x precision x convolution formulation, optionally
     torch.compile).
+(c) The default step's useful GFLOP/s (``training_gflop``) as a fraction of the bf16 matmul
+    peak measured in the same run, before and after the rounds.
 
 All variants run in one process, in interleaved rounds (one step of each per round), so
 that load changes on a shared machine hit all of them alike; ratios are given as the median
@@ -67,6 +69,26 @@ def interleaved(variants: dict[str, Callable[[], object]], rounds: int, warmup: 
             fn()
             times[name].append(clock() - start)
     return {name: np.array(t) for name, t in times.items()}
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 10,
+                device: str = 'cpu') -> float:
+    """Best GFLOP/s of an n x n matmul in ``dtype`` (2 n^3 FLOPs per product)."""
+    a = torch.rand(n, n, device=device).to(dtype)
+    b = torch.rand(n, n, device=device).to(dtype)
+    torch.mm(a, b)
+    best = float('inf')
+    for _ in range(repeats):
+        start = _sync_clock(device)
+        torch.mm(a, b)
+        best = min(best, _sync_clock(device) - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _sync_clock(device: str) -> float:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
 
 def ratio(times: dict[str, np.ndarray], a: str, b: str) -> float:
@@ -167,6 +189,18 @@ def nm_step() -> Callable:
     return step
 
 
+def training_gflop(model) -> float:
+    """Useful GFLOP of one training step: 2 FLOPs per multiply-add of the convolutions'
+    forward pass, of their weight gradients and of their input gradients, except the input
+    gradient of the convolution that reads the data (not computed); the other nodes'
+    costs (pooling, activations, loss) are counted once."""
+    convs = [n for n in model.nodes.values() if isinstance(n, nm.Conv)]
+    first = [n for n in convs if isinstance(n.parent, nm.Input)]
+    others = sum(n.computational_cost for n in model.nodes.values() if n not in convs)
+    macs = 3 * sum(n.computational_cost for n in convs) - sum(n.computational_cost for n in first)
+    return 2 * (macs + others) / 1e9
+
+
 def batch() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return (rng.random((1, 1) + PATCH, dtype=np.float32),
@@ -195,6 +229,8 @@ def main() -> None:
             for formulation in ('torch', 'elektronn2')}
     naive = grid['contiguous', 'fp32', 'torch']
     same = grid[defaults.memory_format, defaults.precision, 'elektronn2']
+    gflop = training_gflop(build_neuro3d())
+    peaks = [matmul_peak(torch.bfloat16)]
     steps = {'elektronn2 defaults': nm_step()}
     steps.update({name: torch_step(*key) for key, name in grid.items()})
     if args.compile:
@@ -206,6 +242,7 @@ def main() -> None:
     times = interleaved(calls, args.rounds, clock=clock)
     pair = interleaved({name: calls[name] for name in ('elektronn2 defaults', same)},
                        args.overhead_rounds, warmup=0, clock=clock)
+    peaks.append(matmul_peak(torch.bfloat16))
     print(f"load average after: {os.getloadavg()[0]:.2f}; {args.rounds} rounds; "
           f"{'CPU time of the main thread' if args.cpu_time else 'wall time'}\n")
     print(f"{'variant (formulation: see TorchNeuro3d)':<44} {'median s':>9} {'min s':>7} "
@@ -236,6 +273,11 @@ def main() -> None:
           f"{min_ratio(pair, 'elektronn2 defaults', same):.3f}, ratio of medians "
           f"{np.median(pair['elektronn2 defaults']) / np.median(pair[same]):.3f} "
           f"(target <= 1.03: {_verdict(overhead <= 1.03)})")
+    step = float(np.median(times['elektronn2 defaults']))
+    print(f"defaults against the bf16 matmul peak (2048^2, best of 10, before and after: "
+          f"{peaks[0]:.0f}, {peaks[1]:.0f} GFLOP/s): {gflop:.1f} GFLOP per step (see "
+          f"training_gflop) / {step:.3f} s = {gflop / step:.0f} GFLOP/s = "
+          f"{100 * gflop / step / max(peaks):.0f} % of the peak (aim >= 50 %)")
 
 
 def _verdict(met: bool) -> str:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from bench_predict import FIB25, fma_peak, machine
-from bench_training import build_neuro3d
+from bench_predict import FIB25
+from bench_training import build_neuro3d, describe_machine, matmul_peak
 
 from elektronn2.inference import predict_to_file
 from elektronn2.inference.predictors import load_model
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--z', type=int, nargs=2, default=(0, 32))
     args = parser.parse_args()
-    print(machine())
+    print(describe_machine())
     with tempfile.TemporaryDirectory() as tmp:
         raw_path = Path(tmp) / 'raw.h5'
         with h5py.File(FIB25, 'r') as f, h5py.File(raw_path, 'w') as out:
@@ -61,7 +61,7 @@ def main() -> None:
         rows: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
         for _ in range(args.rounds):
             for name, (path, mfp) in models.items():
-                peak = fma_peak()
+                peak = matmul_peak()
                 out = Path(tmp) / 'out.zarr'
                 shutil.rmtree(out, ignore_errors=True)
                 start = time.perf_counter()

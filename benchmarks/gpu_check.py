@@ -43,11 +43,17 @@ from bench_precision import (
     boundary,
     cached_model_path,
     fib25_crop,
-    matmul_peak,
     trained_neuro3d,
     useful_gflop_per_voxel,
 )
-from bench_training import TorchNeuro3d, batch, build_neuro3d, interleaved
+from bench_training import (
+    TorchNeuro3d,
+    batch,
+    build_neuro3d,
+    interleaved,
+    matmul_peak,
+    training_gflop,
+)
 
 from elektronn2.config import config
 from elektronn2.inference import Box, predict_to_file
@@ -149,14 +155,22 @@ def training_table(device: torch.device, rounds: int, compile_on: bool) -> list[
         variants['elektronn2 fp32, compile on'] = elektronn2_step('fp32', 'on')
         variants['elektronn2 bf16, compile on'] = elektronn2_step('bf16', 'on')
     defaults = execution.resolve(device, update=True)
+    gflop = training_gflop(build_neuro3d())
+    n = 8192 if device.type == 'cuda' else 2048
+    peaks = [matmul_peak(torch.bfloat16, n=n, device=device.type)]
     times = interleaved({name: (lambda s=s: s(x, y)) for name, s in variants.items()}, rounds)
+    peaks.append(matmul_peak(torch.bfloat16, n=n, device=device.type))
     naive = times['naive eager PyTorch (fp32, contiguous)']
     lines = [f"neuro3d training step, batch 1 (input 23 x 185 x 185), {rounds} interleaved "
-             f"rounds after 2 warm-up steps; elektronn2 defaults here: {defaults.describe()}", '',
-             "| variant | median s | it/s | vs naive |", "|---|---:|---:|---:|"]
+             f"rounds after 2 warm-up steps; elektronn2 defaults here: {defaults.describe()}; "
+             f"{gflop:.1f} useful GFLOP per step (`bench_training.training_gflop`); bf16 "
+             f"matmul peak before / after: {peaks[0]:.0f} / {peaks[1]:.0f} GFLOP/s", '',
+             "| variant | median s | it/s | vs naive | useful GFLOP/s | of the bf16 peak |",
+             "|---|---:|---:|---:|---:|---:|"]
     for name, t in times.items():
+        rate = gflop / np.median(t)
         lines.append(f"| {name} | {np.median(t):.4f} | {1 / np.median(t):.2f} | "
-                     f"{np.median(naive / t):.2f}x |")
+                     f"{np.median(naive / t):.2f}x | {rate:.0f} | {100 * rate / max(peaks):.0f} % |")
     return lines
 
 
