@@ -16,6 +16,11 @@ they take views only, no copies) and run on CPU only (not measured on GPUs yet):
   pathological shapes: its backward pass for a (1, 3, 3) kernel, 150 -> 200 features
   on 4 x 34 x 34 (neuro3d_lite) did not finish in minutes, the folded one takes 0.1 s.
   Both replacements are therefore used in every precision.
+* thin float32 3-D convolutions of one example: ATen sends them to its slow native kernel
+  unless N x C x D x H exceeds 20480 (or both last kernel extents exceed 3), whatever W
+  is; a 2 x 64 x 64 slab with 16 features took 6x oneDNN's time per voxel. The spatial
+  axes are permuted, thinnest last (views; oneDNN reorders as it needs), which any
+  layout allows. Blended windows' shells (``elektronn2.inference.window_reuse``) are such.
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ import torch.nn.functional as F
 from .execution import is_channels_last
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+#: ATen's rule (``use_mkldnn``): a float32 convolution of one example whose N*C*D*H is at
+#: most this, with a last-two kernel extent <= 3, runs on the slow native kernel
+_NATIVE_SIZE_LIMIT = 20480
 
 
 def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
@@ -35,7 +43,34 @@ def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
             return pointwise_conv(x, w, b)
         if x.ndim == 5 and w.shape[2] == 1:
             return z_folded_conv(x, w, b, padding)
+    if x.device.type == 'cpu' and _takes_native_kernel(x, w):
+        order = _thinnest_last(x)
+        if not _takes_native_kernel(x.permute(order), w.permute(order)):
+            return thin_axis_last_conv(x, w, b, padding)
     return _CONV[x.ndim - 2](x, w, b, padding=padding)
+
+
+def _takes_native_kernel(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ATen would run this float32 3-D convolution on its slow native kernel."""
+    return (x.ndim == 5 and x.dtype == torch.float32 and x.shape[0] == 1
+            and not torch.is_autocast_enabled('cpu')
+            and not (w.shape[-1] > 3 and w.shape[-2] > 3)
+            and x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= _NATIVE_SIZE_LIMIT)
+
+
+def _thinnest_last(x: torch.Tensor) -> list[int]:
+    """Axis order (b, f, then the spatial axes, largest first)."""
+    return [0, 1] + sorted(range(2, x.ndim), key=lambda a: -x.shape[a])
+
+
+def thin_axis_last_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                        padding: int | str | tuple = 0) -> torch.Tensor:
+    """A convolution computed with the spatial axes permuted, the thinnest last."""
+    order = _thinnest_last(x)
+    if isinstance(padding, tuple):
+        padding = tuple(padding[a - 2] for a in order[2:])
+    y = _CONV[x.ndim - 2](x.permute(order), w.permute(order), b, padding=padding)
+    return y.permute([order.index(a) for a in range(x.ndim)])
 
 
 def pointwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

@@ -83,3 +83,27 @@ def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, 
     with torch.autocast('cpu', torch.bfloat16, enabled=bf16):
         conv_paths.convolve(x, w, None)
     assert used == ([] if expected == 'plain' else [expected])
+
+
+@pytest.mark.parametrize('shape, padding', [((1, 16, 2, 64, 48), 'same'), ((1, 8, 40, 2, 70), 'same'),
+                                            ((1, 4, 3, 64, 100), (1, 0, 2))])
+def test_thin_single_example_convolutions_avoid_the_native_kernel(monkeypatch, shape, padding):
+    """ATen runs a float32 3-D convolution of one example with N*C*D*H <= 20480 on its slow
+    native kernel; convolve permutes the thinnest spatial axis last, same values and grads."""
+    from elektronn2.neuromancer import conv_paths
+    used = []
+    original = conv_paths.thin_axis_last_conv
+    monkeypatch.setattr(conv_paths, 'thin_axis_last_conv',
+                        lambda *a, **kw: used.append(1) or original(*a, **kw))
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    w, b = torch.randn(6, shape[1], 3, 1, 5), torch.randn(6)
+    expected = values_and_grads(lambda *a: F.conv3d(*a, padding=padding), x, w, b)
+    actual = values_and_grads(lambda *a: conv_paths.convolve(*a, padding=padding), x, w, b)
+    for name, e, a in zip(('output', 'grad x', 'grad w', 'grad b'), expected, actual):
+        # sums of up to 10^4 products, in another order: float32 rounding of their scale
+        torch.testing.assert_close(a, e, rtol=0, atol=1e-5 * float(e.abs().max()), msg=name)
+    assert used
+    used.clear()
+    conv_paths.convolve(torch.randn(2, *shape[1:]), w, b, padding)     # a batch: oneDNN anyway
+    assert not used
