@@ -10,18 +10,20 @@
    MONAI gets elektronn2's Gaussian map (``roi_weight_map``; its own is centred at
    size // 2, off-centre for even windows), so the results must agree to float
    precision: the largest difference is printed. MONAI runs the net as exported
-   (PredictionModule), with windows batched by 4 and by 1 (its default).
+   (PredictionModule), with windows batched by 4 and by 1 (its default). elektronn2 also
+   runs with every window evaluated alone (no reuse of the overlap, ``window_reuse``).
 
 Useful FLOPs per output voxel = 2 x sum over conv layers of n_f * n_in * filter taps: the
 work of a dense, non-redundant evaluation (what MFP computes, without patch borders).
 
-Run: python benchmarks/bench_predict.py  (needs $ELEKTRONN2_DATA or ../shared/data)
+Run: python benchmarks/bench_predict.py [--same-only] [--rounds N] [--window Z Y X]
+     (needs $ELEKTRONN2_DATA or ../shared/data)
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,30 +32,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from bench_training import describe_machine, matmul_peak
 
 import elektronn2.neuromancer as nm
 from elektronn2.inference import Box, importance_map, predict_to_file, predict_volume, resolve_spec
+from elektronn2.inference.blending import BlendingPredictor
 from elektronn2.inference.export import PredictionModule
 from elektronn2.inference.predictors import load_model
 from elektronn2.neuromancer.dense import useful_macs_per_voxel
 
 DATA = Path(os.environ.get('ELEKTRONN2_DATA', Path(__file__).resolve().parents[2] / 'shared' / 'data'))
 FIB25 = DATA / 'em' / 'fib25_training_sample2.h5'
-
-
-def machine() -> str:
-    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text()
-                .splitlines() if line.startswith('model name')), platform.processor())
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.2f}")
-
-
-def fma_peak(n: int = 2048, repeats: int = 10) -> float:
-    """Best GFLOP/s of an n x n float32 matmul (2 n^3 FLOPs)."""
-    a, b = torch.rand(n, n), torch.rand(n, n)
-    torch.mm(a, b)
-    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
 
 
 def _seconds(fn) -> float:
@@ -74,9 +63,9 @@ def boundary_net(path: Path) -> Path:
     return Path(nm.model_manager.getmodel().save(path))
 
 
-def same_net(path: Path) -> Path:
+def same_net(path: Path, window: tuple[int, int, int] = (32, 64, 64)) -> Path:
     nm.model_manager.newmodel('bench_same')
-    inp = nm.Input((None, 1, 32, 64, 64), 'b,f,z,y,x', name='raw')
+    inp = nm.Input((None, 1) + tuple(window), 'b,f,z,y,x', name='raw')
     conv = nm.Conv(inp, 16, 3, conv_mode='same')
     conv = nm.Conv(conv, 32, 3, conv_mode='same')
     conv = nm.Conv(conv, 32, 3, conv_mode='same')
@@ -120,48 +109,74 @@ def strided_net_benchmark(tmp: Path, raw: np.ndarray, peak: float) -> None:
                macs, peak)
 
 
-def same_net_benchmark(tmp: Path, raw: np.ndarray, peak: float) -> None:
-    model_path = same_net(tmp / 'same.mdl')
+def same_net_benchmark(tmp: Path, raw: np.ndarray, peak: float, rounds: int = 1,
+                       window: tuple[int, int, int] = (32, 64, 64)) -> None:
+    model_path = same_net(tmp / 'same.mdl', window)
     model = load_model(model_path)
     macs = useful_macs_per_voxel(model.prediction_node)
     roi = model.input_node.shape.spatial_shape
     print(f"\n## 'same'-padded net (windows {roi}, Gaussian weights, overlap 0.25): useful "
-          f"{2 * macs / 1e3:.1f} kFLOP per output voxel, volume {raw.shape} in memory")
-    print("| run | MVx | s | MVx/s | GFLOP/s | of peak |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for block in (raw.shape, (64, 128, 128)):  # one block; blocks that recompute straddling windows
-        seconds = _seconds(lambda: predict_volume(model_path, raw, block_shape=block,
-                                                  blend='gaussian'))
-        report(f"elektronn2 predict_volume, blocks {block}", raw.size, seconds, macs, peak)
+          f"{2 * macs / 1e3:.1f} kFLOP per output voxel, volume {raw.shape} in memory; "
+          f"median of {rounds} interleaved round(s)")
+    region = Box((0, 0, 0), raw.shape)
+    alone = BlendingPredictor(model.prediction_node, region, reuse=False)
+    runs = {f"elektronn2 predict_volume, blocks {block}":
+            (lambda block=block: predict_volume(model_path, raw, block_shape=block,
+                                                blend='gaussian'))
+            for block in (raw.shape, (64, 128, 128))}  # one block; blocks recomputing windows
+    runs["elektronn2, one block, every window alone (reuse off)"] = (
+        lambda: alone.predict(raw[None], region))
     try:
         from monai.inferers import sliding_window_inference
     except ImportError:
         print("MONAI is not installed: skipped (pip install monai to compare)")
-        return
-    module = PredictionModule(model).eval()
-    image = torch.as_tensor(raw[None, None].astype(np.float32) / 255)
-    weights = torch.as_tensor(importance_map(tuple(roi), 'gaussian'))
-    ours = predict_volume(model_path, raw, block_shape=raw.shape, blend='gaussian')
-    for sw_batch in (4, 1):
-        result = []
-        with torch.no_grad():
-            seconds = _seconds(lambda: result.append(sliding_window_inference(
-                image, roi, sw_batch, module, overlap=0.25, mode='gaussian',
-                roi_weight_map=weights)))
-        report(f"MONAI sliding_window_inference (sw_batch {sw_batch})", raw.size, seconds, macs,
-               peak)
-        print(f"  largest |elektronn2 - MONAI|: {np.abs(ours - result[0][0].numpy()).max():.2e}")
+        sliding_window_inference = None
+    if sliding_window_inference is not None:
+        module = PredictionModule(model).eval()
+        image = torch.as_tensor(raw[None, None].astype(np.float32) / 255)
+        weights = torch.as_tensor(importance_map(tuple(roi), 'gaussian'))
+        for sw_batch in (4, 1):
+            runs[f"MONAI sliding_window_inference (sw_batch {sw_batch})"] = (
+                lambda sw_batch=sw_batch: sliding_window_inference(
+                    image, roi, sw_batch, module, overlap=0.25, mode='gaussian',
+                    roi_weight_map=weights)[0].numpy())
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    results = {}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            with torch.no_grad():
+                seconds[name].append(_seconds(lambda: results.__setitem__(name, run())))
+    print("| run | MVx | s | MVx/s | GFLOP/s | of peak |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, times in seconds.items():
+        report(name, raw.size, float(np.median(times)), macs, peak)
+    one_block = f"elektronn2 predict_volume, blocks {raw.shape}"
+    for name, out in results.items():
+        print(f"largest |{one_block} - {name}|: {np.abs(results[one_block] - out).max():.2e}")
+    for name in seconds:
+        per_round = np.divide(seconds[name], seconds[one_block])
+        print(f"{one_block}: {np.median(seconds[name]) / np.median(seconds[one_block]):.2f}x "
+              f"the voxels/s of {name} (median of per-round ratios {np.median(per_round):.2f}x)")
 
 
 def main() -> None:
-    print(f"Machine: {machine()}")
-    peak = fma_peak()
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--rounds', type=int, default=1,
+                        help="interleaved rounds of the 'same'-padded net's runs")
+    parser.add_argument('--same-only', action='store_true',
+                        help="only the 'same'-padded net (blending against MONAI)")
+    parser.add_argument('--window', type=int, nargs=3, default=(32, 64, 64),
+                        help="the 'same'-padded net's window (z y x)")
+    args = parser.parse_args()
+    print(f"Machine: {describe_machine()}")
+    peak = matmul_peak()
     print(f"float32 matmul peak (2048^2, best of 10): {peak:.1f} GFLOP/s")
     with h5py.File(FIB25) as f:
         raw = f['volumes/raw'][:64, :192, :192]
     with tempfile.TemporaryDirectory() as tmp:
-        strided_net_benchmark(Path(tmp), raw, peak)
-        same_net_benchmark(Path(tmp), raw, peak)
+        if not args.same_only:
+            strided_net_benchmark(Path(tmp), raw, peak)
+        same_net_benchmark(Path(tmp), raw, peak, args.rounds, tuple(args.window))
 
 
 if __name__ == '__main__':

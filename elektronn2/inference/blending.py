@@ -29,6 +29,7 @@ from ..neuromancer.dense import (
 )
 from ..neuromancer.footprint import to_unit_float
 from .geometry import Box
+from .window_reuse import SLAB_COST, WindowReuse
 
 IMPORTANCE_MODES = ('constant', 'gaussian')
 
@@ -113,34 +114,58 @@ class BlendingPredictor(PatchEvaluator):
         region: the output region the window grid covers (volume coordinates).
         mode: 'constant' or 'gaussian' importance weights.
         overlap: fraction of a window shared with its neighbour along each axis.
-        batch_size: windows per network evaluation (at most; fewer for large activations).
+        batch_size: windows per network evaluation (at most; fewer for large activations);
+            None: one on a CPU (measured fastest there, benchmarks/RESULTS.md), four on
+            other devices.
         precision: 'fp32', 'bf16' or 'fp16' evaluation of the network (None: the config's).
         tta: test-time augmentation of every window before it is blended
             (:func:`elektronn2.neuromancer.dense.tta_transforms`; the importance weights
             are symmetric under its flips and transpose).
+        reuse: evaluate the windows of a 3-D chain of 'same' convolutions from one
+            evaluation of the block's input (:mod:`.window_reuse`; same results, less
+            work) where the net is one and ``tta`` is 'none'; False: every window alone.
     """
 
     def __init__(self, node, region: Box, mode: str = 'gaussian', overlap: float = 0.25,
-                 batch_size: int = 4, precision: str | None = None, tta: str = 'none'):
+                 batch_size: int | None = None, precision: str | None = None, tta: str = 'none',
+                 reuse: bool = True):
+        if batch_size is None:
+            batch_size = 1 if node.model.device.type == 'cpu' else 4
         super().__init__(node, batch_size, precision, tta)
         if any(s != 1 for s in self.geometry.strides):
             raise ShapeError(f"Blending needs an output stride of 1; {node.name!r} has strides "
                              f"{self.geometry.strides} (z,y,x)")
         self.grid = WindowGrid(region, self.geometry.out, overlap)
         self.weights = importance_map(self.geometry.out, mode)
+        self.reuse = WindowReuse.of(node, self.geometry) if reuse and tta == 'none' else None
 
     def input_box(self, out_box: Box) -> Box:
         starts = self.grid.starts_in(out_box)
         return Box([s[0] for s in starts], [s[-1] + w for s, w in zip(starts, self.grid.window)]
                    ).grow(*self.geometry.context)
 
+    def reuses(self, out_box: Box) -> bool:
+        """Whether the block ``out_box`` is evaluated by :mod:`.window_reuse`: where the net
+        allows it and it should take less time than the windows alone (its slabs' multiply-
+        adds weighted by :data:`~.window_reuse.SLAB_COST`)."""
+        if self.reuse is None:
+            return False
+        region, shells = self._reuse_macs(out_box)
+        return region + SLAB_COST * shells < self._window_macs(out_box)
+
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
         raw = to_unit_float(raw)
         in_box = self.input_box(out_box)
         merge = WeightedMerge(out_box, self.geometry.n_outputs, self.weights)
         windows = self.grid.windows_in(out_box)
-        context = self.geometry.context
         settings = self.settings
+        if self.reuses(out_box):
+            assert self.reuse is not None
+            local = [w.relative_to(in_box) for w in windows]
+            for window, pred in zip(windows, self.reuse.evaluate(raw, local, settings)):
+                merge.add(window, pred)
+            return merge.result()
+        context = self.geometry.context
         for i in range(0, len(windows), self.batch_size):
             chunk = windows[i:i + self.batch_size]
             batch = np.stack([raw[(slice(None),) + w.grow(*context).slices_in(in_box)]
@@ -151,9 +176,21 @@ class BlendingPredictor(PatchEvaluator):
         return merge.result()
 
     def activation_bytes(self, out_box: Box) -> int:
+        if self.reuses(out_box):
+            assert self.reuse is not None
+            return self.reuse.activation_bytes(self.input_box(out_box).shape)
         windows = int(np.prod([len(s) for s in self.grid.starts_in(out_box)]))
         return evaluation_bytes(self.node, min(self.batch_size, windows), self.tta)
 
     def executed_macs(self, out_box: Box) -> int:
+        return sum(self._reuse_macs(out_box)) if self.reuses(out_box) else self._window_macs(out_box)
+
+    def _window_macs(self, out_box: Box) -> int:
         return (self.n_transforms * len(self.grid.windows_in(out_box))
                 * self.node.all_computational_cost)
+
+    def _reuse_macs(self, out_box: Box) -> tuple[int, int]:
+        assert self.reuse is not None
+        in_box = self.input_box(out_box)
+        return self.reuse.macs(
+            [w.relative_to(in_box) for w in self.grid.windows_in(out_box)], in_box.shape)

@@ -60,6 +60,10 @@ class Box:
             raise ShapeError(f"{self} does not lie inside {outer}")
         return tuple(slice(lo - o, hi - o) for lo, hi, o in zip(self.lo, self.hi, outer.lo))
 
+    def relative_to(self, outer: Box) -> Box:
+        """This box in coordinates where ``outer`` starts at 0."""
+        return Box(np.subtract(self.lo, outer.lo), np.subtract(self.hi, outer.lo))
+
     def __str__(self) -> str:
         return f"[{', '.join(f'{lo}:{hi}' for lo, hi in zip(self.lo, self.hi))})"
 
