@@ -307,11 +307,12 @@ def require_real(name: str, dtype, what: str) -> None:
                         f"(bool, integer or float), not strings, complex or compound values")
 
 
-def first_nonfinite(values: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the first NaN or Inf in ``values``; None if there is none (or no floats)."""
+def first_nonfinite(values: np.ndarray, allow_nan: bool = False) -> tuple[int, ...] | None:
+    """Index of the first NaN or Inf in ``values`` (only Inf with ``allow_nan``); None if
+    there is none (or no floats)."""
     if values.dtype.kind != 'f':
         return None
-    finite = np.isfinite(values)
+    finite = ~np.isinf(values) if allow_nan else np.isfinite(values)
     return None if finite.all() else tuple(int(i) for i in np.argwhere(~finite)[0])
 
 

@@ -391,6 +391,8 @@ class BinaryNLL(Node):
     entropy is subtracted (the loss becomes a KL divergence, 0 at a perfect fit).
     """
 
+    masks_nan_target = True
+
     def __init__(self, pred: Node, target: Node, subtract_label_entropy: bool = False,
                  name: str = 'binary_nll', print_repr: bool = True):
         self.subtract_label_entropy = subtract_label_entropy
@@ -417,6 +419,7 @@ class BinaryNLL(Node):
 
 class _RegressionLoss(Node):
     """Shared part of SquaredLoss and AbsLoss: masking, margin, normalisation."""
+    masks_nan_target = True
 
     def __init__(self, pred: Node, target: Node, margin: float | None, scale_correction,
                  name: str, print_repr: bool):
@@ -646,9 +649,11 @@ class Errors(Node):
     """Fraction of wrongly classified entries (scalar).
 
     The class is taken as by :class:`Classification` (argmax within each Softmax group,
-    ``pred > 0.5`` for a sigmoid prediction). Sparse labels < 0 are not counted.
+    ``pred > 0.5`` for a sigmoid prediction). Sparse labels < 0 and NaN targets (a group
+    with any NaN for dense one-hot targets) are not counted.
     """
     is_error = True
+    masks_nan_target = True
 
     def __init__(self, pred: Node, target: Node, target_is_sparse: bool = False,
                  n_class: int | str = 'auto', n_indep: int | str = 'auto',
@@ -679,8 +684,15 @@ class Errors(Node):
         f = self.parents[0].shape.tag2index('f')
         predicted = pred.long() if self._classified else _classify(
             pred, f, self.n_class, self.n_indep, self.binary)
-        truth = (target.long() if self.target_is_sparse
-                 else _classify(target, f, self.n_class, self.n_indep, self.binary))
+        unlabelled = torch.isnan(target) if target.is_floating_point() else None
+        if self.target_is_sparse:
+            truth = target.long() if unlabelled is None else target.nan_to_num(-1).long()
+        else:
+            truth = _classify(target, f, self.n_class, self.n_indep, self.binary)
+            if unlabelled is not None and not self.binary:
+                unlabelled = unlabelled.unflatten(f, (self.n_indep, self.n_class)).any(dim=f + 1)
+        if unlabelled is not None:
+            truth = truth.masked_fill(unlabelled, -1)
         counted = truth >= 0
         wrong = (predicted != truth) & counted
         return wrong.sum().float() / counted.sum().clamp(min=1).float()

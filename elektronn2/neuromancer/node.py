@@ -65,6 +65,9 @@ class Node:
     is_input = False
     #: True for classification-error nodes (Errors), which the trainer monitors.
     is_error = False
+    #: True for nodes that read NaN in their target (second) input as unlabelled, e.g.
+    #: BinaryNLL; the trainer lets NaN targets through only if every consumer says so.
+    masks_nan_target = False
     @property
     def sees_padding(self) -> bool:
         """True where the output depends on padding (Pad, non-valid convolutions), so that

@@ -332,17 +332,30 @@ class Trainer:
         self.status.update(self.status_text())
 
     def _check_finite_batch(self, batch: tuple, index: int) -> None:
-        """A DataError naming the first NaN/Inf of a floating-point array in ``batch``."""
+        """A DataError naming the first NaN/Inf of a floating-point array in ``batch``; NaN
+        targets pass where every consumer of the target node reads them as unlabelled."""
+        target = self.model.target_node
+        consumers = target.children if target is not None else []
+        nan_unlabelled = bool(consumers) and all(n.masks_nan_target for n in consumers)
         for i, array in enumerate(batch):
-            position = first_nonfinite(array) if isinstance(array, np.ndarray) else None
-            if position is not None:
-                raise DataError(
-                    f"training batch {index} from {type(self.data).__name__}.getbatch: array "
-                    f"{i} ({'input' if i == 0 else 'target' if i == 1 else 'extra'}, shape "
-                    f"{array.shape}) holds NaN/Inf values, the first ({array[position]}) at index "
-                    f"{position}; training on "
-                    f"it would make the parameters NaN. Check the data files (or clean them "
-                    f"with np.nan_to_num)")
+            if not isinstance(array, np.ndarray):
+                continue
+            position = first_nonfinite(array, allow_nan=i == 1 and nan_unlabelled)
+            if position is None:
+                continue
+            hint = ''
+            if i == 1 and np.isnan(array[position]):
+                refusing = [f"{type(n).__name__} {n.name!r}" for n in consumers
+                            if not n.masks_nan_target]
+                hint = (f" NaN targets count as unlabelled only where every node reading "
+                        f"the target does so (BinaryNLL, SquaredLoss, AbsLoss, Errors); here "
+                        f"{', '.join(refusing)} would not.")
+            raise DataError(
+                f"training batch {index} from {type(self.data).__name__}.getbatch: array "
+                f"{i} ({'input' if i == 0 else 'target' if i == 1 else 'extra'}, shape "
+                f"{array.shape}) holds NaN/Inf values, the first ({array[position]}) at index "
+                f"{position}; training on it would make the parameters NaN.{hint} Check the "
+                f"data files (or clean them with np.nan_to_num)")
 
     def status_text(self) -> str:
         """Losses, errors, lr; steps/s of the whole loop (data wait, monitoring, ...) and

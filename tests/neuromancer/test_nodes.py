@@ -348,6 +348,29 @@ def test_errors_sparse_dense_and_binary():
     assert float(err_b(x, (p > 0.5).astype(np.float32))) == 0
 
 
+def test_errors_skip_nan_targets():
+    """NaN targets are unlabelled: not counted (a whole group for dense one-hot targets)."""
+    inp, lin, sm = _classifier(spatial=(2, 2))
+    assert nm.Errors.masks_nan_target and not nm.MultinoulliNLL.masks_nan_target
+    x = np.random.randn(4, 2, 2, 2).astype(np.float32)
+    cls = sm(x).argmax(1)[:, None]
+    wrong = (cls + 1) % 3
+    sparse = cls.astype(np.float32)
+    sparse[0, 0, 0, 0] = wrong[0, 0, 0, 0]
+    sparse[1, 0, :, :] = np.nan
+    err_s = nm.Errors(sm, nm.Input_like(sm, override_f=1, name='t1'), target_is_sparse=True)
+    assert float(err_s(x, sparse)) == pytest.approx(1 / 12)
+    dense = np.eye(3, dtype=np.float32)[wrong[:, 0]].transpose(0, 3, 1, 2)
+    dense[1:, 0] = np.nan           # one NaN class makes the group of examples 1-3 unlabelled
+    err_d = nm.Errors(sm, nm.Input_like(sm, name='t2'))
+    assert float(err_d(x, dense)) == 1
+    prob = nm.Conv(inp, 1, 1, activation_func='sigmoid')
+    right = (prob(x) > 0.5).astype(np.float32)
+    right[0, 0, 0, 0] = 1 - right[0, 0, 0, 0]
+    right[2:] = np.nan
+    assert float(nm.Errors(prob, nm.Input_like(prob, name='t3'))(x, right)) == pytest.approx(1 / 8)
+
+
 def test_gradients_match_finite_differences():
     inp, lin, sm = _classifier()
     target = nm.Input_like(sm, override_f=1, name='target')
