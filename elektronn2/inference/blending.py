@@ -29,7 +29,7 @@ from ..neuromancer.dense import (
 )
 from ..neuromancer.footprint import to_unit_float
 from .geometry import Box
-from .window_reuse import SLAB_COST, WindowReuse
+from .window_reuse import REGION_COST, SLAB_COST, WindowReuse
 
 IMPORTANCE_MODES = ('constant', 'gaussian')
 
@@ -146,12 +146,12 @@ class BlendingPredictor(PatchEvaluator):
 
     def reuses(self, out_box: Box) -> bool:
         """Whether the block ``out_box`` is evaluated by :mod:`.window_reuse`: where the net
-        allows it and it should take less time than the windows alone (its slabs' multiply-
-        adds weighted by :data:`~.window_reuse.SLAB_COST`)."""
+        allows it and it should take less time than the windows alone (multiply-adds
+        weighted by :data:`~.window_reuse.REGION_COST` and :data:`~.window_reuse.SLAB_COST`)."""
         if self.reuse is None:
             return False
         region, shells = self._reuse_macs(out_box)
-        return region + SLAB_COST * shells < self._window_macs(out_box)
+        return REGION_COST * region + SLAB_COST * shells < self._window_macs(out_box)
 
     def predict(self, raw: np.ndarray, out_box: Box) -> np.ndarray:
         raw = to_unit_float(raw)

@@ -12,9 +12,9 @@ once, keeping every layer, and per window recomputes, layer by layer, only these
 padding there is the same). The window outputs equal those of separate evaluations up
 to float rounding (the same operations, summed in another order by the kernels).
 
-Per layer and face, the shell of ``D_l`` voxels is computed by the layer's own node on a
-slab of the previous layer ``reach`` voxels thicker: the slab's cut face gets padding the
-window has not, but that only reaches ``reach`` voxels back, outside the shell kept.
+Per layer and face, the shell of ``D_l`` voxels is computed by the layer's own node from
+a slab of the previous layer, the filter's reach thicker, zero-padded only at the
+window's faces (a valid convolution of that): exactly the shell, nothing discarded.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint
@@ -32,10 +33,13 @@ from ..neuromancer.neural import Conv
 from ..neuromancer.node import Node
 from .geometry import Box
 
-#: time per multiply-add of the slabs against that of whole windows or the region: thin
-#: convolutions, one call per slab, copies (2026-12-06, 2-core AMD EPYC, fp32, 3-layer
-#: 'same' chains: 1.7 with 48 x 96 x 96 windows, 2.2 with 32 x 64 x 64)
-SLAB_COST = 2.0
+#: time per multiply-add of the region's single pass and of the slabs, against that of
+#: windows evaluated alone (layout copies, a few-feature output layer on a large volume;
+#: thin convolutions, a call per slab, copies). Measured 2026-12-06 on the 2-core AMD
+#: EPYC, fp32, a 4-layer 'same' chain with windows 32 x 64 x 64 to 64 x 64 x 64: the
+#: pass 1.1-1.35, the slabs 1.7-2.2 (benchmarks/RESULTS.md)
+REGION_COST = 1.3
+SLAB_COST = 2.2
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,6 @@ class WindowReuse:
         self.layers = layers
         nodes = [layer.node for layer in layers]
         self.whole = GraphFunction(nodes, [node.input_nodes[0]], training=False)
-        self.single = [GraphFunction([n], [n.parent], training=False) for n in nodes]
         self.device = node.model.device
 
     @classmethod
@@ -126,8 +129,8 @@ class WindowReuse:
                                       (0, kept)))
                 if hi[axis] < region[axis] and reach_hi[axis]:
                     kept = min(reach_hi[axis], size)
-                    slabs.append(Slab(index, axis, (max(0, size - kept - layer.before[axis]), size),
-                                      (size - kept, size)))
+                    slabs.append(Slab(index, axis, (max(0, size - kept - layer.before[axis]),
+                                                    size), (size - kept, size)))
         return slabs
 
     def macs(self, windows: Sequence[Box], region_shape: Sequence[int]) -> tuple[int, int]:
@@ -138,7 +141,7 @@ class WindowReuse:
             shape = self.footprint.net_order(window.shape)
             for slab in self.slabs(window, region_shape):
                 extent = list(shape)
-                extent[slab.axis] = slab.source[1] - slab.source[0]
+                extent[slab.axis] = slab.kept[1] - slab.kept[0]
                 shells += per_voxel[slab.layer] * int(np.prod(extent))
         return sum(per_voxel) * int(np.prod(region_shape)), shells
 
@@ -175,12 +178,26 @@ class WindowReuse:
             current = []
             for slab in (s for s in slabs if s.layer == index):
                 source = _assembled(previous, pieces, _along(full, slab.axis, slab.source))
-                out = self.single[index](source, settings=settings)[0]
                 kept = _along(full, slab.axis, slab.kept)
-                current.append((kept, out[_index(kept.relative_to(
-                    _along(full, slab.axis, slab.source)))]))
+                current.append((kept, self._slab(index, source, slab, settings)))
             previous, pieces = values[crop], current
         return _assembled(previous, pieces, full)
+
+    def _slab(self, index: int, source: torch.Tensor, slab: Slab,
+              settings: ExecutionSettings) -> torch.Tensor:
+        """Layer ``index`` on ``source``, zero-padded at the window faces (all but the
+        slab's inner side), as a valid convolution: the slab's kept outputs."""
+        layer = self.layers[index]
+        if not isinstance(layer.node, Conv):
+            with settings.autocast():
+                return layer.node.forward(settings.to_layout(source))
+        before, after = list(layer.before), list(layer.after)
+        # along the slab's axis only what the source lacks of the kept outputs' inputs
+        before[slab.axis] = slab.source[0] - (slab.kept[0] - layer.before[slab.axis])
+        after[slab.axis] = slab.kept[1] + layer.after[slab.axis] - slab.source[1]
+        pads = [n for b, a in zip(before[::-1], after[::-1]) for n in (b, a)]
+        with settings.autocast():
+            return layer.node.forward(settings.to_layout(F.pad(source, pads)), padding=0)
 
 
 def _along(box: Box, axis: int, bounds: tuple[int, int]) -> Box:

@@ -211,8 +211,11 @@ class Conv(NeuralLayer):
     def _pool(self, y: torch.Tensor) -> torch.Tensor:
         return fragment_pool(y, self.pool_shape) if self.mfp else pool(y, self.pool_shape)
 
-    def forward(self, x, training=False):
-        y = convolve(x, self.params['w'], self.params.get('b'), padding=self._padding())
+    def forward(self, x, training=False, padding=None):
+        """``padding`` (per spatial axis, or 0) replaces the conv_mode's, e.g. 0 for an input
+        the caller has padded itself."""
+        y = convolve(x, self.params['w'], self.params.get('b'),
+                     padding=self._padding() if padding is None else padding)
         y = self._normalise(y, 1, training)
         if self.activation.name == 'relu' and not torch.is_grad_enabled():
             y = torch.relu_(self._pool(y))  # a new tensor of this node: no new allocation
