@@ -87,6 +87,8 @@ REBUILT_BACKENDS = ('mfp', 'patch')
 
 #: held while a predictor is built or looked up, so that threads asking at once share one
 _CACHE_LOCK = threading.Lock()
+#: held while a model is loaded or looked up (load_model)
+_MODEL_LOCK = threading.Lock()
 
 
 class BlockPredictor(Protocol):
@@ -108,8 +110,24 @@ class BlockPredictor(Protocol):
 
 
 def load_model(path: str | os.PathLike, **modelload_args):
-    """``nm.modelload`` that leaves the caller's current model current (thread-safe)."""
-    model = modelload(path, make_current=False, **modelload_args)
+    """``nm.modelload`` that leaves the caller's current model current (thread-safe).
+
+    The last few models loaded are kept (keyed by the file's content and the arguments):
+    planning asks for the same rebuilt nets many times. The models are shared, for
+    reading and evaluating only."""
+    key = tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
+                       for name, value in modelload_args.items()))
+    try:
+        digest = model_digest(path)
+    except OSError:     # missing or unreadable: modelload names the problem
+        digest = ''
+    with _MODEL_LOCK:
+        return _loaded_model(str(path), digest, key)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded_model(path: str, digest: str, key: tuple):
+    model = modelload(path, make_current=False, **dict(key))
     if model.prediction_node is None:
         raise ConfigError(f"Model file {path} designates no prediction_node; save a model "
                           f"after model.designate_nodes(prediction_node=...)")
