@@ -10,7 +10,7 @@ the chosen blocks run (``--verbose`` prints both). Weights are as initialised: s
 not depend on them. The U-Net also runs with ``mfp='off'`` (tiling its saved patch, what
 the default did before the 'patch' back end) in the same round, for the ratio.
 
-Run: python benchmarks/bench_user_path.py [--rounds 2] [--z 0 32]
+Run: python benchmarks/bench_user_path.py [--rounds 2] [--z 0 32] [--no-tiled]
 """
 from __future__ import annotations
 
@@ -42,6 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--rounds', type=int, default=2)
     parser.add_argument('--z', type=int, nargs=2, default=(0, 32))
+    parser.add_argument('--no-tiled', action='store_true',
+                        help="skip the U-Net's tiled run (--mfp off), the slowest")
     args = parser.parse_args()
     print(describe_machine())
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,8 +56,9 @@ def main() -> None:
             paths[name] = Path(tmp) / f'{name}.mdl'
             build().save(paths[name])
         # row name -> (model, --mfp)
-        models = {'neuro3d': (paths['neuro3d'], 'auto'), 'unet3d_lite': (paths['unet3d_lite'], 'auto'),
-                  'unet3d_lite, --mfp off (tiled)': (paths['unet3d_lite'], 'off')}
+        models = {'neuro3d': (paths['neuro3d'], 'auto'), 'unet3d_lite': (paths['unet3d_lite'], 'auto')}
+        if not args.no_tiled:
+            models['unet3d_lite, --mfp off (tiled)'] = (paths['unet3d_lite'], 'off')
         useful = {name: 2 * useful_macs_per_voxel(load_model(path).prediction_node)
                   for name, (path, _) in models.items()}
         rows: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
