@@ -62,7 +62,8 @@ class Box:
 
     def relative_to(self, outer: Box) -> Box:
         """This box in coordinates where ``outer`` starts at 0."""
-        return Box(np.subtract(self.lo, outer.lo), np.subtract(self.hi, outer.lo))
+        return Box([a - o for a, o in zip(self.lo, outer.lo)],
+                   [b - o for b, o in zip(self.hi, outer.lo)])
 
     def __str__(self) -> str:
         return f"[{', '.join(f'{lo}:{hi}' for lo, hi in zip(self.lo, self.hi))})"

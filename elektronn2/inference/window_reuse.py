@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..neuromancer.classification import Softmax
 from ..neuromancer.execution import ExecutionSettings
 from ..neuromancer.footprint import Footprint
 from ..neuromancer.graph_compile import GraphFunction, to_numpy
-from ..neuromancer.loss import Softmax
 from ..neuromancer.neural import Conv
 from ..neuromancer.node import Node
 from .geometry import Box
@@ -170,10 +170,11 @@ class WindowReuse:
         """The last layer's (1, f, *net axes) values of ``window``: per layer the region's
         values (views) and the recomputed pieces that replace them in the shell."""
         lo, hi = self.footprint.net_order(window.lo), self.footprint.net_order(window.hi)
-        crop = (slice(None), slice(None)) + tuple(slice(a, b) for a, b in zip(lo, hi))
-        full = Box.from_shape(np.subtract(hi, lo))
+        crop = _index(Box(lo, hi))
+        full = Box.from_shape([b - a for a, b in zip(lo, hi)])
         slabs = self.slabs(window, region_shape)
-        previous, pieces = data[crop], []
+        previous = data[crop]
+        pieces: list[tuple[Box, torch.Tensor]] = []
         for index, values in enumerate(whole):
             current = []
             for slab in (s for s in slabs if s.layer == index):
@@ -224,6 +225,7 @@ def _assembled(values: torch.Tensor, pieces: list[tuple[Box, torch.Tensor]],
         return result
     result = result.clone()
     for piece, part in overlaps:
-        common = Box(np.maximum(piece.lo, box.lo), np.minimum(piece.hi, box.hi))
+        common = Box([max(a, b) for a, b in zip(piece.lo, box.lo)],
+                     [min(a, b) for a, b in zip(piece.hi, box.hi)])
         result[_index(common.relative_to(box))] = part[_index(common.relative_to(piece))]
     return result

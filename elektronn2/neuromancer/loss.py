@@ -1,7 +1,8 @@
-"""Outputs and losses: Softmax, Classification, MultinoulliNLL, BlockedMultinoulliNLL,
-MalisNLL, BinaryNLL, SquaredLoss, AbsLoss, EuclideanDistance, RampLoss, SobelizedLoss,
-AggregateLoss, Errors, OneHot, GaussianNLL, BetaNLL, GaussianRV (sampling) and
-GaussianAEVBPrior.
+"""Losses: MultinoulliNLL, BlockedMultinoulliNLL, MalisNLL, BinaryNLL, SquaredLoss,
+AbsLoss, EuclideanDistance, RampLoss, SobelizedLoss, AggregateLoss; GaussianNLL, BetaNLL,
+GaussianRV (sampling) and GaussianAEVBPrior (:mod:`.densities`). Softmax,
+Classification, Errors and OneHot live in :mod:`.classification` (ELEKTRONN2 kept them
+here; this module re-exports them).
 
 Element-wise losses keep the prediction's shape with 'f' reduced to 1 and are
 normalised so that their *mean* is the average loss over labelled entries;
@@ -10,7 +11,6 @@ optimised. Unlabelled entries: sparse labels < 0, or NaN regression targets.
 """
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError, ShapeError
+from .classification import Classification as Classification
+from .classification import Errors as Errors
+from .classification import OneHot as OneHot
+from .classification import Softmax as Softmax
+from .classification import broadcast_along, class_structure
 from .densities import EPS
 from .densities import BetaNLL as BetaNLL
 from .densities import GaussianAEVBPrior as GaussianAEVBPrior
@@ -26,72 +31,7 @@ from .densities import GaussianRV as GaussianRV
 from .malis import malis_pair_counts
 from .neural import Conv
 from .node import Node
-from .shape import TaggedShape
-
-SCALAR = TaggedShape((), ())
-
-
-def _broadcast_along(vector: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
-    shape = [1] * ndim
-    shape[axis] = -1
-    return vector.reshape(shape)
-
-
-class Softmax(Node):
-    """Softmax over the 'f' axis, in ``n_indep`` independent groups of ``n_class``."""
-
-    def __init__(self, parent: Node, n_class: int | str = 'auto', n_indep: int = 1,
-                 name: str = 'softmax', print_repr: bool = True):
-        if parent.activation_func not in ('lin', 'linear'):
-            raise ConfigError(f"Softmax {name!r}: its parent {parent.name!r} must have "
-                              f"activation_func='lin', not {parent.activation_func!r}")
-        self.n_class_arg, self.n_indep = n_class, int(n_indep)
-        super().__init__(parent, name, print_repr)
-
-    def _classes_of(self, n_f: int) -> int:
-        """Classes per group for ``n_f`` input features."""
-        return n_f // self.n_indep if self.n_class_arg == 'auto' else int(self.n_class_arg)
-
-    @functools.cached_property
-    def n_class(self) -> int:
-        """Classes per softmax group."""
-        return self._classes_of(self.shape['f'])
-
-    @property
-    def class_count(self) -> int:
-        return self.n_class
-
-    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
-        n_f = sh['f']
-        n_class = self._classes_of(n_f)
-        if n_class * self.n_indep != n_f or n_class < 2:
-            raise ShapeError(f"cannot form {self.n_indep} softmax group(s) of {n_class} classes "
-                             f"from {n_f} features")
-        return sh
-
-    def _group(self, x: torch.Tensor, fn) -> torch.Tensor:
-        axis = self.shape.tag2index('f')
-        grouped = x.unflatten(axis, (self.n_indep, self.n_class))
-        return fn(grouped, dim=axis + 1).flatten(axis, axis + 1)
-
-    def forward(self, x, training=False):
-        # in float32 also under bf16/fp16 autocast (as CUDA's autocast does, CPU's does not):
-        # probabilities then sum to 1 to float32 precision, not to 2**-8
-        return self._group(x.float(), torch.softmax)
-
-    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """log of this node's output, computed stably from its input."""
-        return self._group(logits, torch.log_softmax)
-
-    def _compute_cost(self) -> int:
-        return 3 * self.shape.stripbatch_prod
-
-
-def _class_structure(pred: Node) -> tuple[int, int]:
-    """(n_class, n_indep) of a prediction: from a Softmax, else one group over 'f'."""
-    if isinstance(pred, Softmax):
-        return pred.n_class, pred.n_indep
-    return pred.shape['f'], 1
+from .shape import SCALAR, TaggedShape
 
 
 class MultinoulliNLL(Node):
@@ -132,7 +72,7 @@ class MultinoulliNLL(Node):
         self.weakness = float(weakness)
         self.target_is_sparse = target_is_sparse
         self.label_prop_thresh = label_prop_thresh
-        self.n_class, self.n_indep = _class_structure(pred)
+        self.n_class, self.n_indep = class_structure(pred)
         self._class_weights_arg = class_weights
         slots = {'pred': pred, 'target': target}
         if isinstance(pred, Softmax):
@@ -199,7 +139,7 @@ class MultinoulliNLL(Node):
                             f"(valid 0..{self.n_class - 1}, or <0 for unlabelled)")
         f = self._f_axis
         classes = torch.arange(self.n_class, device=labels.device)
-        hot = labels.unsqueeze(f + 1) == _broadcast_along(classes, labels.ndim + 1, f + 1)
+        hot = labels.unsqueeze(f + 1) == broadcast_along(classes, labels.ndim + 1, f + 1)
         return hot.flatten(f, f + 1).float()
 
     def _log_probs(self, get: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,7 +175,7 @@ class MultinoulliNLL(Node):
         cw = get['class_weights'] if 'class_weights' in get else self.params['class_weights']
         cw = cw.float().reshape(-1)
         per_feature = cw if cw.numel() == self.n_class * self.n_indep else cw.repeat(self.n_indep)
-        weights = _broadcast_along(per_feature, pred.ndim, f)
+        weights = broadcast_along(per_feature, pred.ndim, f)
         if 'example_weights' in get:
             ew = get['example_weights'].float()
             weights = weights * (ew if ew.ndim == pred.ndim else ew.unsqueeze(f))
@@ -599,122 +539,3 @@ class AggregateLoss(Node):
     def forward(self, *losses, training=False):
         means = torch.stack([loss.float().mean() for loss in losses])
         return (means * self.params['mixing_weights']).mean()
-
-
-def _classification_structure(pred: Node, n_class, n_indep) -> tuple[int, int, bool]:
-    """(n_class, n_indep, binary) of a prediction: from a Softmax, a sigmoid output (one
-    probability per feature: 2 classes, thresholded at 0.5) or the given numbers."""
-    if isinstance(pred, Softmax):
-        return pred.n_class, pred.n_indep, False
-    if pred.activation_func in ('sigmoid', 'sig', 'logistic'):
-        return 2, pred.shape['f'], True
-    if n_class == 'auto':
-        return pred.shape['f'], 1, False
-    n_indep = 1 if n_indep == 'auto' else int(n_indep)
-    return int(n_class), n_indep, n_indep == pred.shape['f']
-
-
-def _classify(x: torch.Tensor, f: int, n_class: int, n_indep: int, binary: bool) -> torch.Tensor:
-    """Class indices along axis ``f``: ``x > 0.5`` per feature, or the argmax per group."""
-    if binary:
-        return (x > 0.5).long()
-    return x.unflatten(f, (n_indep, n_class)).argmax(dim=f + 1)
-
-
-class Classification(Node):
-    """The predicted class of each group: shape of ``pred`` with 'f' = n_indep (int64).
-
-    For a :class:`Softmax` the argmax within each of its groups; for a sigmoid output
-    (or ``n_indep`` equal to the number of features) ``pred > 0.5`` per feature; else
-    ``n_class`` and ``n_indep`` say how the features group.
-    """
-
-    def __init__(self, pred: Node, n_class: int | str = 'auto', n_indep: int | str = 'auto',
-                 name: str = 'cls', print_repr: bool = True):
-        self.n_class, self.n_indep, self.binary = _classification_structure(pred, n_class, n_indep)
-        super().__init__(pred, name, print_repr)
-
-    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
-        if not self.binary and self.n_class * self.n_indep != sh['f']:
-            raise ShapeError(f"{self.n_indep} group(s) of {self.n_class} classes do not make "
-                             f"{sh['f']} features")
-        return sh.updateshape('f', self.n_indep)
-
-    def forward(self, pred, training=False):
-        f = self.parent.shape.tag2index('f')
-        return _classify(pred, f, self.n_class, self.n_indep, self.binary)
-
-
-class Errors(Node):
-    """Fraction of wrongly classified entries (scalar).
-
-    The class is taken as by :class:`Classification` (argmax within each Softmax group,
-    ``pred > 0.5`` for a sigmoid prediction). Sparse labels < 0 and NaN targets (a group
-    with any NaN for dense one-hot targets) are not counted.
-    """
-    is_error = True
-    masks_nan_target = True
-
-    def __init__(self, pred: Node, target: Node, target_is_sparse: bool = False,
-                 n_class: int | str = 'auto', n_indep: int | str = 'auto',
-                 name: str = 'errors', print_repr: bool = True):
-        self.target_is_sparse = target_is_sparse
-        if isinstance(pred, Classification):
-            self.n_class, self.n_indep, self.binary = pred.n_class, pred.n_indep, pred.binary
-            self._classified = True
-        else:
-            self.n_class, self.n_indep, self.binary = _classification_structure(pred, n_class,
-                                                                                n_indep)
-            self._classified = False
-        super().__init__([pred, target], name, print_repr)
-
-    def _infer_shape(self, pred: TaggedShape, target: TaggedShape) -> TaggedShape:
-        if self._classified:
-            dense_f = self.n_indep if self.binary else self.n_class * self.n_indep
-            want_f = self.n_indep if self.target_is_sparse else dense_f
-        else:
-            groups = pred['f'] if self.binary else self.n_indep
-            want_f = groups if self.target_is_sparse else pred['f']
-        if target.ndim != pred.ndim or target['f'] != want_f:
-            raise ShapeError(f"target shape {target.shape} does not fit prediction {pred.shape} "
-                             f"(expected 'f'={want_f})")
-        return SCALAR
-
-    def forward(self, pred, target, training=False):
-        f = self.parents[0].shape.tag2index('f')
-        predicted = pred.long() if self._classified else _classify(
-            pred, f, self.n_class, self.n_indep, self.binary)
-        unlabelled = torch.isnan(target) if target.is_floating_point() else None
-        if self.target_is_sparse:
-            truth = target.long() if unlabelled is None else target.nan_to_num(-1).long()
-        else:
-            truth = _classify(target, f, self.n_class, self.n_indep, self.binary)
-            if unlabelled is not None and not self.binary:
-                unlabelled = unlabelled.unflatten(f, (self.n_indep, self.n_class)).any(dim=f + 1)
-        if unlabelled is not None:
-            truth = truth.masked_fill(unlabelled, -1)
-        counted = truth >= 0
-        wrong = (predicted != truth) & counted
-        return wrong.sum().float() / counted.sum().clamp(min=1).float()
-
-
-class OneHot(Node):
-    """Sparse labels (b, 1, ...) -> one-hot float (b, n_class, ...) along 'f'.
-
-    Labels < 0 (unlabelled) become all-zero rows.
-    """
-
-    def __init__(self, target: Node, n_class: int, axis: str = 'f', name: str = 'onehot',
-                 print_repr: bool = True):
-        self.n_class, self.axis = int(n_class), axis
-        super().__init__(target, name, print_repr)
-
-    def _infer_shape(self, sh: TaggedShape) -> TaggedShape:
-        if sh[self.axis] != 1:
-            raise ShapeError(f"OneHot needs axis {self.axis!r} of size 1, got {sh}")
-        return sh.updateshape(self.axis, self.n_class)
-
-    def forward(self, target, training=False):
-        axis = self.parent.shape.index(self.axis)
-        classes = torch.arange(self.n_class, device=target.device)
-        return (target.long() == _broadcast_along(classes, target.ndim, axis)).float()

@@ -426,3 +426,7 @@ def as_tuple(value: int | Iterable[int] | None, n: int, name: str, default: int 
         raise ShapeError(f"{name}={value} has {len(value)} entries, but the input has "
                          f"{n} spatial axes")
     return value
+
+
+#: the shape of a scalar (losses, error rates)
+SCALAR = TaggedShape((), ())

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..neuromancer import classification, loss
 from ..neuromancer.basic import Add, Concat, MultMerge
+from ..neuromancer.classification import Softmax
 from ..neuromancer.layer import NeuralLayer
-from ..neuromancer.loss import Softmax
 from ..neuromancer.neural import Pool
 from ..neuromancer.node import Node
 from ..neuromancer.summary import pretty_ops
@@ -55,7 +56,7 @@ def node_kind(node: Node) -> str:
         return 'input'
     if node is node.model.prediction_node or isinstance(node, Softmax):
         return 'output'
-    if type(node).__module__ == Softmax.__module__:
+    if type(node).__module__ in (loss.__name__, classification.__name__):
         return 'loss'
     if isinstance(node, NeuralLayer):
         return 'layer'
