@@ -18,7 +18,7 @@ they take views only, no copies) and run on CPU only (not measured on GPUs yet):
   Both replacements are therefore used in every precision.
 * thin float32 3-D convolutions of one example: ATen sends them to its slow native kernel
   unless N x C x D x H exceeds 20480 (or both last kernel extents exceed 3), whatever W
-  is; a 2 x 64 x 64 slab with 16 features took 6x oneDNN's time per voxel. The spatial
+  is; slabs of 2 and 5 x 64 x 64 with 16 features took 4x and 11x oneDNN's time. The spatial
   axes are permuted, thinnest last (views; oneDNN reorders as it needs), which any
   layout allows. Blended windows' shells (``elektronn2.inference.window_reuse``) are such.
 """

@@ -343,10 +343,10 @@ class Trainer:
             position = first_nonfinite(array, allow_nan=i == 1 and nan_unlabelled)
             if position is None:
                 continue
+            refusing = [f"{type(n).__name__} {n.name!r}" for n in consumers
+                        if not n.masks_nan_target]
             hint = ''
-            if i == 1 and np.isnan(array[position]):
-                refusing = [f"{type(n).__name__} {n.name!r}" for n in consumers
-                            if not n.masks_nan_target]
+            if i == 1 and np.isnan(array[position]) and refusing:
                 hint = (f" NaN targets count as unlabelled only where every node reading "
                         f"the target does so (BinaryNLL, SquaredLoss, AbsLoss, Errors); here "
                         f"{', '.join(refusing)} would not.")
