@@ -26,18 +26,14 @@ from .basic import (
                Concat,
                Crop,
                FromTensor,
-               GenericInput,
-               InitialState_like,
-               Input,
-               Input_like,
                MultMerge,
                Pad,
                Reshape,
                Split,
-               ValueNode,
                split,
 )
 from .container import Model
+from .inputs import GenericInput, InitialState_like, Input, Input_like, ValueNode
 from .loading import modelload, rebuild_model
 from .loss import (
                AbsLoss,

@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import ShapeError
-from .basic import Input, Input_like
 from .container import Model
+from .inputs import Input, Input_like
 from .loss import AggregateLoss, Errors, MultinoulliNLL, Softmax
 from .mfp import FragmentsToDense
 from .neural import Conv

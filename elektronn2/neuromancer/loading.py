@@ -19,8 +19,8 @@ import torch
 
 from ..errors import Error, GraphError, ModelFileError, ShapeError
 from . import modelfile, oldmodels, surgery
-from .basic import ValueNode
 from .container import DESIGNATIONS, Model
+from .inputs import ValueNode
 from .node import Node, failing_axis_with
 from .optimiser import is_regularised, mark_regularised
 from .registry import NODE_CLASSES, model_manager

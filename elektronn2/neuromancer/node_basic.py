@@ -15,14 +15,14 @@ from .basic import Add as Add
 from .basic import ApplyFunc as ApplyFunc
 from .basic import Concat as Concat
 from .basic import FromTensor as FromTensor
-from .basic import GenericInput as GenericInput
-from .basic import InitialState_like as InitialState_like
-from .basic import Input as Input
-from .basic import Input_like as Input_like
 from .basic import MultMerge as MultMerge
-from .basic import ValueNode as ValueNode
 from .basic import choose_name as choose_name
 from .basic import split as split
+from .inputs import GenericInput as GenericInput
+from .inputs import InitialState_like as InitialState_like
+from .inputs import Input as Input
+from .inputs import Input_like as Input_like
+from .inputs import ValueNode as ValueNode
 from .node import Node as Node
 from .registry import ModelManager as ModelContainer  # noqa: F401  (ELEKTRONN2's name)
 from .registry import model_manager as model_manager
