@@ -25,6 +25,7 @@ object reaches rank 0's batch workers only.
 from __future__ import annotations
 
 import datetime
+import gc
 import logging
 import os
 
@@ -80,6 +81,7 @@ class DataParallel(SingleProcess):
 
     def __init__(self, device: torch.device):
         self.device = device
+        self._wrapped_model = None
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.is_chief = self.rank == 0
@@ -125,6 +127,7 @@ class DataParallel(SingleProcess):
                 wrapped[function] = _data_parallel(function, model, self.device)
             return wrapped[function]
         model.parallel_wrapper = parallel
+        self._wrapped_model = model
 
     def from_chief(self, obj):
         box = [obj]
@@ -132,6 +135,12 @@ class DataParallel(SingleProcess):
         return box[0]
 
     def close(self) -> None:
+        # DistributedDataParallel's reducer must go while its process group still exists:
+        # destroyed at interpreter exit, after the group, it can abort the process
+        if self._wrapped_model is not None:
+            self._wrapped_model.parallel_wrapper = None
+            self._wrapped_model = None
+            gc.collect()
         dist.destroy_process_group()
 
 
