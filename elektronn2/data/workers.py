@@ -59,6 +59,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
@@ -406,9 +407,16 @@ class _Worker:
         for segment in self.segments.values():
             segment.close()
         self.segments.clear()
-        if self.process.exitcode != 0:      # it died without unlinking its segments
-            for name in names:
+        if self.process.exitcode != 0:      # it died without unlinking its segments,
+            for name in names | _named_for(self.process.pid):  # also ones not announced
                 _unlink_segment(name)
+
+
+def _named_for(pid: int | None) -> set[str]:
+    """The shared-memory segments a worker of process id ``pid`` created (its names start
+    with ``e2b_<pid>_``), where the system lists them (Linux: /dev/shm)."""
+    shm = Path('/dev/shm')
+    return {p.name for p in shm.glob(f'e2b_{pid}_*')} if pid and shm.is_dir() else set()
 
 
 def _unlink_segment(name: str) -> None:

@@ -52,8 +52,8 @@ def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
 
 def _takes_native_kernel(x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether ATen would run this float32 3-D convolution on its slow native kernel."""
-    return (x.ndim == 5 and x.dtype == torch.float32 and x.shape[0] == 1
-            and not torch.is_autocast_enabled('cpu')
+    return (x.ndim == 5 and x.dtype == torch.float32 and not torch.jit.is_tracing()
+            and x.shape[0] == 1 and not torch.is_autocast_enabled('cpu')
             and not (w.shape[-1] > 3 and w.shape[-2] > 3)
             and x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= _NATIVE_SIZE_LIMIT)
 

@@ -109,8 +109,11 @@ def _batch_workers(pid):
     return workers
 
 
-def _segments_of(pid):
-    return sorted(Path('/dev/shm').glob(f'e2b_{pid}_*'))
+def _segments_of(pid, since=0.0):
+    """Shared-memory segments of worker ``pid`` created at ``since`` or later (an earlier
+    process with the same id may have left some, e.g. one killed by SIGKILL)."""
+    return sorted(p for p in Path('/dev/shm').glob(f'e2b_{pid}_*')
+                  if p.stat().st_mtime >= since)
 
 
 def _wait_until_gone(pids, seconds):
@@ -188,6 +191,7 @@ def test_worker_exception_arrives_with_the_remote_traceback():
 
 def test_killed_worker_is_reported():
     existing = _batch_workers(os.getpid())
+    started = time.time() - 1
     with BackgroundBatches(RandomData(), 2, n_workers=1) as batches:
         batches.next()
         (worker,) = _batch_workers(os.getpid()) - existing
@@ -195,6 +199,7 @@ def test_killed_worker_is_reported():
         with pytest.raises(WorkerError, match='killed by SIGKILL'):
             for _ in range(batches.prefetch + 2):   # batches sent before still arrive
                 batches.next()
+    assert not _segments_of(worker, started)    # its segments are unlinked, announced or not
 
 
 def test_ctrl_c_does_not_reach_the_workers():
@@ -210,6 +215,7 @@ def test_ctrl_c_does_not_reach_the_workers():
 
 def test_close_reaps_workers_and_frees_shared_memory():
     existing = _batch_workers(os.getpid())
+    started = time.time() - 1       # /dev/shm's clock granularity
     batches = BackgroundBatches(RandomData(), 2, n_workers=2)
     batches.next()
     batches.next()
@@ -217,12 +223,13 @@ def test_close_reaps_workers_and_frees_shared_memory():
     assert len(workers) == 2 and all(_segments_of(w) for w in workers)
     batches.close()
     assert all(_proc_stat(w) is None for w in workers)     # gone and reaped: no zombie
-    assert not any(_segments_of(w) for w in workers)
+    assert not any(_segments_of(w, started) for w in workers)
     with pytest.raises(DataError, match='closed'):
         batches.next()
 
 
 def test_killing_the_parent_leaves_no_process_behind():
+    started = time.time() - 1
     script = (
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
@@ -243,7 +250,7 @@ def test_killing_the_parent_leaves_no_process_behind():
         parent.kill()
         parent.wait()
     assert _wait_until_gone(descendants, 10.0) == {}
-    assert not any(_segments_of(w) for w in workers)
+    assert not any(_segments_of(w, started) for w in workers)
 
 
 def test_unpicklable_data_is_rejected_before_starting_workers():
