@@ -32,6 +32,7 @@ from .basic import (
                Split,
                split,
 )
+from .classification import Classification, Errors, OneHot, Softmax
 from .container import Model
 from .inputs import GenericInput, InitialState_like, Input, Input_like, ValueNode
 from .loading import modelload, rebuild_model
@@ -41,18 +42,14 @@ from .loss import (
                BetaNLL,
                BinaryNLL,
                BlockedMultinoulliNLL,
-               Classification,
-               Errors,
                EuclideanDistance,
                GaussianAEVBPrior,
                GaussianNLL,
                GaussianRV,
                MalisNLL,
                MultinoulliNLL,
-               OneHot,
                RampLoss,
                SobelizedLoss,
-               Softmax,
                SquaredLoss,
 )
 from .mfp import FragmentsToDense

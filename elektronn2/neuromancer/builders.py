@@ -4,9 +4,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..errors import ShapeError
+from .classification import Errors, Softmax
 from .container import Model
 from .inputs import Input, Input_like
-from .loss import AggregateLoss, Errors, MultinoulliNLL, Softmax
+from .loss import AggregateLoss, MultinoulliNLL
 from .mfp import FragmentsToDense
 from .neural import Conv
 from .node import Node
