@@ -18,9 +18,11 @@ they take views only, no copies) and run on CPU only (not measured on GPUs yet):
   Both replacements are therefore used in every precision.
 * thin float32 3-D convolutions of one example: ATen sends them to its slow native kernel
   unless N x C x D x H exceeds 20480 (or both last kernel extents exceed 3), whatever W
-  is; slabs of 2 and 5 x 64 x 64 with 16 features took 4x and 11x oneDNN's time. The spatial
-  axes are permuted, thinnest last (views; oneDNN reorders as it needs), which any
-  layout allows. Blended windows' shells (``elektronn2.inference.window_reuse``) are such.
+  is; slabs of 2 and 5 x 64 x 64 with 16 features took 4x to 16x oneDNN's time, a
+  48 x 96 x 96 window's first layer (one feature in) 5x. These call oneDNN's convolution
+  directly, which also keeps a channels-last input's output channels-last (no layout
+  copy for the next layer). Blended windows and their shells
+  (``elektronn2.inference.window_reuse``) are such.
 """
 from __future__ import annotations
 
@@ -44,9 +46,7 @@ def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
         if x.ndim == 5 and w.shape[2] == 1:
             return z_folded_conv(x, w, b, padding)
     if x.device.type == 'cpu' and _takes_native_kernel(x, w):
-        order = _thinnest_last(x)
-        if not _takes_native_kernel(x.permute(order), w.permute(order)):
-            return thin_axis_last_conv(x, w, b, padding)
+        return onednn_conv(x, w, b, padding)
     return _CONV[x.ndim - 2](x, w, b, padding=padding)
 
 
@@ -54,23 +54,29 @@ def _takes_native_kernel(x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether ATen would run this float32 3-D convolution on its slow native kernel."""
     return (x.ndim == 5 and x.dtype == torch.float32 and not torch.jit.is_tracing()
             and x.shape[0] == 1 and not torch.is_autocast_enabled('cpu')
+            and torch.backends.mkldnn.is_available()
             and not (w.shape[-1] > 3 and w.shape[-2] > 3)
             and x.shape[0] * x.shape[1] * x.shape[2] * x.shape[3] <= _NATIVE_SIZE_LIMIT)
 
 
-def _thinnest_last(x: torch.Tensor) -> list[int]:
-    """Axis order (b, f, then the spatial axes, largest first)."""
-    return [0, 1] + sorted(range(2, x.ndim), key=lambda a: -x.shape[a])
-
-
-def thin_axis_last_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
-                        padding: int | str | tuple = 0) -> torch.Tensor:
-    """A convolution computed with the spatial axes permuted, the thinnest last."""
-    order = _thinnest_last(x)
-    if isinstance(padding, tuple):
-        padding = tuple(padding[a - 2] for a in order[2:])
-    y = _CONV[x.ndim - 2](x.permute(order), w.permute(order), b, padding=padding)
-    return y.permute([order.index(a) for a in range(x.ndim)])
+def onednn_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                padding: int | str | tuple = 0) -> torch.Tensor:
+    """A stride-1 convolution by oneDNN whatever ATen's size rule says; 'same' padding of
+    even kernels (uneven sides) is padded explicitly."""
+    kernel = w.shape[2:]
+    pads: list[int]
+    if padding == 'same':
+        pads = [(k - 1) // 2 for k in kernel]
+        after = [k - 1 - a for k, a in zip(kernel, pads)]
+        if pads != after:
+            x = F.pad(x, [n for a, z in zip(pads[::-1], after[::-1]) for n in (a, z)])
+            pads = [0] * len(kernel)
+    elif isinstance(padding, int):
+        pads = [padding] * len(kernel)
+    else:
+        pads = [int(p) for p in padding]
+    ones = [1] * len(kernel)
+    return torch.ops.aten.mkldnn_convolution(x, w, b, pads, ones, ones, 1)
 
 
 def pointwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

@@ -85,25 +85,44 @@ def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, 
     assert used == ([] if expected == 'plain' else [expected])
 
 
-@pytest.mark.parametrize('shape, padding', [((1, 16, 2, 64, 48), 'same'), ((1, 8, 40, 2, 70), 'same'),
-                                            ((1, 4, 3, 64, 100), (1, 0, 2))])
-def test_thin_single_example_convolutions_avoid_the_native_kernel(monkeypatch, shape, padding):
+@pytest.mark.parametrize('shape, padding, kernel', [
+    ((1, 16, 2, 64, 48), 'same', (3, 1, 5)), ((1, 8, 40, 2, 70), 'same', (3, 1, 5)),
+    ((1, 4, 3, 64, 100), (1, 0, 2), (3, 1, 5)), ((1, 3, 4, 30, 20), 'same', (2, 3, 4)),
+    ((1, 2, 5, 30, 20), 1, (3, 3, 3))])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+def test_thin_single_example_convolutions_avoid_the_native_kernel(monkeypatch, shape, padding,
+                                                                   kernel, layout):
     """ATen runs a float32 3-D convolution of one example with N*C*D*H <= 20480 on its slow
-    native kernel; convolve permutes the thinnest spatial axis last, same values and grads."""
+    native kernel; convolve calls oneDNN for it: same values and grads, layout kept."""
     from elektronn2.neuromancer import conv_paths
     used = []
-    original = conv_paths.thin_axis_last_conv
-    monkeypatch.setattr(conv_paths, 'thin_axis_last_conv',
+    original = conv_paths.onednn_conv
+    monkeypatch.setattr(conv_paths, 'onednn_conv',
                         lambda *a, **kw: used.append(1) or original(*a, **kw))
     torch.manual_seed(0)
     x = torch.randn(*shape)
-    w, b = torch.randn(6, shape[1], 3, 1, 5), torch.randn(6)
+    if layout == 'channels_last':
+        x = x.clone(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(6, shape[1], *kernel), torch.randn(6)
     expected = values_and_grads(lambda *a: F.conv3d(*a, padding=padding), x, w, b)
     actual = values_and_grads(lambda *a: conv_paths.convolve(*a, padding=padding), x, w, b)
     for name, e, a in zip(('output', 'grad x', 'grad w', 'grad b'), expected, actual):
         # sums of up to 10^4 products, in another order: float32 rounding of their scale
         torch.testing.assert_close(a, e, rtol=0, atol=1e-5 * float(e.abs().max()), msg=name)
     assert used
+    assert is_channels_last(actual[0]) == (layout == 'channels_last')
     used.clear()
     conv_paths.convolve(torch.randn(2, *shape[1:]), w, b, padding)     # a batch: oneDNN anyway
     assert not used
+
+
+def test_one_feature_channels_last_input_keeps_its_output_channels_last():
+    """A window's first layer (one feature in): oneDNN's output is channels-last, so the
+    next layer needs no layout copy."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 8, 32, 32).clone(memory_format=torch.channels_last_3d)
+    w = torch.randn(4, 1, 3, 3, 3)
+    y = convolve(x, w, None, 'same')
+    assert is_channels_last(y)
+    torch.testing.assert_close(y, F.conv3d(x, w, None, padding='same'))
