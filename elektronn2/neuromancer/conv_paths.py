@@ -3,8 +3,8 @@
 :func:`convolve` equals ``F.conv{1,2,3}d(x, w, b, padding=padding)`` in values and
 gradients; it replaces that call where a cheaper formulation measured faster, per layer
 of neuro3d and a 3-D U-Net, forward + backward (``benchmarks/bench_conv_paths.py``;
-results in ``benchmarks/RESULTS.md``). Both replacements need channels-last input (then
-they take views only, no copies) and run on CPU only (not measured on GPUs yet):
+results in ``benchmarks/RESULTS.md``). The first three need channels-last input (then
+they take views only, no copies); all run on CPU only (not measured on GPUs yet):
 
 * pointwise kernels (1x1, 1x1x1): a matrix product over the feature axis (``F.linear``
   on the NHWC/NDHWC view). In float32 0.4-0.8x the time of the plain convolution;
@@ -16,6 +16,11 @@ they take views only, no copies) and run on CPU only (not measured on GPUs yet):
   pathological shapes: its backward pass for a (1, 3, 3) kernel, 150 -> 200 features
   on 4 x 34 x 34 (neuro3d_lite) did not finish in minutes, the folded one takes 0.1 s.
   Both replacements are therefore used in every precision.
+* float32 3-D kernels to few features (O x kz <= 16, e.g. a 3 x 3 x 3 output layer to
+  2 classes): oneDNN computes 16 output features whatever O is, so the z taps are packed
+  into the output features (a (1, ky, kx) convolution to O x kz features, z-folded as
+  above) and summed with their z shifts. 2 classes: 0.35-0.5x the time forward, 0.5-0.7x
+  forward + backward; 8 classes would be slower, hence the bound.
 * thin float32 3-D convolutions of one example: ATen sends them to its slow native kernel
   unless N x C x D x H exceeds 20480 (or both last kernel extents exceed 3), whatever W
   is; slabs of 2 and 5 x 64 x 64 with 16 features took 4x to 16x oneDNN's time, a
@@ -35,6 +40,9 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 #: ATen's rule (``use_mkldnn``): a float32 convolution of one example whose N*C*D*H is at
 #: most this, with a last-two kernel extent <= 3, runs on the slow native kernel
 _NATIVE_SIZE_LIMIT = 20480
+#: output features oneDNN computes at once in float32 (a 512-bit vector): below them its
+#: 3-D convolution wastes the difference, z_packed_conv fills them with z taps
+_PACKED_FEATURES = 16
 
 
 def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
@@ -45,6 +53,8 @@ def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
             return pointwise_conv(x, w, b)
         if x.ndim == 5 and w.shape[2] == 1:
             return z_folded_conv(x, w, b, padding)
+        if _packs_z_taps(x, w, padding):
+            return z_packed_conv(x, w, b, padding)
     if x.device.type == 'cpu' and _takes_native_kernel(x, w):
         return onednn_conv(x, w, b, padding)
     return _CONV[x.ndim - 2](x, w, b, padding=padding)
@@ -77,6 +87,43 @@ def onednn_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
         pads = [int(p) for p in padding]
     ones = [1] * len(kernel)
     return torch.ops.aten.mkldnn_convolution(x, w, b, pads, ones, ones, 1)
+
+
+def _packs_z_taps(x: torch.Tensor, w: torch.Tensor, padding: int | str | tuple) -> bool:
+    """Whether a float32 3-D convolution goes to few output features (module docstring)."""
+    return (x.ndim == 5 and x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
+            and w.shape[2] > 1 and w.shape[0] * w.shape[2] <= _PACKED_FEATURES
+            and not (padding == 'same' and w.shape[2] % 2 == 0))
+
+
+def z_packed_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                  padding: int | str | tuple = 0) -> torch.Tensor:
+    """A 3-D convolution as a (1, ky, kx) convolution to O x kz features (the z taps) whose
+    z-shifted parts are summed; symmetric padding along z (odd kernel for 'same')."""
+    n_out, n_in, kz = w.shape[:3]
+    pad_z: int
+    padding_yx: int | str | tuple
+    if padding == 'same':
+        pad_z, padding_yx = (kz - 1) // 2, padding
+    elif isinstance(padding, int):
+        pad_z, padding_yx = padding, padding
+    else:
+        pad_z, padding_yx = int(padding[0]), (0,) + tuple(padding[1:])
+    packed = w.transpose(1, 2).reshape(n_out * kz, n_in, 1, *w.shape[3:])
+    taps = z_folded_conv(x, packed, None, padding_yx)     # (n, O * kz, D, H', W')
+    n, _, depth, *plane = taps.shape
+    taps = taps.unflatten(1, (n_out, kz))
+    out_depth = depth + 2 * pad_z - kz + 1
+    y = x.new_zeros((n, n_out, out_depth, *plane)).contiguous(
+        memory_format=torch.channels_last_3d)
+    if b is not None:
+        y += b.view(1, -1, 1, 1, 1)
+    for tap in range(kz):
+        shift = tap - pad_z     # y[z] += taps[tap][z + shift], zero outside the input
+        lo, hi = max(0, -shift), min(out_depth, depth - shift)
+        if lo < hi:
+            y[:, :, lo:hi] += taps[:, :, tap, lo + shift:hi + shift]
+    return y
 
 
 def pointwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

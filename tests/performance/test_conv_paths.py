@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from elektronn2.neuromancer.conv_paths import convolve, pointwise_conv, z_folded_conv
+from elektronn2.neuromancer.conv_paths import convolve, pointwise_conv, z_folded_conv, z_packed_conv
 from elektronn2.neuromancer.execution import is_channels_last
 
 CL = {4: torch.channels_last, 5: torch.channels_last_3d}
@@ -46,6 +46,19 @@ def test_z_folded_conv_is_a_3d_conv(padding):
     assert is_channels_last(y)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize('kernel, padding', [((3, 3, 3), 'same'), ((3, 3, 3), 0), ((2, 3, 3), 0),
+                                             ((5, 1, 3), 'same'), ((3, 3, 2), 'same'),
+                                             ((3, 3, 3), 2), ((3, 2, 3), (1, 0, 2))])
+def test_z_packed_conv_is_a_3d_conv(kernel, padding):
+    """Few output features: the z taps packed into the features, summed with their shifts."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 6, 9, 8).contiguous(memory_format=torch.channels_last_3d)
+    w, b = torch.randn(2, 5, *kernel), torch.randn(2)
+    y = assert_same_as_plain(lambda *a: z_packed_conv(*a, padding=padding), x, w, b, padding)
+    assert is_channels_last(y)
+
+
 @pytest.mark.parametrize('kernel', [(1, 1, 1), (1, 3, 3), (2, 3, 3)])
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 def test_convolve_equals_conv3d_for_every_kernel_and_layout(kernel, layout):
@@ -65,7 +78,8 @@ def test_single_feature_input_is_not_taken_for_channels_last():
 
 @pytest.mark.parametrize('kernel, in_features, bf16, expected', [
     ((1, 1, 1), 4, False, 'pointwise'), ((1, 3, 3), 4, False, 'z-folded'),
-    ((1, 3, 3), 1, False, 'z-folded'), ((2, 3, 3), 4, False, 'plain'),
+    ((1, 3, 3), 1, False, 'z-folded'), ((2, 3, 3), 4, False, 'z-packed'),
+    ((3, 3, 3), 4, False, 'z-packed'), ((3, 3, 3), 6, False, 'plain'),
     ((1, 1, 1), 4, True, 'pointwise'), ((1, 3, 3), 4, True, 'z-folded'),
     ((1, 3, 3), 1, True, 'z-folded'), ((2, 3, 3), 4, True, 'plain')])
 def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, kernel,
@@ -74,15 +88,17 @@ def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, 
     replacements in every precision (see conv_paths' docstring)."""
     from elektronn2.neuromancer import conv_paths
     used = []
-    for name, kind in (('pointwise_conv', 'pointwise'), ('z_folded_conv', 'z-folded')):
+    for name, kind in (('pointwise_conv', 'pointwise'), ('z_folded_conv', 'z-folded'),
+                       ('z_packed_conv', 'z-packed')):
         original = getattr(conv_paths, name)
         monkeypatch.setattr(conv_paths, name,
                             lambda *a, _o=original, _k=kind, **kw: used.append(_k) or _o(*a, **kw))
     x = torch.randn(1, in_features, 3, 8, 8).clone(memory_format=torch.channels_last_3d)
-    w = torch.randn(5, in_features, *kernel).clone(memory_format=torch.channels_last_3d)
+    n_out = 5 if in_features < 6 else 6     # 5 x 3 z taps fill 16 features, 6 x 3 not
+    w = torch.randn(n_out, in_features, *kernel).clone(memory_format=torch.channels_last_3d)
     with torch.autocast('cpu', torch.bfloat16, enabled=bf16):
         conv_paths.convolve(x, w, None)
-    assert used == ([] if expected == 'plain' else [expected])
+    assert used[:1] == ([] if expected == 'plain' else [expected])
 
 
 @pytest.mark.parametrize('shape, padding, kernel', [
