@@ -1,7 +1,9 @@
 """Convolution replacements against plain F.conv3d, per layer of neuro3d and unet3d_lite.
 
 For every Conv layer whose kernel allows a replacement (extent 1 in z: z folded into the
-batch of a 2-D convolution; 1x1x1: a matrix product), forward + backward of the plain
+batch of a 2-D convolution; 1x1x1: a matrix product; a few output features: the z taps
+packed into them; the blending benchmark's 'same' net has such an output layer), forward +
+backward of the plain
 ``F.conv3d`` and of the replacement (``elektronn2.neuromancer.conv_paths``) on the
 layer's input shape (batch 1), channels-last input, fp32 and bf16 autocast (activations
 in bf16 as elektronn2 passes them on). Timed in interleaved rounds; a ratio below 1 means
@@ -18,10 +20,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from bench_predict import build_same_net
 from bench_training import build_neuro3d, describe_machine, interleaved, ratio
 
 import elektronn2.neuromancer as nm
-from elektronn2.neuromancer.conv_paths import pointwise_conv, z_folded_conv
+from elektronn2.neuromancer.conv_paths import pointwise_conv, z_folded_conv, z_packed_conv
 from elektronn2.neuromancer.neural import Conv
 
 
@@ -48,7 +51,8 @@ def replaceable_layers(model) -> list[tuple[str, tuple, tuple, str]]:
             continue
         kernel = node.filter_shape
         kind = ('pointwise' if all(k == 1 for k in kernel) else
-                'z-folded' if kernel[0] == 1 else None)
+                'z-folded' if kernel[0] == 1 else
+                'z-packed' if node.shape['f'] * kernel[0] <= 16 else None)
         if kind:
             shape = (1,) + tuple(node.parent.shape.shape[1:])
             layers.append((f"{model.name}.{node.name}", shape, tuple(node.params['w'].shape), kind))
@@ -93,8 +97,10 @@ def main() -> None:
     device = torch.device(args.device)
     print(describe_machine() + (f"; {torch.cuda.get_device_name(device)}"
                                 if device.type == 'cuda' else ''))
-    replacements = {'pointwise': pointwise_conv, 'z-folded': z_folded_conv}
-    layers = replaceable_layers(build_neuro3d()) + replaceable_layers(unet3d_lite())
+    replacements = {'pointwise': pointwise_conv, 'z-folded': z_folded_conv,
+                    'z-packed': z_packed_conv}
+    layers = (replaceable_layers(build_neuro3d()) + replaceable_layers(unet3d_lite())
+              + replaceable_layers(build_same_net((48, 96, 96))))
     print(f"forward + backward on {device}, "
           f"{'CPU time of one thread' if args.cpu_time else 'wall time'}, median of "
           f"{args.rounds} interleaved rounds; ratio = replacement / plain F.conv3d "

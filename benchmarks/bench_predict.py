@@ -63,15 +63,21 @@ def boundary_net(path: Path) -> Path:
     return Path(nm.model_manager.getmodel().save(path))
 
 
-def same_net(path: Path, window: tuple[int, int, int] = (32, 64, 64)) -> Path:
+def build_same_net(window: tuple[int, int, int] = (32, 64, 64)):
+    """The 'same'-padded net of the blending comparison (4 layers of 3 x 3 x 3, 2 classes)."""
     nm.model_manager.newmodel('bench_same')
     inp = nm.Input((None, 1) + tuple(window), 'b,f,z,y,x', name='raw')
     conv = nm.Conv(inp, 16, 3, conv_mode='same')
     conv = nm.Conv(conv, 32, 3, conv_mode='same')
     conv = nm.Conv(conv, 32, 3, conv_mode='same')
     probs = nm.Softmax(nm.Conv(conv, 2, 3, conv_mode='same', activation_func='lin'))
-    nm.model_manager.getmodel().designate_nodes(input_node=inp, prediction_node=probs)
-    return Path(nm.model_manager.getmodel().save(path))
+    model = nm.model_manager.getmodel()
+    model.designate_nodes(input_node=inp, prediction_node=probs)
+    return model
+
+
+def same_net(path: Path, window: tuple[int, int, int] = (32, 64, 64)) -> Path:
+    return Path(build_same_net(window).save(path))
 
 
 def report(name: str, voxels: int, seconds: float, macs: int, peak: float) -> None:

@@ -84,8 +84,9 @@ def test_single_feature_input_is_not_taken_for_channels_last():
     ((1, 3, 3), 1, True, 'z-folded'), ((2, 3, 3), 4, True, 'plain')])
 def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, kernel,
                                                                     in_features, bf16, expected):
-    """The rule from benchmarks/bench_conv_paths.py (CPU, channels-last input): both
-    replacements in every precision (see conv_paths' docstring)."""
+    """The rule from benchmarks/bench_conv_paths.py (CPU, channels-last input): the
+    pointwise and z-folded replacements in every precision, the z-packed one in float32
+    (see conv_paths' docstring)."""
     from elektronn2.neuromancer import conv_paths
     used = []
     for name, kind in (('pointwise_conv', 'pointwise'), ('z_folded_conv', 'z-folded'),
