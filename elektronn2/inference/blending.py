@@ -7,7 +7,7 @@ output voxel is the importance-weighted mean of all windows covering it (as MONA
 * :class:`WindowGrid` says where the windows are: a grid over the whole output region,
   step ``int(window * (1 - overlap))``, the last window moved back to end at the region's end.
 * :class:`WeightedMerge` says how results are merged: sums of weighted outputs and of
-  weights over one box, divided at the end.
+  weights over one box (torch tensors: multi-threaded), divided at the end.
 
 Because the grid belongs to the whole region, a block evaluates every window that
 touches it and keeps its own part: the result does not depend on the block shape, but
@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..errors import ConfigError, ShapeError
 from ..neuromancer.dense import (
@@ -86,9 +87,9 @@ class WeightedMerge:
 
     def __init__(self, box: Box, n_classes: int, weights: np.ndarray):
         self.box = box
-        self.weights = weights
-        self.total = np.zeros((n_classes,) + box.shape, np.float32)
-        self.weight_sum = np.zeros(box.shape, np.float32)
+        self.weights = torch.from_numpy(np.asarray(weights, np.float32))
+        self.total = torch.zeros((n_classes,) + box.shape)
+        self.weight_sum = torch.zeros(box.shape)
 
     def add(self, window: Box, prediction: np.ndarray) -> None:
         """Accumulate (f, *window.shape) ``prediction``; parts outside the box are dropped."""
@@ -97,13 +98,15 @@ class WeightedMerge:
         part = Box(lo, hi)
         src, dst = part.slices_in(window), part.slices_in(self.box)
         weight = self.weights[src]
-        self.total[(slice(None),) + dst] += prediction[(slice(None),) + src] * weight
+        values = torch.from_numpy(np.ascontiguousarray(prediction, np.float32))
+        self.total[(slice(None),) + dst].addcmul_(values[(slice(None),) + src], weight)
         self.weight_sum[dst] += weight
 
     def result(self) -> np.ndarray:
-        """(f, *box.shape); zero where no window reached."""
-        return np.divide(self.total, self.weight_sum, out=np.zeros_like(self.total),
-                         where=self.weight_sum > 0)
+        """(f, *box.shape); zero where no window reached. Divides the sums in place: the
+        merge is finished."""
+        self.total /= torch.where(self.weight_sum > 0, self.weight_sum, 1)
+        return self.total.numpy()
 
 
 class BlendingPredictor(PatchEvaluator):

@@ -15,6 +15,9 @@ to float rounding (the same operations, summed in another order by the kernels).
 Per layer and face, the shell of ``D_l`` voxels is computed by the layer's own node from
 a slab of the previous layer, the filter's reach thicker, zero-padded only at the
 window's faces (a valid convolution of that): exactly the shell, nothing discarded.
+A slab's shape depends only on its layer, axis and side, so the windows are taken layer
+by layer, up to :data:`WINDOWS_PER_PASS` at a time, and each layer's slabs of one axis
+and side are evaluated as one batch (one call instead of one per window).
 """
 from __future__ import annotations
 
@@ -23,7 +26,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..neuromancer.classification import Softmax
 from ..neuromancer.execution import ExecutionSettings
@@ -40,6 +42,8 @@ from .geometry import Box
 #: pass 1.1-1.35, the slabs 1.7-2.2 (benchmarks/RESULTS.md)
 REGION_COST = 1.3
 SLAB_COST = 2.2
+#: windows whose slabs are evaluated together: fewer, larger calls; their shells held at once
+WINDOWS_PER_PASS = 8
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,18 @@ class WindowReuse:
         return sum(per_voxel) * int(np.prod(region_shape)), shells
 
     def activation_bytes(self, region_shape: Sequence[int]) -> int:
-        """Peak float32 bytes: every layer of the region, plus a window's two current
-        layers and a slab's output at the widest layer."""
+        """Peak float32 bytes: every layer of the region, plus a window's output and, for
+        :data:`WINDOWS_PER_PASS` windows, the shells of two layers and a batch of slabs
+        (each bounded by the widest layer's features over the largest shell)."""
         features = [layer.node.shape['f'] for layer in self.layers]
-        window = int(np.prod(self.footprint.out))
-        return 4 * (sum(features) * int(np.prod(region_shape)) + 3 * max(features) * window)
+        window = self.footprint.net_order(self.footprint.out)
+        inner = Box.from_shape([3 * n for n in window], window)  # all faces inside
+        shell = max(sum(int(np.prod(_along(Box.from_shape(window), s.axis, s.source).shape))
+                        for s in self.slabs(inner, [3 * n for n in window]) if s.layer == i)
+                    for i in range(len(self.layers)))
+        per_window = 3 * max(features) * shell
+        return 4 * (sum(features) * int(np.prod(region_shape))
+                    + max(features) * int(np.prod(window)) + WINDOWS_PER_PASS * per_window)
 
     def evaluate(self, raw: np.ndarray, windows: Sequence[Box],
                  settings: ExecutionSettings) -> Iterator[np.ndarray]:
@@ -161,44 +172,72 @@ class WindowReuse:
                                device=self.device)
         with torch.no_grad():
             whole = self.whole(data, settings=settings)
-            for window in windows:
-                yield self.footprint.from_net(
-                    to_numpy(self._window(data, whole, window, region_shape, settings)))[0]
+            for start in range(0, len(windows), WINDOWS_PER_PASS):
+                group = windows[start:start + WINDOWS_PER_PASS]
+                for output in self._windows(data, whole, group, region_shape, settings):
+                    yield self.footprint.from_net(to_numpy(output))[0]
 
-    def _window(self, data: torch.Tensor, whole: Sequence[torch.Tensor], window: Box,
-                region_shape: Sequence[int], settings: ExecutionSettings) -> torch.Tensor:
-        """The last layer's (1, f, *net axes) values of ``window``: per layer the region's
-        values (views) and the recomputed pieces that replace them in the shell."""
-        lo, hi = self.footprint.net_order(window.lo), self.footprint.net_order(window.hi)
-        crop = _index(Box(lo, hi))
-        full = Box.from_shape([b - a for a, b in zip(lo, hi)])
-        slabs = self.slabs(window, region_shape)
-        previous = data[crop]
-        pieces: list[tuple[Box, torch.Tensor]] = []
+    def _windows(self, data: torch.Tensor, whole: Sequence[torch.Tensor],
+                 windows: Sequence[Box], region_shape: Sequence[int],
+                 settings: ExecutionSettings) -> list[torch.Tensor]:
+        """The last layer's (1, f, *net axes) values of each window: per layer the region's
+        values (views) and the recomputed pieces that replace them in the shells, the
+        slabs of one axis and side batched over the windows."""
+        crops = [_index(Box(self.footprint.net_order(w.lo), self.footprint.net_order(w.hi)))
+                 for w in windows]
+        full = Box.from_shape(self.footprint.net_order(windows[0].shape))
+        slabs = [self.slabs(window, region_shape) for window in windows]
+        previous = [data[crop] for crop in crops]
+        pieces: list[list[tuple[Box, torch.Tensor]]] = [[] for _ in windows]
         for index, values in enumerate(whole):
-            current = []
-            for slab in (s for s in slabs if s.layer == index):
-                source = _assembled(previous, pieces, _along(full, slab.axis, slab.source))
+            batches: dict[Slab, list[int]] = {}
+            for member, window_slabs in enumerate(slabs):
+                for slab in window_slabs:
+                    if slab.layer == index:
+                        batches.setdefault(slab, []).append(member)
+            current: list[list[tuple[Box, torch.Tensor]]] = [[] for _ in windows]
+            for slab, members in batches.items():
+                source = _along(full, slab.axis, slab.source)
+                before, after = self._padding(slab)
+                first = previous[members[0]]
+                batch = settings.empty((len(members), first.shape[1]) + tuple(
+                    b + n + a for b, n, a in zip(before, source.shape, after)), first)
+                _zero_borders(batch, before, after)
+                inner = _index(Box.from_shape(source.shape, before))
+                for row, member in enumerate(members):
+                    _assembled(previous[member], pieces[member], source,
+                               batch[row:row + 1][inner])
+                with settings.autocast():
+                    result = self._layer(slab.layer, batch)
                 kept = _along(full, slab.axis, slab.kept)
-                current.append((kept, self._slab(index, source, slab, settings)))
-            previous, pieces = values[crop], current
-        return _assembled(previous, pieces, full)
+                for row, member in enumerate(members):
+                    current[member].append((kept, result[row:row + 1]))
+            previous, pieces = [values[crop] for crop in crops], current
+        return [_assembled(values, parts, full) for values, parts in zip(previous, pieces)]
 
-    def _slab(self, index: int, source: torch.Tensor, slab: Slab,
-              settings: ExecutionSettings) -> torch.Tensor:
-        """Layer ``index`` on ``source``, zero-padded at the window faces (all but the
-        slab's inner side), as a valid convolution: the slab's kept outputs."""
-        layer = self.layers[index]
-        if not isinstance(layer.node, Conv):
-            with settings.autocast():
-                return layer.node.forward(settings.to_layout(source))
+    def _padding(self, slab: Slab) -> tuple[list[int], list[int]]:
+        """Zeros before and after the slab's source per axis (net order), the window's own
+        padding: along the slab's axis only what the source lacks of the kept outputs'
+        inputs, so that a valid convolution gives exactly the kept outputs."""
+        layer = self.layers[slab.layer]
         before, after = list(layer.before), list(layer.after)
-        # along the slab's axis only what the source lacks of the kept outputs' inputs
         before[slab.axis] = slab.source[0] - (slab.kept[0] - layer.before[slab.axis])
         after[slab.axis] = slab.kept[1] + layer.after[slab.axis] - slab.source[1]
-        pads = [n for b, a in zip(before[::-1], after[::-1]) for n in (b, a)]
-        with settings.autocast():
-            return layer.node.forward(settings.to_layout(F.pad(source, pads)), padding=0)
+        return before, after
+
+    def _layer(self, index: int, padded: torch.Tensor) -> torch.Tensor:
+        """Layer ``index`` on a batch of ``padded`` slab sources (a valid convolution)."""
+        node = self.layers[index].node
+        return node.forward(padded, padding=0) if isinstance(node, Conv) else node.forward(padded)
+
+
+def _zero_borders(batch: torch.Tensor, before: Sequence[int], after: Sequence[int]) -> None:
+    """Zero the first ``before`` and last ``after`` voxels of each spatial axis of a
+    (b, f, *spatial) tensor."""
+    for axis, (low, high) in enumerate(zip(before, after)):
+        size = batch.shape[axis + 2]
+        batch.narrow(axis + 2, 0, low).zero_()
+        batch.narrow(axis + 2, size - high, high).zero_()
 
 
 def _along(box: Box, axis: int, bounds: tuple[int, int]) -> Box:
@@ -214,16 +253,20 @@ def _index(box: Box) -> tuple[slice, ...]:
 
 
 def _assembled(values: torch.Tensor, pieces: list[tuple[Box, torch.Tensor]],
-               box: Box) -> torch.Tensor:
+               box: Box, out: torch.Tensor | None = None) -> torch.Tensor:
     """``values`` (window coordinates) over ``box``, where ``pieces`` (box, values) cover
-    it replaced by theirs: a view where none does, else a copy."""
+    it replaced by theirs: written into ``out`` if given, else a view where no piece
+    overlaps, else a copy."""
     overlaps = [(piece, part) for piece, part in pieces
                 if all(max(a, c) < min(b, d) for a, b, c, d in
                        zip(piece.lo, piece.hi, box.lo, box.hi))]
     result = values[_index(box)]
-    if not overlaps:
+    if out is not None:
+        result = out.copy_(result)
+    elif not overlaps:
         return result
-    result = result.clone()
+    else:
+        result = result.clone()
     for piece, part in overlaps:
         common = Box([max(a, b) for a, b in zip(piece.lo, box.lo)],
                      [min(a, b) for a, b in zip(piece.hi, box.hi)])

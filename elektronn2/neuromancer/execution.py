@@ -30,7 +30,7 @@ import contextlib
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -79,6 +79,13 @@ class ExecutionSettings:
         if is_channels_last(tensor):
             return tensor
         return tensor.clone(memory_format=_CHANNELS_LAST[tensor.ndim])
+
+    def empty(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` in this layout, ``like``'s dtype and device."""
+        memory_format = (_CHANNELS_LAST.get(len(shape), torch.contiguous_format)
+                         if self.memory_format == 'channels_last' else torch.contiguous_format)
+        return torch.empty(tuple(shape), dtype=like.dtype, device=like.device,
+                           memory_format=memory_format)
 
     def arrange(self, params: Iterable[torch.Tensor]) -> None:
         """Store ``params`` (e.g. convolution filters) in this layout, in place."""
