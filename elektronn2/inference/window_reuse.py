@@ -36,12 +36,12 @@ from ..neuromancer.node import Node
 from .geometry import Box
 
 #: time per multiply-add of the region's single pass and of the slabs, against that of
-#: windows evaluated alone (layout copies, a few-feature output layer on a large volume;
-#: thin convolutions, a call per slab, copies). Measured 2026-12-06 on the 2-core AMD
-#: EPYC, fp32, a 4-layer 'same' chain with windows 32 x 64 x 64 to 64 x 64 x 64: the
-#: pass 1.1-1.35, the slabs 1.7-2.2 (benchmarks/RESULTS.md)
-REGION_COST = 1.3
-SLAB_COST = 2.2
+#: windows evaluated alone (slabs: thin convolutions, the copies that assemble them).
+#: Fitted 2026-12-06 on the 2-core AMD EPYC, fp32, 2 threads, a 4-layer 'same' chain
+#: with six window shapes from 32 x 64 x 64 to 64 x 96 x 96 (0.93 and 1.90; the reuse was
+#: 1.13-2.05x faster than the windows alone on all six; benchmarks/RESULTS.md)
+REGION_COST = 0.95
+SLAB_COST = 1.9
 #: windows whose slabs are evaluated together: fewer, larger calls; their shells held at once
 WINDOWS_PER_PASS = 8
 
