@@ -154,11 +154,12 @@ class WindowReuse:
         :data:`WINDOWS_PER_PASS` windows, the shells of two layers and a batch of slabs
         (each bounded by the widest layer's features over the largest shell)."""
         features = [layer.node.shape['f'] for layer in self.layers]
-        window = self.footprint.net_order(self.footprint.out)
-        inner = Box.from_shape([3 * n for n in window], window)  # all faces inside
-        shell = max(sum(int(np.prod(_along(Box.from_shape(window), s.axis, s.source).shape))
-                        for s in self.slabs(inner, [3 * n for n in window]) if s.layer == i)
-                    for i in range(len(self.layers)))
+        window = self.footprint.out
+        full = Box.from_shape(self.footprint.net_order(window))
+        inner = Box.from_shape(window, window)  # in a region three times its size
+        slabs = self.slabs(inner, [3 * n for n in window])
+        shell = max(sum(int(np.prod(_along(full, s.axis, s.source).shape))
+                        for s in slabs if s.layer == i) for i in range(len(self.layers)))
         per_window = 3 * max(features) * shell
         return 4 * (sum(features) * int(np.prod(region_shape))
                     + max(features) * int(np.prod(window)) + WINDOWS_PER_PASS * per_window)
