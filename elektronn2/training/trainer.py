@@ -15,7 +15,7 @@ and settings).
 
 A step whose loss is not finite is undone: parameters and optimiser state go back to
 the last good state (the start, or the last monitoring point with finite values) and
-lr is halved. After :data:`MAX_ROLLBACKS` rollbacks without a new good state the run
+lr is halved. After :data:`.nonfinite.MAX_ROLLBACKS` rollbacks without a new good state the run
 stops with a :class:`~elektronn2.errors.TrainingError`; a batch with NaN or Inf input
 stops it at once (:class:`~elektronn2.errors.DataError`). No model or checkpoint with
 non-finite parameters is ever written.
@@ -40,7 +40,6 @@ checkpoints, a run directory holds ``<save_name>-FINAL.mdl``, ``<save_name>-LAST
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import shutil
@@ -54,13 +53,14 @@ import torch
 
 from ..data.debug import save_batch_picture, target_geometry
 from ..data.rng import seed_of
-from ..data.sources import first_nonfinite, open_source, read_channel_box
+from ..data.sources import open_source, read_channel_box
 from ..data.workers import BackgroundBatches, make_batch
 from ..errors import ConfigError, DataError, ModelFileError, TrainingError
 from . import checkpoint
 from .distributed import SingleProcess
 from .experiment import ExperimentConfig, build_data, build_model, check_schedule_targets
 from .history import History
+from .nonfinite import LR_FACTOR_ON_NAN, MAX_ROLLBACKS, GoodState, check_finite_batch
 from .preview import load_preview_volume, preview_options, save_preview
 from .rundir import RunDirLock, backup_sources, create_run_dir
 from .schedules import Schedule
@@ -69,8 +69,6 @@ from .status import LoopTimer, StatusLine, duration
 
 logger = logging.getLogger('elektronn2')
 
-LR_FACTOR_ON_NAN = 0.5
-MAX_ROLLBACKS = 3   # rollbacks to one good state before the run stops as diverged
 PREVIEW_SHARE = 0.1  # longest preview, as a share of prev_save_h
 
 
@@ -149,7 +147,6 @@ class Trainer:
         self.status = StatusLine()
         self.interactive = interactive
         self.next_preview_h = exp.initial_prev_h
-        self._rollbacks = 0         # since the last good state
         self._diverged: str | None = None   # why the run stops as diverged
         self._interrupted = False
         self._stop = False
@@ -162,7 +159,7 @@ class Trainer:
         elif self.parallel.is_chief:
             self._backup_config()
         self._saved_step = self.step
-        self._good_state = self._snapshot() if self._params_finite() else None
+        self._good_state = GoodState(model, self.step)
         self.parallel.wrap(model)
         self.batches = self._start_batches(batch_position)
 
@@ -306,7 +303,8 @@ class Trainer:
             self._interrupted = True
             return
         wait_seconds = time.monotonic() - waiting_since
-        self._check_finite_batch(self.batch, self.batches.position - 1)
+        check_finite_batch(self.batch, self.batches.position - 1, self.model.target_node,
+                           f"{type(self.data).__name__}.getbatch")
         torch.manual_seed(seed_of(self.seed, 1, self.step))
         loss, seconds, _ = self.model.trainingstep(*self.batch, optimiser=self.exp.optimiser)
         loss = self.parallel.mean(loss)
@@ -330,32 +328,6 @@ class Trainer:
             self.next_preview_h = self.runtime / 3600 + self.exp.prev_save_h  # no catch-up
         self.timer.step_done(wait_seconds)
         self.status.update(self.status_text())
-
-    def _check_finite_batch(self, batch: tuple, index: int) -> None:
-        """A DataError naming the first NaN/Inf of a floating-point array in ``batch``; NaN
-        targets pass where every consumer of the target node reads them as unlabelled."""
-        target = self.model.target_node
-        consumers = target.children if target is not None else []
-        nan_unlabelled = bool(consumers) and all(n.masks_nan_target for n in consumers)
-        for i, array in enumerate(batch):
-            if not isinstance(array, np.ndarray):
-                continue
-            position = first_nonfinite(array, allow_nan=i == 1 and nan_unlabelled)
-            if position is None:
-                continue
-            refusing = [f"{type(n).__name__} {n.name!r}" for n in consumers
-                        if not n.masks_nan_target]
-            hint = ''
-            if i == 1 and np.isnan(array[position]) and refusing:
-                hint = (f" NaN targets count as unlabelled only where every node reading "
-                        f"the target does so (BinaryNLL, SquaredLoss, AbsLoss, Errors); here "
-                        f"{', '.join(refusing)} would not.")
-            raise DataError(
-                f"training batch {index} from {type(self.data).__name__}.getbatch: array "
-                f"{i} ({'input' if i == 0 else 'target' if i == 1 else 'extra'}, shape "
-                f"{array.shape}) holds NaN/Inf values, the first ({array[position]}) at index "
-                f"{position}; training on it would make the parameters NaN.{hint} Check the "
-                f"data files (or clean them with np.nan_to_num)")
 
     def status_text(self) -> str:
         """Losses, errors, lr; steps/s of the whole loop (data wait, monitoring, ...) and
@@ -417,9 +389,8 @@ class Trainer:
         self.history.plot(self.run_dir)
         self.batches.reset_stats()
         self.last_monitor = row
-        if math.isfinite(row['train_loss']) and self._params_finite():
-            self._good_state = self._snapshot()
-            self._rollbacks = 0
+        if math.isfinite(row['train_loss']):
+            self._good_state.record(self.step)
         return row
 
     def preview(self) -> list[Path]:
@@ -575,40 +546,26 @@ class Trainer:
         return int(state.get('batch_position', self.step))  # older checkpoints: approximate
 
     # --- non-finite losses -----------------------------------------------------------------
-    def _params_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.all_params().values())
-
-    def _snapshot(self) -> dict:
-        return {'step': self.step,
-                'params': {k: p.detach().clone() for k, p in self.model.all_params().items()},
-                'optimisers': copy.deepcopy(self.model.optimisers.state_dict())}
-
     def _recover_from_nonfinite(self, loss: float) -> None:
         """Undo the step (back to the last good state, lr halved) or, when that has been
         tried :data:`MAX_ROLLBACKS` times, mark the run as diverged."""
         self.status.clear()
-        if self._good_state is None or self._rollbacks >= MAX_ROLLBACKS:
-            tried = (f"after {self._rollbacks} rollbacks with lr lowered to {self.model.lr:.3g}"
-                     if self._good_state is not None else "and no finite parameters to return to")
+        good = self._good_state
+        if good.exhausted:
+            tried = (f"after {good.rollbacks} rollbacks with lr lowered to {self.model.lr:.3g}"
+                     if good.saved is not None else "and no finite parameters to return to")
             self._diverged = (f"loss {loss} at step {self.step} {tried}: training diverged. "
                               f"Lower optimiser_params['lr'] or check the data for extreme "
                               f"values; no model with non-finite parameters was saved")
             logger.error("%s", self._diverged)
             return
-        self._rollbacks += 1
-        kept = dict(self.model.optimisers.hyper_params)  # values set by hand stay
-        with torch.no_grad():
-            for key, param in self.model.all_params().items():
-                param.copy_(self._good_state['params'][key])
-        params = list(self.model.loss_node.all_trainable_params.values())
-        self.model.optimisers.load_state_dict(copy.deepcopy(self._good_state['optimisers']), params)
-        for key, value in kept.items():  # after the optimiser state, which holds them too
-            self.model.optimisers.set(key, value)
-        note = self.set_by_hand('lr', kept['lr'] * LR_FACTOR_ON_NAN)
+        lr = self.model.lr
+        good_step = good.restore()
+        note = self.set_by_hand('lr', lr * LR_FACTOR_ON_NAN)
         self._share_state = True
         logger.warning("Loss %s at step %d: parameters rolled back to step %d, lr lowered to "
-                       "%.3g (rollback %d of %d)%s", loss, self.step, self._good_state['step'],
-                       self.model.lr, self._rollbacks, MAX_ROLLBACKS, note and f"; {note}")
+                       "%.3g (rollback %d of %d)%s", loss, self.step, good_step,
+                       self.model.lr, good.rollbacks, MAX_ROLLBACKS, note and f"; {note}")
         if self._is_interactive():
             self._interrupted = True
 
