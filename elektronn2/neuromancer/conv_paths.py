@@ -75,6 +75,8 @@ def onednn_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     even kernels (uneven sides) is padded explicitly."""
     kernel = w.shape[2:]
     pads: list[int]
+    if padding == 'valid':
+        padding = 0
     if padding == 'same':
         pads = [(k - 1) // 2 for k in kernel]
         after = [k - 1 - a for k, a in zip(kernel, pads)]
@@ -103,6 +105,8 @@ def z_packed_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     n_out, n_in, kz = w.shape[:3]
     pad_z: int
     padding_yx: int | str | tuple
+    if padding == 'valid':
+        padding = 0
     if padding == 'same':
         pad_z, padding_yx = (kz - 1) // 2, padding
     elif isinstance(padding, int):

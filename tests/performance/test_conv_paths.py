@@ -49,7 +49,8 @@ def test_z_folded_conv_is_a_3d_conv(padding):
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 @pytest.mark.parametrize('kernel, padding', [((3, 3, 3), 'same'), ((3, 3, 3), 0), ((2, 3, 3), 0),
                                              ((5, 1, 3), 'same'), ((3, 3, 2), 'same'),
-                                             ((3, 3, 3), 2), ((3, 2, 3), (1, 0, 2))])
+                                             ((3, 3, 3), 2), ((3, 2, 3), (1, 0, 2)),
+                                             ((3, 3, 3), 'valid')])
 def test_z_packed_conv_is_a_3d_conv(kernel, padding):
     """Few output features: the z taps packed into the features, summed with their shifts."""
     torch.manual_seed(0)
@@ -105,7 +106,7 @@ def test_convolve_uses_a_replacement_only_where_it_measured_faster(monkeypatch, 
 @pytest.mark.parametrize('shape, padding, kernel', [
     ((1, 16, 2, 64, 48), 'same', (3, 1, 5)), ((1, 8, 40, 2, 70), 'same', (3, 1, 5)),
     ((1, 4, 3, 64, 100), (1, 0, 2), (3, 1, 5)), ((1, 3, 4, 30, 20), 'same', (2, 3, 4)),
-    ((1, 2, 5, 30, 20), 1, (3, 3, 3))])
+    ((1, 2, 5, 30, 20), 1, (3, 3, 3)), ((1, 2, 5, 30, 20), 'valid', (3, 3, 3))])
 @pytest.mark.parametrize('layout', ['contiguous', 'channels_last'])
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 def test_thin_single_example_convolutions_avoid_the_native_kernel(monkeypatch, shape, padding,
