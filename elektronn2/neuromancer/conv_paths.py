@@ -31,6 +31,8 @@ they take views only, no copies); all run on CPU only (not measured on GPUs yet)
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -53,7 +55,7 @@ def convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
             return pointwise_conv(x, w, b)
         if x.ndim == 5 and w.shape[2] == 1:
             return z_folded_conv(x, w, b, padding)
-        if _packs_z_taps(x, w, padding):
+        if _packs_z_taps(x, w):
             return z_packed_conv(x, w, b, padding)
     if x.device.type == 'cpu' and _takes_native_kernel(x, w):
         return onednn_conv(x, w, b, padding)
@@ -71,50 +73,47 @@ def _takes_native_kernel(x: torch.Tensor, w: torch.Tensor) -> bool:
 
 def onednn_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
                 padding: int | str | tuple = 0) -> torch.Tensor:
-    """A stride-1 convolution by oneDNN whatever ATen's size rule says; 'same' padding of
-    even kernels (uneven sides) is padded explicitly."""
-    kernel = w.shape[2:]
-    pads: list[int]
-    if padding == 'valid':
-        padding = 0
-    if padding == 'same':
-        pads = [(k - 1) // 2 for k in kernel]
-        after = [k - 1 - a for k, a in zip(kernel, pads)]
-        if pads != after:
-            x = F.pad(x, [n for a, z in zip(pads[::-1], after[::-1]) for n in (a, z)])
-            pads = [0] * len(kernel)
-    elif isinstance(padding, int):
-        pads = [padding] * len(kernel)
-    else:
-        pads = [int(p) for p in padding]
-    ones = [1] * len(kernel)
+    """A stride-1 convolution by oneDNN whatever ATen's size rule says."""
+    x, pads = _pad_uneven(x, *_paddings(padding, w.shape[2:]))
+    ones = [1] * len(pads)
     return torch.ops.aten.mkldnn_convolution(x, w, b, pads, ones, ones, 1)
 
 
-def _packs_z_taps(x: torch.Tensor, w: torch.Tensor, padding: int | str | tuple) -> bool:
+def _paddings(padding: int | str | tuple, kernel: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Zeros before and after each spatial axis that F.conv's ``padding`` adds."""
+    if padding == 'same':
+        before = [(k - 1) // 2 for k in kernel]
+        return before, [k - 1 - a for k, a in zip(kernel, before)]
+    if padding == 'valid':
+        padding = 0
+    pads = [padding] * len(kernel) if isinstance(padding, int) else [int(p) for p in padding]
+    return pads, pads
+
+
+def _pad_uneven(x: torch.Tensor, before: list[int], after: list[int]
+                ) -> tuple[torch.Tensor, list[int]]:
+    """``x`` padded explicitly where the sides differ (e.g. 'same' for even kernels), and
+    the symmetric padding left for the convolution."""
+    if before == after:
+        return x, before
+    x = F.pad(x, [n for a, z in zip(before[::-1], after[::-1]) for n in (a, z)])
+    return x, [0] * len(before)
+
+
+def _packs_z_taps(x: torch.Tensor, w: torch.Tensor) -> bool:
     """Whether a float32 3-D convolution goes to few output features (module docstring)."""
     return (x.ndim == 5 and x.dtype == torch.float32 and not torch.is_autocast_enabled('cpu')
-            and w.shape[2] > 1 and w.shape[0] * w.shape[2] <= _PACKED_FEATURES
-            and not (padding == 'same' and w.shape[2] % 2 == 0))
+            and w.shape[2] > 1 and w.shape[0] * w.shape[2] <= _PACKED_FEATURES)
 
 
 def z_packed_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
                   padding: int | str | tuple = 0) -> torch.Tensor:
     """A 3-D convolution as a (1, ky, kx) convolution to O x kz features (the z taps) whose
-    z-shifted parts are summed; symmetric padding along z (odd kernel for 'same')."""
+    z-shifted parts are summed."""
     n_out, n_in, kz = w.shape[:3]
-    pad_z: int
-    padding_yx: int | str | tuple
-    if padding == 'valid':
-        padding = 0
-    if padding == 'same':
-        pad_z, padding_yx = (kz - 1) // 2, padding
-    elif isinstance(padding, int):
-        pad_z, padding_yx = padding, padding
-    else:
-        pad_z, padding_yx = int(padding[0]), (0,) + tuple(padding[1:])
+    x, (pad_z, *pads_yx) = _pad_uneven(x, *_paddings(padding, w.shape[2:]))
     packed = w.transpose(1, 2).reshape(n_out * kz, n_in, 1, *w.shape[3:])
-    taps = z_folded_conv(x, packed, None, padding_yx)     # (n, O * kz, D, H', W')
+    taps = z_folded_conv(x, packed, None, (0, *pads_yx))     # (n, O * kz, D, H', W')
     n, _, depth, *plane = taps.shape
     taps = taps.unflatten(1, (n_out, kz))
     out_depth = depth + 2 * pad_z - kz + 1
