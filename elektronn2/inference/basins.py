@@ -2,7 +2,10 @@
 
 On a boundary map ``b`` (z, y, x) every voxel p is either
 
-* interior: ``1 - b[p] > seed_threshold``; face-adjacent interior voxels belong together, or
+* interior: ``1 - b[p] > seed_threshold``, and with a ``seed_erosion`` r > 0 no voxel
+  within distance r of p fails that (the interior eroded by a ball of radius r, voxels
+  outside the volume counting as boundary); face-adjacent interior voxels belong
+  together, or
 * drains to its lowest face neighbour q, i.e. the neighbour with the smallest
   ``(b[q], raster index of q)``, if that is smaller than ``(b[p], raster index of p)``
   (a strict total order: no cycles); otherwise p is a minimum.
@@ -14,7 +17,8 @@ the block and a rim of one voxel), and the links across its faces
 A basin holds at most one interior component (interior voxels do not drain), its seed.
 
 All arrays here are ``(z, y, x)``; ``rim`` arrays have one voxel more on each side than
-the box they describe, ``+inf`` where the volume ends.
+the box they describe, ``+inf`` where the volume ends; with a ``seed_erosion`` r the rim
+is :func:`rim_width` voxels wide, as the erosion needs to see r voxels further.
 """
 from __future__ import annotations
 
@@ -33,14 +37,44 @@ HIGHER = (5, 4, 3)
 NO_LINK = -1
 
 
-def interior(boundary: np.ndarray, seed_threshold: float) -> np.ndarray:
-    """bool ``1 - boundary > seed_threshold`` (the rim's ``inf`` is never interior)."""
-    return 1 - boundary > seed_threshold
+def erosion_ball(radius: float, sampling: Sequence[float]) -> np.ndarray:
+    """bool structuring element, one axis per ``sampling`` entry (the voxel size): the
+    offsets d with ``|d * sampling| <= radius``."""
+    reach = [int(radius // s) for s in sampling]
+    grids = np.meshgrid(*[np.arange(-r, r + 1) * s for r, s in zip(reach, sampling)],
+                        indexing='ij')
+    return sum(g ** 2 for g in grids) <= radius ** 2
 
 
-def descent(rim: np.ndarray, seed_threshold: float) -> np.ndarray:
+def interior(boundary: np.ndarray, seed_threshold: float, seed_erosion: float = 0.0,
+             sampling: Sequence[float] | None = None) -> np.ndarray:
+    """bool ``1 - boundary > seed_threshold``, eroded by :func:`erosion_ball` of radius
+    ``seed_erosion`` (0: not eroded) with everything outside the array counting as not
+    interior (the rim's ``inf`` is never interior)."""
+    inside = 1 - boundary > seed_threshold
+    if seed_erosion > 0:
+        ball = erosion_ball(seed_erosion, sampling or (1.0,) * inside.ndim)
+        inside = ndi.binary_erosion(inside, ball, border_value=0)
+    return inside
+
+
+def rim_width(seed_erosion: float) -> int:
+    """Voxels the rim of a box needs on each side: one, and the reach of the erosion."""
+    return 1 + int(seed_erosion)
+
+
+def rim_interior(rim: np.ndarray, seed_threshold: float, seed_erosion: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A rim of :func:`rim_width` voxels cut to one, and the :func:`interior` of that."""
+    cut = tuple(slice(rim_width(seed_erosion) - 1, n - rim_width(seed_erosion) + 1)
+                for n in rim.shape)
+    return rim[cut], interior(rim, seed_threshold, seed_erosion)[cut]
+
+
+def descent(rim: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """int8 direction (index into :data:`DIRECTIONS`) each voxel drains to, or NO_LINK for
-    interior voxels and minima; shape of ``rim`` less one voxel on each side."""
+    interior voxels (``inside``, the rim's interior) and minima; shape of ``rim`` less one
+    voxel on each side."""
     inner = tuple(slice(1, -1) for _ in range(3))
     here = rim[inner]
     neighbours = np.stack([rim[tuple(slice(1 + d, n - 1 + d) for d, n in zip(step, rim.shape))]
@@ -48,11 +82,11 @@ def descent(rim: np.ndarray, seed_threshold: float) -> np.ndarray:
     best = np.argmin(neighbours, axis=0)   # the first minimum: lowest raster index on ties
     lowest = np.take_along_axis(neighbours, best[None], 0)[0]
     drains = (lowest < here) | ((lowest == here) & (best < 3))
-    drains &= ~interior(here, seed_threshold)
+    drains &= ~inside[inner]
     return np.where(drains, best, NO_LINK).astype(np.int8)
 
 
-def block_basins(rim: np.ndarray, seed_threshold: float
+def block_basins(rim: np.ndarray, seed_threshold: float, seed_erosion: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Basins inside a box: int64 ids 1..m (box shape), their interior voxel counts
     (m + 1,) and the flat index in the box of each one's first voxel (m,).
@@ -60,10 +94,11 @@ def block_basins(rim: np.ndarray, seed_threshold: float
     A voxel draining out of the box ends its basin here; :func:`face_links` continues it.
     Ids are numbered in the raster order of each basin's first voxel.
     """
+    rim, rim_inside = rim_interior(rim, seed_threshold, seed_erosion)
     inner = tuple(slice(1, -1) for _ in range(3))
     shape = tuple(n - 2 for n in rim.shape)
-    inside = interior(rim[inner], seed_threshold)
-    direction = descent(rim, seed_threshold)
+    inside = rim_inside[inner]
+    direction = descent(rim, rim_inside)
     index = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
     parent = index.copy()
     seeds, _ = ndi.label(inside)
@@ -84,13 +119,14 @@ def block_basins(rim: np.ndarray, seed_threshold: float
     return ids, np.bincount(ids[inside], minlength=len(first) + 1), np.sort(first)
 
 
-def face_links(ids: np.ndarray, rim: np.ndarray, axis: int, seed_threshold: float
-               ) -> tuple[np.ndarray, np.ndarray]:
+def face_links(ids: np.ndarray, rim: np.ndarray, axis: int, seed_threshold: float,
+               seed_erosion: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Pairs of basin ids (k,), (k,) joined across a face: ``ids`` (2 planes along ``axis``:
     the lower block's last, the upper block's first) and their ``rim``."""
+    rim, rim_inside = rim_interior(rim, seed_threshold, seed_erosion)
     inner = tuple(slice(1, -1) for _ in range(3))
-    inside = interior(rim[inner], seed_threshold)
-    direction = descent(rim, seed_threshold)
+    inside = rim_inside[inner]
+    direction = descent(rim, rim_inside)
     low, high = (tuple(slice(i, i + 1) if a == axis else slice(None) for a in range(3))
                  for i in (0, 1))
     joined = ((inside[low] & inside[high]) | (direction[low] == HIGHER[axis])

@@ -4,11 +4,12 @@ depend on the block size.
 From a boundary map (or affinities, turned into one by
 :func:`~.segmentation.boundaries_from_affinities`) to a segmentation in six steps; the
 block steps run on any :class:`~.executors.Executor` and each block reads only itself and
-a rim of one or two voxels:
+a rim of one or two voxels (more by the radius of the seed erosion):
 
 1. basins (blocks): the basins of steepest descent inside each block
-   (:func:`~.basins.block_basins`): interior components (``1 - b > seed_threshold``) and
-   the voxels that drain into them or into a minimum;
+   (:func:`~.basins.block_basins`): interior components (``1 - b > seed_threshold``,
+   eroded by a ball of radius ``seed_erosion``) and the voxels that drain into them or
+   into a minimum;
 2. faces (blocks): the links across each block's lower faces (:func:`~.basins.face_links`);
 3. basin ids (global): connected components of the basins and links, numbered in the
    raster order of their first voxel, with their sizes and interior sizes;
@@ -22,7 +23,8 @@ a rim of one or two voxels:
 6. write (blocks): each block's ids mapped to segments, written with a pyramid by mode into
    an OME-Zarr group (:mod:`.ome_zarr`).
 
-Every per-voxel decision depends on the voxel's six neighbours only, the statistics are
+Every per-voxel decision depends on the voxel's six neighbours only (and on the voxels
+within ``seed_erosion`` of them, which every block reads), the statistics are
 integer sums and minima, and the global steps see the same graph whatever the blocks:
 a volume segmented in one block and in blocks of any shape gives the same array, byte
 for byte. (This watershed drains voxels along steepest descent where
@@ -56,7 +58,7 @@ from tqdm import tqdm
 
 from ..data.sources import VolumeSource, is_zarr_store, open_source, zarr_array_keys
 from ..errors import ConfigError, DataError, Error
-from .basins import block_basins, contact_graph, face_links
+from .basins import block_basins, contact_graph, face_links, rim_width
 from .executors import Executor, SerialExecutor
 from .geometry import Block, BlockGrid, Box
 from .landscape import Landscape
@@ -75,6 +77,8 @@ logger = logging.getLogger('elektronn2')
 MANIFEST_ATTR = 'elektronn2_segment'
 WORK_SUFFIX = '.work'
 EDGE_VALUES = ('boundary', 'affinities')
+#: Largest seed erosion radius (voxels): every block reads this much more around itself.
+MAX_SEED_EROSION = 16
 STEPS = ('basins', 'faces', 'contacts', 'write')
 
 
@@ -86,11 +90,15 @@ class SegmentSettings:
     merge_threshold: float | None = None
     min_size: int = 0
     edge_values: str = 'boundary'
+    seed_erosion: float = 0.0
 
     def __post_init__(self):
         if not 0 <= self.seed_threshold < 1:
             raise ConfigError(f"seed_threshold={self.seed_threshold} (--seed-threshold); it "
                               f"must be in [0, 1)")
+        if not 0 <= self.seed_erosion <= MAX_SEED_EROSION:
+            raise ConfigError(f"seed_erosion={self.seed_erosion} (--seed-erosion); it must be "
+                              f"in [0, {MAX_SEED_EROSION}] voxels")
         if self.min_seed_size < 1 or self.min_size < 0:
             raise ConfigError(f"min_seed_size={self.min_seed_size}, min_size={self.min_size}: "
                               f"min_seed_size must be >= 1, min_size >= 0")
@@ -168,8 +176,10 @@ def _load(path: Path) -> dict[str, np.ndarray]:
 # --- block steps ---------------------------------------------------------------------------
 def basins_step(job: Job, block: Block) -> None:
     """Step 1: local basins of ``block`` into ``basins.zarr``, their statistics into npz."""
-    ids, interior, first = block_basins(job.landscape.rim(block.write),
-                                        job.settings.seed_threshold)
+    settings = job.settings
+    ids, interior, first = block_basins(
+        job.landscape.rim(block.write, rim_width(settings.seed_erosion)),
+        settings.seed_threshold, settings.seed_erosion)
     job.basin_store()[block.write.slices_in(job.grid.region)] = ids.astype(np.uint32)
     coords = np.unravel_index(first, block.write.shape)
     first_voxel = np.ravel_multi_index([c + lo for c, lo in zip(coords, block.write.lo)],
@@ -190,7 +200,9 @@ def faces_step(job: Job, block: Block) -> None:
         lo[axis], hi[axis] = lo[axis] - 1, lo[axis] + 1
         face = Box(lo, hi)
         ids = store[face.slices_in(job.grid.region)].astype(np.int64)
-        low, high = face_links(ids, job.landscape.rim(face), axis, job.settings.seed_threshold)
+        settings = job.settings
+        low, high = face_links(ids, job.landscape.rim(face, rim_width(settings.seed_erosion)),
+                               axis, settings.seed_threshold, settings.seed_erosion)
         neighbour = list(block.index)
         neighbour[axis] -= 1
         found[f'axis{axis}'] = np.stack([low, high])

@@ -119,9 +119,10 @@ class Landscape:
                     [min(hi + r, n) for hi, r, n in zip(box.hi, reach, self.shape)])
         return boundaries_from_affinities(self._affinities(outer), self.nhood)[box.slices_in(outer)]
 
-    def rim(self, box: Box) -> np.ndarray:
-        """float64 boundary values of ``box`` grown by one voxel, ``+inf`` outside the volume."""
-        grown = box.grow((1, 1, 1), (1, 1, 1))
+    def rim(self, box: Box, width: int = 1) -> np.ndarray:
+        """float64 boundary values of ``box`` grown by ``width`` voxels, ``+inf`` outside the
+        volume."""
+        grown = box.grow((width,) * 3, (width,) * 3)
         inner = Box([max(lo, 0) for lo in grown.lo],
                     [min(hi, n) for hi, n in zip(grown.hi, self.shape)])
         out = np.full(grown.shape, np.inf)

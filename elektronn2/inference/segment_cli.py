@@ -2,7 +2,8 @@
 
 elektronn2-segment PREDICTION OUTPUT [--key KEY]
     [--channel C | --affinities [--nhood ...] [--affinity-channels C ...]]
-    [--seed-threshold T] [--min-seed-size N] [--merge-threshold T] [--min-size N]
+    [--seed-threshold T] [--seed-erosion R] [--min-seed-size N] [--merge-threshold T]
+    [--min-size N]
     [--edge-values boundary|affinities] [--block-shape Z Y X] [--workers N]
     [--scheduler ADDRESS] [--retries N] [--keep-work] [--unit UNIT]
 
@@ -52,6 +53,10 @@ def segment_parser() -> argparse.ArgumentParser:
                              "keeps edge k in channel 2k + 1: 1 3 5 ...")
     parser.add_argument('--seed-threshold', type=fraction, default=0.5, metavar='T',
                         help="seeds: where 1 - boundary exceeds this, in [0, 1)")
+    parser.add_argument('--seed-erosion', type=float, default=0.0, metavar='R',
+                        help="erode the seeds' interior by a ball of this radius (voxels, up "
+                             "to 16): two neurons joined by a gap in the boundary narrower "
+                             "than 2R get a seed each")
     parser.add_argument('--min-seed-size', type=int_at_least(1), default=1, metavar='N',
                         help="smallest interior region (voxels) that is a seed")
     parser.add_argument('--merge-threshold', type=float, metavar='T',
@@ -101,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = dict(seed_threshold=args.seed_threshold, min_seed_size=args.min_seed_size,
                         merge_threshold=args.merge_threshold, min_size=args.min_size,
-                        edge_values=args.edge_values)
+                        edge_values=args.edge_values, seed_erosion=args.seed_erosion)
         options = dict(input_key=args.key, block_shape=args.block_shape,
                        affinities=args.affinities, channel=args.channel, nhood=nhood,
                        affinity_channels=args.affinity_channels,

@@ -2,8 +2,10 @@
 
 Pipeline of :func:`segment_boundaries` on a boundary probability map (z, y, x):
 
-1. interior: ``1 - boundary > seed_threshold``, connected components (6-connectivity)
-   smaller than ``min_seed_size`` voxels dropped;
+1. interior: ``1 - boundary > seed_threshold``, eroded by a ball of radius
+   ``seed_erosion`` (so that cells touching through a gap in the boundary narrower than
+   twice the radius fall apart), connected components (6-connectivity) smaller than
+   ``min_seed_size`` voxels dropped;
 2. seeds (:func:`interior_seeds`), either
 
    * ``'components'``: each connected component of the interior is one seed, or
@@ -42,6 +44,7 @@ import scipy.ndimage as ndi
 
 from ..data.labels import affinity_nhood, offset_slices
 from ..errors import ConfigError, ShapeError
+from .basins import interior as basin_interior
 from .region_graph import RegionGraph, mean_linkage, quantise
 
 
@@ -75,10 +78,17 @@ SEED_METHODS = ('components', 'distance')
 
 
 def confident_interior(boundary: np.ndarray, seed_threshold: float = 0.5,
-                       min_seed_size: int = 1) -> np.ndarray:
-    """bool mask of ``1 - boundary > seed_threshold``, without its connected components
-    (6-connectivity) of fewer than ``min_seed_size`` voxels."""
-    interior = 1 - np.asarray(boundary) > seed_threshold
+                       min_seed_size: int = 1, seed_erosion: float = 0.0,
+                       sampling: Sequence[float] | None = None) -> np.ndarray:
+    """bool mask of ``1 - boundary > seed_threshold``, eroded by a ball of radius
+    ``seed_erosion`` (units of ``sampling``; outside the volume counts as boundary, as in
+    :func:`.basins.interior`), without its connected components (6-connectivity) of fewer
+    than ``min_seed_size`` voxels."""
+    if seed_erosion < 0:
+        raise ConfigError(f"seed_erosion={seed_erosion}; it must be >= 0")
+    boundary = np.asarray(boundary)
+    interior = basin_interior(boundary, seed_threshold, seed_erosion,
+                              _sampling(sampling, boundary.ndim))
     if min_seed_size > 1:
         components, _ = ndi.label(interior)
         small = np.bincount(components.ravel()) < min_seed_size
@@ -110,12 +120,13 @@ def interior_distance(interior: np.ndarray, sampling: Sequence[float] | None = N
 def interior_seeds(boundary: np.ndarray, seed_threshold: float = 0.5,
                    min_seed_size: int = 1, seeds: str = 'components',
                    sampling: Sequence[float] | None = None, seed_smoothing: float = 0.0,
-                   seed_h: float = 0.0) -> np.ndarray:
+                   seed_h: float = 0.0, seed_erosion: float = 0.0) -> np.ndarray:
     """int64 seeds 1..n (0 elsewhere) in the confident interior of a boundary map.
 
     Args:
         boundary: (z, y, x) or (y, x) boundary probabilities.
-        seed_threshold, min_seed_size: the interior, see :func:`confident_interior`.
+        seed_threshold, min_seed_size, seed_erosion: the interior, see
+            :func:`confident_interior`.
         seeds: ``'components'`` (one seed per connected component of the interior) or
             ``'distance'`` (one per regional maximum of :func:`interior_distance`,
             plateaus and 26-connected maxima counting once).
@@ -124,7 +135,8 @@ def interior_seeds(boundary: np.ndarray, seed_threshold: float = 0.5,
             (distance units; 0: all regional maxima; ``'distance'`` only).
     """
     _check_seed_options(seeds, seed_h)
-    interior = confident_interior(boundary, seed_threshold, min_seed_size)
+    interior = confident_interior(boundary, seed_threshold, min_seed_size, seed_erosion,
+                                  sampling)
     distance = (interior_distance(interior, sampling, seed_smoothing)
                 if seeds == 'distance' else None)
     return _markers(interior, seeds, distance, seed_h)
@@ -226,7 +238,7 @@ def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
                        min_size: int = 0, mask: np.ndarray | None = None,
                        seeds: str = 'components', sampling: Sequence[float] | None = None,
                        seed_smoothing: float = 0.0, seed_h: float = 0.0,
-                       distance_weight: float = 0.0) -> np.ndarray:
+                       distance_weight: float = 0.0, seed_erosion: float = 0.0) -> np.ndarray:
     """uint32 segment ids (z, y, x) from a boundary probability map; see the module docstring.
 
     Args:
@@ -248,6 +260,9 @@ def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
             (units of ``sampling``; 0: every maximum).
         distance_weight: in [0, 1]; the watershed floods ``(1 - w) * boundary +
             w * (1 - d / max d)`` with d the interior distance (0: the boundary map).
+        seed_erosion: erode the interior by a ball of this radius (units of
+            ``sampling``; 0: none) before the seeds are taken: cells touching through a
+            gap in the boundary narrower than twice the radius get a seed each.
     """
     from skimage.segmentation import watershed
     boundary = np.asarray(boundary, np.float32)
@@ -260,7 +275,8 @@ def segment_boundaries(boundary: np.ndarray, seed_threshold: float = 0.5,
         raise ConfigError(f"distance_weight={distance_weight}; it must be in [0, 1]")
     _check_seed_options(seeds, seed_h)
     _sampling(sampling, boundary.ndim)  # an invalid one is an error whatever the method
-    interior = confident_interior(boundary, seed_threshold, min_seed_size)
+    interior = confident_interior(boundary, seed_threshold, min_seed_size, seed_erosion,
+                                  sampling)
     distance = (interior_distance(interior, sampling, seed_smoothing)
                 if seeds == 'distance' or distance_weight > 0 else None)
     markers = _markers(interior, seeds, distance, seed_h)

@@ -48,6 +48,7 @@ def fib25_crop(fib25):
 @pytest.mark.parametrize('settings', [
     {'seed_threshold': 0.5},
     {'seed_threshold': 0.6, 'min_seed_size': 30, 'merge_threshold': 0.35, 'min_size': 80},
+    {'seed_threshold': 0.5, 'seed_erosion': 2.0, 'merge_threshold': 0.35},
 ])
 def test_every_block_shape_gives_the_whole_volume_segmentation(fib25_crop, settings):
     boundary, ids = fib25_crop
@@ -122,6 +123,8 @@ def test_no_seeds_and_bad_settings_are_refused():
         segment_volume(np.ones((4, 5, 6), np.float32))
     with pytest.raises(ConfigError, match='seed_threshold'):
         segment_volume(np.zeros((4, 5, 6), np.float32), seed_threshold=1.0)
+    with pytest.raises(ConfigError, match=r'seed_erosion=17.0 \(--seed-erosion\).*\[0, 16\]'):
+        segment_volume(np.zeros((4, 5, 6), np.float32), seed_erosion=17.0)
     with pytest.raises(ConfigError, match=r"unknown segmentation setting\(s\) \['seeds'\]"):
         segment_volume(np.zeros((4, 5, 6), np.float32), seeds='distance')
     with pytest.raises(ConfigError, match='--channel 2'):

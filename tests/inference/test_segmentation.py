@@ -5,9 +5,11 @@ import pytest
 
 from elektronn2.data.labels import ids2affinities, ids2barriers
 from elektronn2.errors import ConfigError
+from elektronn2.inference.blockwise_segmentation import segment_volume
 from elektronn2.inference.metrics import adapted_rand_error, variation_of_information
 from elektronn2.inference.segmentation import (
     boundaries_from_affinities,
+    confident_interior,
     contact_boundary,
     interior_distance,
     interior_seeds,
@@ -96,6 +98,35 @@ def test_distance_seeds_separate_cells_joined_by_a_gap():
         assert split < 0.1 and merge < 0.1, (options, split, merge)
     seeds = interior_seeds(boundary, seed_threshold=0.5, seeds='distance')
     assert seeds.max() == 2 and seeds[:, :, :25].max() != seeds[:, :, 25:].max()
+
+
+def test_eroded_seeds_separate_cells_joined_by_a_gap_blockwise_too():
+    """The 6-voxel gap (y 10-15) lets the interiors touch through a neck whose middle
+    voxels lie 3 voxels from the wall: an erosion by a ball of radius 3 cuts it (and keeps
+    each cell's interior), radius 2 does not."""
+    ids, boundary = two_cells_with_a_gap()
+    assert segment_boundaries(boundary, 0.5, seed_erosion=2.0).max() == 1
+    seg = segment_boundaries(boundary, 0.5, seed_erosion=3.0)
+    assert seg.max() == 2
+    split, merge = variation_of_information(seg, ids)
+    assert split < 0.1 and merge < 0.1
+    blockwise = segment_volume(boundary, (4, 16, 16), seed_threshold=0.5, seed_erosion=3.0)
+    split, merge = variation_of_information(blockwise, ids)
+    assert blockwise.max() == 2 and split < 0.1 and merge < 0.1
+
+
+def test_the_erosion_ball_follows_the_voxel_size():
+    interior = np.zeros((9, 9, 9), bool)
+    interior[1:8, 1:8, 1:8] = True
+    eroded = confident_interior(np.where(interior, 0.0, 1.0), 0.5, seed_erosion=2.0)
+    assert eroded.sum() == 27 and eroded[3:6, 3:6, 3:6].all()
+    # z five times thicker: radius 2 reaches no slice along z, two voxels along y and x
+    thick = confident_interior(np.where(interior, 0.0, 1.0), 0.5, seed_erosion=2.0,
+                               sampling=(5, 1, 1))
+    assert thick.sum() == 7 * 9 and thick[1:8, 3:6, 3:6].all()
+    assert confident_interior(np.zeros((5, 5)), 0.5, seed_erosion=1.0).sum() == 9  # 2-D
+    with pytest.raises(ConfigError, match='seed_erosion=-1'):
+        confident_interior(np.zeros((5, 5)), 0.5, seed_erosion=-1)
 
 
 def test_interior_distance_respects_sampling_and_smoothing():
