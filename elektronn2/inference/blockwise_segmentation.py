@@ -45,10 +45,10 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import zarr
@@ -77,6 +77,8 @@ logger = logging.getLogger('elektronn2')
 MANIFEST_ATTR = 'elektronn2_segment'
 WORK_SUFFIX = '.work'
 EDGE_VALUES = ('boundary', 'affinities')
+#: The settings only the agglomeration (step 5) uses: a sweep over them reuses the basins.
+AGGLOMERATION_SETTINGS = ('min_seed_size', 'merge_threshold', 'min_size')
 #: Largest seed erosion radius (voxels): every block reads this much more around itself.
 MAX_SEED_EROSION = 16
 STEPS = ('basins', 'faces', 'contacts', 'write')
@@ -476,3 +478,33 @@ def segment_volume(volume: np.ndarray | VolumeSource, block_shape: Sequence[int]
                          SegmentSettings.of(**settings), progress=False)
         group: Any = zarr.open_group(store=str(Path(tmp, 'seg.zarr')), mode='r')
         return group['0'][:]
+
+
+def sweep_volume(volume: np.ndarray | VolumeSource, sweep: Sequence[dict],
+                 block_shape: Sequence[int] | None = None, affinities: bool = False,
+                 channel: int = -1, nhood: Sequence[Sequence[int]] | None = None,
+                 affinity_channels: Sequence[int] | None = None, **settings
+                 ) -> Iterator[np.ndarray]:
+    """For each entry of ``sweep`` (agglomeration settings, :data:`AGGLOMERATION_SETTINGS`,
+    over ``settings``) the uint32 (z, y, x) segmentation that :func:`segment_volume`
+    gives with them, from one computation of the basins and the region graph (a
+    parameter search pays the block steps once). Raises ConfigError before the first
+    result if ``settings`` find no seeds or an entry sets anything else."""
+    for entry in sweep:
+        other = sorted(set(entry) - set(AGGLOMERATION_SETTINGS))
+        if other:
+            raise ConfigError(f"sweep entry {entry} sets {other}; a sweep reuses the basins, "
+                              f"so it may only vary {list(AGGLOMERATION_SETTINGS)}")
+    base = SegmentSettings.of(**settings)
+    landscape = Landscape.of(open_source(volume), affinities, channel, nhood,
+                             affinity_channels=affinity_channels)
+    grid = BlockGrid(Box.from_shape(landscape.shape), block_shape or landscape.shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp, 'seg.zarr')
+        run_segmentation(landscape, output, grid.block_shape, base, progress=False,
+                         keep_work=True)
+        work = str(output) + WORK_SUFFIX
+        basins = Job(landscape, grid, base, work).basin_ids(grid.region)
+        for entry in sweep:
+            agglomerate(Job(landscape, grid, replace(base, **entry), work))
+            yield np.load(Path(work, 'segments.npy'))[basins].astype(np.uint32)

@@ -26,6 +26,19 @@ from ..errors import ShapeError
 from .geometry import BlockGrid, Box
 
 
+def _compact(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct ids, int64 index of each voxel's id among them), as np.unique
+    gives them; by counting where the ids are small non-negative integers."""
+    ids = ids.ravel()
+    if ids.size and ids.dtype.kind in 'iub' and ids.min() >= 0 and ids.max() < 4 * ids.size:
+        present = np.bincount(ids.astype(np.int64), minlength=1) > 0
+        values = np.flatnonzero(present)
+        index = np.cumsum(present, dtype=np.int64) - 1
+        return values.astype(ids.dtype), index[ids]
+    values, inverse = np.unique(ids, return_inverse=True)
+    return values, inverse.astype(np.int64).ravel()
+
+
 @dataclass(frozen=True)
 class Contingency:
     """Voxel counts per (segment id, ground-truth id) pair present; ids are unique pairs."""
@@ -41,10 +54,15 @@ class Contingency:
             raise ShapeError(f"segmentation shape {seg.shape} differs from ground truth "
                              f"shape {gt.shape}; they must be equal")
         keep = ~np.isin(gt, list(ignore_gt))
-        seg_u, seg_inv = np.unique(seg[keep], return_inverse=True)
-        gt_u, gt_inv = np.unique(gt[keep], return_inverse=True)
-        pairs, counts = np.unique(seg_inv.astype(np.int64) * len(gt_u) + gt_inv,
-                                  return_counts=True)
+        seg_u, seg_inv = _compact(seg[keep])
+        gt_u, gt_inv = _compact(gt[keep])
+        keys = seg_inv * len(gt_u) + gt_inv
+        if len(seg_u) * len(gt_u) <= max(4 * keys.size, 1 << 16):   # counting beats sorting
+            counts = np.bincount(keys, minlength=len(seg_u) * len(gt_u))
+            pairs = np.flatnonzero(counts)
+            counts = counts[pairs]
+        else:
+            pairs, counts = np.unique(keys, return_counts=True)
         return cls(seg_u[pairs // max(len(gt_u), 1)], gt_u[pairs % max(len(gt_u), 1)], counts)
 
     def __add__(self, other: Contingency) -> Contingency:

@@ -217,3 +217,19 @@ def test_affinity_run_resumes_and_refuses_other_settings(fib25_crop, tmp_path):
     assert again.n_segments == first.n_segments and not (tmp_path / 'seg.zarr.work').exists()
     with pytest.raises(ConfigError, match='another run'):
         segment_to_file(path, output, **{**options, 'seed_threshold': 0.8})
+
+
+def test_a_sweep_equals_separate_runs_and_varies_only_the_agglomeration(fib25_crop):
+    boundary, _ = fib25_crop
+    sweep = [{}, {'merge_threshold': 0.55}, {'merge_threshold': 0.55, 'min_size': 80},
+             {'min_seed_size': 30}]
+    fixed = {'seed_threshold': 0.6, 'seed_erosion': 1.0}
+    results = list(blockwise_segmentation.sweep_volume(boundary, sweep, (16, 32, 64), **fixed))
+    assert len(results) == len(sweep) and len({r.tobytes() for r in results}) == len(sweep)
+    for entry, result in zip(sweep, results):
+        np.testing.assert_array_equal(result, segment_volume(boundary, **fixed, **entry),
+                                      err_msg=str(entry))
+    with pytest.raises(ConfigError, match=r"sets \['seed_threshold'\]; a sweep reuses the basins"):
+        next(blockwise_segmentation.sweep_volume(boundary, [{'seed_threshold': 0.9}]))
+    with pytest.raises(ConfigError, match='No seeds'):
+        next(blockwise_segmentation.sweep_volume(np.ones((4, 5, 6), np.float32), [{}]))

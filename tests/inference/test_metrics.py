@@ -65,3 +65,18 @@ def test_tables_of_slabs_add_up():
     assert scores['adapted_rand_error'] == pytest.approx(adapted_rand_error(whole)[0])
     with pytest.raises(ShapeError, match='must be equal'):
         evaluate_sources(seg[:3], gt)
+
+
+def test_the_table_does_not_depend_on_how_ids_are_numbered():
+    """Small non-negative ids are counted, others (large, negative) sorted: same table."""
+    rng = np.random.default_rng(3)
+    seg = rng.integers(0, 40, (20, 30, 30))
+    gt = rng.integers(0, 25, seg.shape)
+    table = Contingency.of(seg, gt)
+    for seg_ids, gt_ids in ((seg + 10 ** 12, gt), (seg - 20, gt * 10 ** 9 + 7),
+                            (seg.astype(np.uint8), gt.astype(np.uint64))):
+        other = Contingency.of(seg_ids, gt_ids, ignore_gt=(gt_ids.ravel()[gt.ravel() == 0][0],))
+        order = np.lexsort((other.gt_ids, other.seg_ids))
+        np.testing.assert_array_equal(other.counts[order], table.counts)
+        assert len(other.seg_ids) == len(table.seg_ids) and table.n_voxels == other.n_voxels
+    assert Contingency.of(np.zeros(0, int), np.zeros(0, int)).n_voxels == 0
