@@ -14,7 +14,7 @@ import pytest
 import scipy.ndimage as ndi
 import zarr
 
-from elektronn2.inference.blockwise_segmentation import WORK_SUFFIX, segment_to_file
+from elektronn2.inference.blockwise_segmentation import WORK_SUFFIX, segment_to_file, segment_volume
 from elektronn2.inference.cli import evaluate_main
 from elektronn2.inference.cli import main as predict_main
 from elektronn2.inference.metrics import Contingency, scores
@@ -177,3 +177,16 @@ def test_predict_segment_view_chain(boundary_model, fib25, fib25_raw, tmp_path, 
                for line in capsys.readouterr().out.splitlines()}
     expected = scores(Contingency.of(layers['segmentation'], truth[4:20, :, 8:56]))
     assert printed == pytest.approx(expected, abs=1e-6)
+
+
+def test_seed_erosion_reaches_the_library_and_bad_values_are_refused(prediction, tmp_path,
+                                                                      capsys):
+    output = tmp_path / 'eroded.zarr'
+    assert main([str(prediction), str(output), '--quiet', '--block-shape', *BLOCK, *SETTINGS,
+                 '--seed-erosion', '1.5']) == 0
+    stored = zarr.open_array(store=str(prediction), path='probabilities', mode='r')[1]
+    expected = segment_volume(stored.astype(np.float32) / 255, merge_threshold=0.3,
+                              min_size=40, min_seed_size=10, seed_erosion=1.5)
+    np.testing.assert_array_equal(zarr.open_group(store=str(output), mode='r')['0'][:], expected)
+    assert main([str(prediction), str(tmp_path / 'bad.zarr'), '--seed-erosion', '20']) == 2
+    assert 'seed_erosion=20.0 (--seed-erosion); it must be in [0, 16]' in capsys.readouterr().err
