@@ -1,34 +1,38 @@
 """Segment held-out FIB-25 with a trained boundary net and a seeded watershed; score it
 (variation of information, adapted Rand error) against a thresholded-raw baseline.
 
-    python examples/evaluate_fib25.py MODEL [--json results.json] [--predictions FILE.npz]
-        [--blockwise]
+    python examples/evaluate_fib25.py MODEL [--config CONFIG] [--json results.json]
+        [--predictions FILE.npz] [--blockwise] [--tta flips]
 
-The FIB-25 examples (unet3d_iso.py, neuro3d_lite.py, neuro3d.py, unet3d_lite.py) train
-on z 0-159 and validate on z 160-199; z 200-249 is the test volume. The model predicts
-z 160-249 in one piece, with the raw slices before z 160 as its context (not mirrored
-ones), and the two volumes are cut from it. Both methods segment a boundary map with the
-same seeded watershed (elektronn2.inference.segmentation.segment_boundaries):
+z 200-249 of FIB-25 is the test volume of every FIB-25 example; the validation volume is
+the validation cube of the model's training config (``--config``, else the ``config.py``
+of the run directory the model lies in, else examples/unet3d_iso.py): z 100-159 for
+unet3d_iso.py, z 160-199 for neuro3d_lite.py, neuro3d.py and unet3d_lite.py. The model
+predicts from the validation volume's first slice to z 249 in one piece, with the raw
+slices before as its context (not mirrored ones), and the two volumes are cut from it.
+Both methods segment a boundary map with the same seeded watershed
+(elektronn2.inference.segmentation.segment_boundaries):
 
 * boundary net: the boundary probability the model predicts (elektronn2.inference);
 * baseline: one minus the raw grey values (membranes are dark), scaled to [0, 1] by
   their 1st and 99th percentiles, i.e. seeds are thresholded raw data.
 
 Both get the same choices, made on the validation volume (lowest VOI): Gaussian
-smoothing of the map, the seeds (connected components of the confident interior, or
-h-maxima of its distance transform), the interior threshold, the merge threshold of
-the mean-linkage agglomeration (or none), and the smallest segment. The test volume is
-scored once with each method's choice; the JSON file also lists the validation scores
-of every candidate. ``--predictions`` keeps the prediction in a file and reuses it
-when it was made by the same model file.
+smoothing of the map, the seeds (connected components of the confident interior, eroded
+by a ball of radius 0 to 3 voxels, or h-maxima of its distance transform), the interior
+threshold, the merge threshold of the mean-linkage agglomeration (or none), and the
+smallest segment. The test volume is scored once with each method's choice; the JSON
+file also lists the validation scores of every candidate. ``--predictions`` keeps the
+prediction in a file and reuses it when it was made by the same model file (for the
+same slices and ``--tta``: test-time augmentation over the flips of z, y and x).
 
-``--blockwise`` scores the test volume as elektronn2-segment computes it: block by block
-(64^3 blocks, elektronn2.inference.blockwise_segmentation.segment_volume). Its watershed
-floods steepest-descent basins of seeds that are connected components of the interior,
-so the candidates are those without smoothing and with component seeds; they are
-chosen on the validation volume with the whole-volume watershed (the two differ by a
-VOI below 0.1, see docs/segmentation.rst), and the JSON file gives the test scores of
-both.
+``--blockwise`` segments as elektronn2-segment does
+(elektronn2.inference.blockwise_segmentation): the test volume block by block (64^3
+blocks), the validation candidates in one block (the result does not depend on the
+blocks). Its watershed drains into steepest-descent basins of seeds that are connected
+components of the (eroded) interior, so the candidates are those without smoothing and
+with component seeds. The JSON file also gives the test scores of the whole-volume
+flooding (segment_boundaries) with the chosen settings.
 """
 from __future__ import annotations
 
@@ -43,14 +47,48 @@ import h5py
 import numpy as np
 import scipy.ndimage as ndi
 
-SPLITS = {'valid': slice(160, 200), 'test': slice(200, 250)}
+EXAMPLES = Path(__file__).resolve().parent
+DEFAULT_CONFIG = EXAMPLES / 'unet3d_iso.py'
+TEST = slice(200, 250)
 SMOOTHING = (0.0, 1.0)
-SEEDINGS = ({'seeds': 'components'}, {'seeds': 'distance', 'seed_h': 2.0},
-            {'seeds': 'distance', 'seed_h': 4.0})
+#: Component seeds (eroded or not) first: the only ones the blockwise segmentation has.
+SEEDINGS = ({'seeds': 'components'}, {'seeds': 'components', 'seed_erosion': 1.0},
+            {'seeds': 'components', 'seed_erosion': 2.0},
+            {'seeds': 'components', 'seed_erosion': 3.0},
+            {'seeds': 'distance', 'seed_h': 2.0}, {'seeds': 'distance', 'seed_h': 4.0})
+N_COMPONENT_SEEDINGS = 4
 SEED_THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99, 0.995)
 MERGE_THRESHOLDS = (None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MIN_SIZES = (0, 200)
 BLOCKWISE_BLOCK = (64, 64, 64)
+
+
+def config_for(model_path: str, config: str | None = None,
+               default: Path = DEFAULT_CONFIG) -> Path:
+    """The model's training config: ``config``, else the run directory's config.py, else
+    ``default``."""
+    if config:
+        return Path(config)
+    run_config = Path(model_path).resolve().parent / 'config.py'
+    return run_config if run_config.is_file() else default
+
+
+def splits(config: Path) -> dict[str, slice]:
+    """{'valid': z range of the config's validation cube, 'test': z 200-249}."""
+    from elektronn2.errors import ConfigError
+    from elektronn2.training.experiment import ExperimentConfig
+    data = ExperimentConfig(config).data_init_kwargs
+    cubes = data.get('valid_cubes') or []
+    cube = data['d_files'][cubes[0]] if len(cubes) == 1 else None
+    if not hasattr(cube, 'start') or cube.shape[-2:] != (250, 250):
+        raise ConfigError(f"{config}: the evaluation needs one validation cube that is a "
+                          f"SubVolume of whole FIB-25 slices (data_init_kwargs['d_files'] and "
+                          f"'valid_cubes'); found {cube!r}")
+    valid = slice(cube.start[0], cube.start[0] + cube.shape[-3])
+    if valid.stop > TEST.start:
+        raise ConfigError(f"{config}: the validation cube z {valid.start}-{valid.stop - 1} "
+                          f"reaches into the test volume z {TEST.start}-{TEST.stop - 1}")
+    return {'valid': valid, 'test': TEST}
 
 
 def smoothed(volume: np.ndarray, sigma: float) -> np.ndarray:
@@ -69,6 +107,8 @@ def raw_boundary(raw: np.ndarray, sigma: float) -> np.ndarray:
 def settings_label(settings: dict) -> str:
     """Short text of a choice of settings, e.g. 'sigma 1.0, distance h 2.0 > 0.9, ...'."""
     seeds = settings['seeds'] + (f" h {settings['seed_h']}" if 'seed_h' in settings else '')
+    if settings.get('seed_erosion'):
+        seeds += f" eroded {settings['seed_erosion']}"
     merge = settings['merge_threshold']
     return (f"sigma {settings['sigma']}, {seeds} > {settings['seed_threshold']}, "
             f"merge {'-' if merge is None else merge}, min {settings['min_size']}")
@@ -104,21 +144,43 @@ def candidates(boundary: np.ndarray, seedings: Sequence[dict] = SEEDINGS):
                         'min_size': min_size}, segments)
 
 
+def blockwise_candidates(boundary: np.ndarray,
+                         seedings: Sequence[dict] = SEEDINGS[:N_COMPONENT_SEEDINGS]):
+    """(settings, segments) for the same choices as :func:`candidates` (component seeds
+    only), segmented as elektronn2-segment does: every candidate equals
+    ``segment_volume(boundary, **settings)`` (without 'seeds'); the basins of each seeding
+    and threshold are computed once for all merge thresholds and sizes (sweep_volume)."""
+    from elektronn2.errors import ConfigError
+    from elektronn2.inference.blockwise_segmentation import sweep_volume
+    sweep = [{'merge_threshold': merge, 'min_size': min_size}
+             for merge, min_size in itertools.product(MERGE_THRESHOLDS, MIN_SIZES)]
+    for seeding, threshold in itertools.product(seedings, SEED_THRESHOLDS):
+        fixed = {key: value for key, value in seeding.items() if key != 'seeds'}
+        results = sweep_volume(boundary, sweep, seed_threshold=threshold, **fixed)
+        try:
+            first = next(results)
+        except ConfigError:  # no seeds at this threshold
+            continue
+        for entry, segments in zip(sweep, itertools.chain([first], results)):
+            yield {**seeding, 'seed_threshold': threshold, **entry}, segments.astype(np.int64)
+
+
 def tuned_scores(boundaries: dict[float, dict[str, np.ndarray]],
                  truth: dict[str, np.ndarray], blockwise: bool = False) -> dict:
     """The settings with the lowest validation VOI, and the test scores with them.
 
     ``boundaries``: smoothing sigma -> {'valid': map, 'test': map}. Returns
     {'settings', 'valid', 'test', 'all_valid'}: the choice, its scores, and the
-    validation scores of every candidate; with ``blockwise`` (component seeds only),
-    'test' is the blockwise segmentation's and 'test_whole_volume' the flooding's.
+    validation scores of every candidate; with ``blockwise`` the candidates are
+    :func:`blockwise_candidates`, 'test' is the blockwise segmentation's and
+    'test_whole_volume' the flooding's (segment_boundaries) with the same settings.
     """
     from elektronn2.inference.segmentation import segment_boundaries
-    seedings = SEEDINGS[:1] if blockwise else SEEDINGS
     table = [{'settings': {'sigma': sigma, **settings},
               'valid': score(segments, truth['valid'])}
              for sigma, maps in boundaries.items()
-             for settings, segments in candidates(maps['valid'], seedings)]
+             for settings, segments in (blockwise_candidates(maps['valid']) if blockwise
+                                        else candidates(maps['valid']))]
     best = dict(min(table, key=lambda row: row['valid']['voi']))
     settings = dict(best['settings'])
     sigma = settings.pop('sigma')
@@ -126,7 +188,7 @@ def tuned_scores(boundaries: dict[float, dict[str, np.ndarray]],
                          truth['test'])
     if blockwise:
         from elektronn2.inference.blockwise_segmentation import segment_volume
-        best['test_whole_volume'] = best['test']
+        best['test_whole_volume'] = best['test']   # segment_boundaries' flooding
         settings.pop('seeds')
         best['test'] = score(segment_volume(boundaries[sigma]['test'], BLOCKWISE_BLOCK,
                                             **settings).astype(np.int64), truth['test'])
@@ -135,11 +197,14 @@ def tuned_scores(boundaries: dict[float, dict[str, np.ndarray]],
     return best
 
 
-def predict_boundaries(model_path: str, raw: np.ndarray, cache: str | None = None) -> np.ndarray:
-    """Boundary probability of z 160-249, predicted with the raw data before as context.
+def predict_boundaries(model_path: str, raw: np.ndarray, first: int,
+                       cache: str | None = None, tta: str = 'none') -> np.ndarray:
+    """Boundary probability of z ``first``-249, predicted with the raw data before as
+    context (``tta``: test-time augmentation of elektronn2.inference.predict_volume).
 
     ``raw``: the whole FIB-25 volume. With ``cache``, a file written before by the
-    same model file is reused, else the prediction is written to it.
+    same model file for the same slices and ``tta`` is reused, else the prediction is
+    written to it.
     """
     from elektronn2.inference import predict_volume
     from elektronn2.inference.predictors import load_model, model_digest
@@ -147,53 +212,65 @@ def predict_boundaries(model_path: str, raw: np.ndarray, cache: str | None = Non
     digest = model_digest(model_path)
     if cache and Path(cache).exists():
         with np.load(cache) as stored:
-            if str(stored['model_sha256']) == digest:
+            if (str(stored['model_sha256']) == digest and int(stored.get('first', 160)) == first
+                    and str(stored.get('tta', 'none')) == tta):
                 return stored['boundary']
     geometry = Footprint.of(load_model(model_path).prediction_node)
-    first, last = SPLITS['valid'].start, SPLITS['test'].stop
     start = max(first - geometry.context[0][0], 0)
-    boundary = predict_volume(model_path, raw[start:last])[1, first - start:]
+    boundary = predict_volume(model_path, raw[start:TEST.stop], tta=tta)[1, first - start:]
     if cache:
-        np.savez(cache, boundary=boundary, model_sha256=digest)
+        np.savez(cache, boundary=boundary, model_sha256=digest, first=first, tta=tta)
     return boundary
 
 
-def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False) -> dict:
+def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False,
+             config: str | None = None, tta: str = 'none') -> dict:
     """Test scores of the boundary net and of the baseline, with the chosen settings
-    (``blockwise``: see the module docstring)."""
+    (``blockwise``, ``config``, ``tta``: see the module docstring)."""
     from elektronn2.data.datasets import get_path
+    volumes = splits(config_for(model_path, config))
     with h5py.File(get_path('fib25_training_sample2') / 'fib25_training_sample2.h5', 'r') as f:
         raw = f['volumes/raw'][:]
-        truth = {name: f['volumes/labels/neuron_ids'][z] for name, z in SPLITS.items()}
-    predicted = predict_boundaries(model_path, raw, cache)
-    first = SPLITS['valid'].start
-    net_maps = {name: predicted[z.start - first:z.stop - first] for name, z in SPLITS.items()}
+        truth = {name: f['volumes/labels/neuron_ids'][z] for name, z in volumes.items()}
+    first = volumes['valid'].start
+    predicted = predict_boundaries(model_path, raw, first, cache, tta)
+    net_maps = {name: predicted[z.start - first:z.stop - first] for name, z in volumes.items()}
     sigmas = (0.0,) if blockwise else SMOOTHING
     net = tuned_scores({s: {name: smoothed(p, s) for name, p in net_maps.items()}
                         for s in sigmas}, truth, blockwise)
-    baseline = tuned_scores({s: {name: raw_boundary(raw[z], s) for name, z in SPLITS.items()}
+    baseline = tuned_scores({s: {name: raw_boundary(raw[z], s) for name, z in volumes.items()}
                              for s in sigmas}, truth, blockwise)
-    return {'boundary_net': net, 'thresholded_raw': baseline}
+    return {'boundary_net': net, 'thresholded_raw': baseline,
+            'validation_z': [volumes['valid'].start, volumes['valid'].stop - 1]}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('model', help='boundary model trained on FIB-25 (e.g. unet3d_iso.py)')
+    parser.add_argument('--config', help="its training config (for the validation cube); "
+                                         "default: the run directory's config.py, else "
+                                         "examples/unet3d_iso.py")
     parser.add_argument('--json', help='also write the results to this JSON file')
     parser.add_argument('--predictions', help='.npz file that keeps the prediction (reused '
                                               'when made by the same model file)')
+    parser.add_argument('--tta', choices=('none', 'flips'), default='none',
+                        help="test-time augmentation of the prediction: 'flips' averages "
+                             "over the 8 flips of z, y and x (8 times the prediction time)")
     parser.add_argument('--blockwise', action='store_true',
                         help='segment the test volume block by block as elektronn2-segment does '
                              '(component seeds, no smoothing)')
     args = parser.parse_args(argv)
-    results = evaluate(args.model, args.predictions, args.blockwise)
+    results = evaluate(args.model, args.predictions, args.blockwise, args.config, args.tta)
     print(f"{'method':<16} {'VOI split':>9} {'VOI merge':>9} {'VOI':>6} {'ARAND':>6} "
           f"{'segments':>8}  settings (chosen on valid)")
-    for method, result in results.items():
+    for method in ('boundary_net', 'thresholded_raw'):
+        result = results[method]
         test = result['test']
         print(f"{method:<16} {test['voi_split']:>9.3f} {test['voi_merge']:>9.3f} "
               f"{test['voi']:>6.3f} {test['adapted_rand_error']:>6.3f} {test['segments']:>8d}  "
               f"{settings_label(result['settings'])}")
+    low, high = results['validation_z']
+    print(f"settings chosen on z {low}-{high}, scored on z {TEST.start}-{TEST.stop - 1}")
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(results, f, indent=1)

@@ -4,9 +4,10 @@
     python examples/evaluate_fib25_affinities.py MODEL [--config CONFIG] [--json FILE]
         [--predictions FILE.npz] [--block-shape Z Y X] [--baseline] [--quick]
 
-For affinity nets trained on FIB-25 z 0-159 (examples/affinities_fib25.py; split as in
-examples/evaluate_fib25.py: z 160-199 validate, z 200-249 test). The model predicts
-z 160-249 in one piece, with the raw slices before z 160 as its context. The
+For affinity nets trained on FIB-25 (examples/affinities_fib25.py: z 0-159 train, z
+160-199 validate, z 200-249 test). The validation volume is the training config's
+validation cube (as in examples/evaluate_fib25.py); the model predicts from its first
+slice to z 249 in one piece, with the raw slices before as its context. The
 affinity offsets come from the training config's ``data_batch_args['affinity_offsets']``
 (in the network's axis order; default: nearest neighbours): ``--config``, else the
 ``config.py`` of the run directory the model lies in, else
@@ -68,10 +69,7 @@ def _fib25():
 
 def config_for(model_path: str, config: str | None = None) -> Path:
     """The training config that holds the affinity offsets (see the module docstring)."""
-    if config:
-        return Path(config)
-    run_config = Path(model_path).resolve().parent / 'config.py'
-    return run_config if run_config.is_file() else DEFAULT_CONFIG
+    return _fib25().config_for(model_path, config, DEFAULT_CONFIG)
 
 
 def data_offsets(offsets_net, spatial_tags) -> np.ndarray:
@@ -109,30 +107,27 @@ def affinity_channels(model, n_edges: int) -> np.ndarray:
                       f"two-class Softmax per edge ({2 * n_edges} channels)")
 
 
-def predict_affinities(model_path: str, raw: np.ndarray, config: Path,
-                       cache: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Affinities (k, z, y, x) of z 160-249, predicted with the raw data before as
-    context, and their (k, 3) offsets (z, y, x). ``raw``: the whole FIB-25 volume;
-    ``cache``: an .npz file reused when made by the same model file."""
+def predict_affinities(model_path: str, model, n_edges: int, raw: np.ndarray, first: int,
+                       cache: str | None = None) -> np.ndarray:
+    """Affinities (k, z, y, x) of the ``n_edges`` edges of ``model`` (loaded from
+    ``model_path``) in z ``first``-249, predicted with the raw data before as context.
+    ``raw``: the whole FIB-25 volume; ``cache``: an .npz file reused when made by the same
+    model file for these slices."""
     from elektronn2.inference import predict_volume
-    from elektronn2.inference.predictors import load_model, model_digest
+    from elektronn2.inference.predictors import model_digest
     from elektronn2.neuromancer.footprint import Footprint
-    model = load_model(model_path)
-    offsets = model_offsets(model, config)
     digest = model_digest(model_path)
     if cache and Path(cache).exists():
         with np.load(cache) as stored:
-            if str(stored['model_sha256']) == digest:
-                return stored['affinities'], offsets
-    splits = _fib25().SPLITS
-    first, last = splits['valid'].start, splits['test'].stop
+            if str(stored['model_sha256']) == digest and int(stored.get('first', 160)) == first:
+                return stored['affinities']
     start = max(first - Footprint.of(model.prediction_node).context[0][0], 0)
-    predicted = predict_volume(model_path, raw[start:last])
-    affinities = np.ascontiguousarray(predicted[affinity_channels(model, len(offsets)),
+    predicted = predict_volume(model_path, raw[start:_fib25().TEST.stop])
+    affinities = np.ascontiguousarray(predicted[affinity_channels(model, n_edges),
                                                 first - start:])
     if cache:
-        np.savez(cache, affinities=affinities, model_sha256=digest)
-    return affinities, offsets
+        np.savez(cache, affinities=affinities, model_sha256=digest, first=first)
+    return affinities
 
 
 def edge_set(offsets: np.ndarray, which: str) -> np.ndarray:
@@ -202,22 +197,26 @@ def evaluate(model_path: str, config: str | None = None, cache: str | None = Non
     import h5py
 
     from elektronn2.data.datasets import get_path
+    from elektronn2.inference.predictors import load_model
     fib25 = _fib25()
+    config_path = config_for(model_path, config)
+    model = load_model(model_path)
+    offsets = model_offsets(model, config_path)
+    volumes = fib25.splits(config_path)
     with h5py.File(get_path('fib25_training_sample2') / 'fib25_training_sample2.h5', 'r') as f:
         raw = f['volumes/raw'][:]
-        truth = {name: f['volumes/labels/neuron_ids'][z] for name, z in fib25.SPLITS.items()}
-    config_path = config_for(model_path, config)
-    predicted, offsets = predict_affinities(model_path, raw, config_path, cache)
-    first = fib25.SPLITS['valid'].start
+        truth = {name: f['volumes/labels/neuron_ids'][z] for name, z in volumes.items()}
+    first = volumes['valid'].start
+    predicted = predict_affinities(model_path, model, len(offsets), raw, first, cache)
     maps = {name: predicted[:, z.start - first:z.stop - first]
-            for name, z in fib25.SPLITS.items()}
+            for name, z in volumes.items()}
     net = tuned_scores(maps, offsets, truth, block_shape, grid)
     results = {'affinity_net': {**net, 'model': str(model_path), 'config': str(config_path),
                                 'offsets_zyx': offsets.tolist(),
                                 'block_shape': list(block_shape) if block_shape else None}}
     if baseline:
         computed = fib25.tuned_scores(
-            {s: {name: fib25.raw_boundary(raw[z], s) for name, z in fib25.SPLITS.items()}
+            {s: {name: fib25.raw_boundary(raw[z], s) for name, z in volumes.items()}
              for s in fib25.SMOOTHING}, truth)
         results['thresholded_raw'] = {**computed, 'settings_label':
                                       fib25.settings_label(computed['settings'])}

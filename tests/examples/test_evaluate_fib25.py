@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from elektronn2.errors import ConfigError
 from elektronn2.inference.segmentation import segment_boundaries
 
 SCRIPT = Path(__file__).resolve().parents[2] / 'examples' / 'evaluate_fib25.py'
@@ -19,8 +20,8 @@ def evaluate_fib25():
 
 
 def cells(noise: float):
-    """Ids (6, 30, 30): four cells (quadrants in y, x); a boundary map with a gap."""
-    ids = np.ones((6, 30, 30), int)
+    """Ids (10, 30, 30): four cells (quadrants in y, x); a boundary map with a gap."""
+    ids = np.ones((10, 30, 30), int)
     ids[:, :, 15:] = 2
     ids[:, 15:] += 2
     boundary = np.full(ids.shape, 0.05, np.float32)
@@ -48,10 +49,32 @@ def test_tuning_chooses_on_valid_and_scores_test(evaluate_fib25, monkeypatch):
     (ids, valid), (_, test) = cells(0), cells(0.02)
     best = evaluate_fib25.tuned_scores({0.0: {'valid': valid, 'test': test}},
                                        {'valid': ids, 'test': ids})
-    assert best['settings']['seeds'] == 'distance' and best['settings']['sigma'] == 0.0
+    # plain components join cells 1 and 2 through the gap; eroded components (the first
+    # seeding that separates them, hence the choice on a tie) or distance seeds do not
+    assert best['settings']['seeds'] == 'components' and best['settings']['sigma'] == 0.0
+    assert best['settings']['seed_erosion'] >= 1
     assert best['valid']['voi'] < 0.1 and best['test']['segments'] == 4
+    plain = [row['valid']['voi'] for row in best['all_valid'] if 'seed_erosion' not in
+             row['settings'] and row['settings']['seeds'] == 'components']
+    assert min(plain) >= 0.5  # cells 1 and 2 (each a quarter) joined: half a bit
     label = evaluate_fib25.settings_label(best['settings'])
-    assert label.startswith('sigma 0.0, distance h ') and 'merge' in label
+    assert label.startswith('sigma 0.0, components eroded ') and 'merge' in label
+    distance = [row['valid']['voi'] for row in best['all_valid']
+                if row['settings']['seeds'] == 'distance']
+    assert min(distance) < 0.1
+
+
+def test_blockwise_candidates_equal_segment_volume(evaluate_fib25, monkeypatch):
+    from elektronn2.inference.blockwise_segmentation import segment_volume
+    monkeypatch.setattr(evaluate_fib25, 'SEED_THRESHOLDS', (0.5, 0.99))  # 0.99: no seeds
+    monkeypatch.setattr(evaluate_fib25, 'MIN_SIZES', (0, 60))
+    _, boundary = cells(0.1)
+    seen = 0
+    for settings, segments in evaluate_fib25.blockwise_candidates(boundary):
+        options = {k: v for k, v in settings.items() if k != 'seeds'}
+        np.testing.assert_array_equal(segments, segment_volume(boundary, (4, 16, 16), **options))
+        seen += 1
+    assert seen == evaluate_fib25.N_COMPONENT_SEEDINGS * len(evaluate_fib25.MERGE_THRESHOLDS) * 2
 
 
 def test_blockwise_tuning_scores_the_blockwise_segmentation(evaluate_fib25, monkeypatch):
@@ -64,6 +87,29 @@ def test_blockwise_tuning_scores_the_blockwise_segmentation(evaluate_fib25, monk
     best = evaluate_fib25.tuned_scores({0.0: {'valid': valid, 'test': test}},
                                        {'valid': ids, 'test': ids}, blockwise=True)
     assert {row['settings']['seeds'] for row in best['all_valid']} == {'components'}
+    assert {row['settings'].get('seed_erosion', 0) for row in best['all_valid']} == {0, 1, 2, 3}
     assert best['test']['block_shape'] == [3, 16, 16]
     whole = best['test_whole_volume']
     assert abs(best['test']['voi'] - whole['voi']) < 0.1 and best['test']['segments'] >= 3
+
+
+def test_the_validation_volume_is_the_training_configs_validation_cube(evaluate_fib25, real_data,
+                                                                       tmp_path):
+    examples = SCRIPT.parent
+    assert evaluate_fib25.splits(examples / 'unet3d_iso.py') == {
+        'valid': slice(100, 160), 'test': slice(200, 250)}
+    assert evaluate_fib25.splits(examples / 'neuro3d_lite.py')['valid'] == slice(160, 200)
+    # a model in a run directory: its config.py, else unet3d_iso.py
+    run = tmp_path / 'run'
+    run.mkdir()
+    assert evaluate_fib25.config_for(str(run / 'model.mdl')) == examples / 'unet3d_iso.py'
+    config = (examples / 'unet3d_iso.py').read_text().replace('np.s_[100:160]',
+                                                               'np.s_[150:210]')
+    (run / 'config.py').write_text(config)
+    assert evaluate_fib25.config_for(str(run / 'model.mdl')) == run / 'config.py'
+    with pytest.raises(ConfigError, match=r'validation cube z 150-209 reaches into the test '
+                                          r'volume z 200-249'):
+        evaluate_fib25.splits(run / 'config.py')
+    (run / 'config.py').write_text(config.replace("'valid_cubes': [2]", "'valid_cubes': []"))
+    with pytest.raises(ConfigError, match='needs one validation cube'):
+        evaluate_fib25.splits(run / 'config.py')
