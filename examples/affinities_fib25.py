@@ -5,8 +5,8 @@ Inspect:   python examples/affinities_fib25.py
 Evaluate:  python examples/evaluate_fib25_affinities.py RUN_DIR/model-final.mdl
            (blockwise mean-affinity segmentation, VOI and adapted Rand error)
 
-Data and split as in unet3d_iso.py: FIB-25 z 0-159 train, z 160-199 validate, z 200-249
-are the test volume, never seen while training. The targets are affinities computed
+Data as in neuro3d_lite.py: FIB-25 z 0-159 train, z 160-199 validate, z 200-249 are
+the test volume, never seen while training. The targets are affinities computed
 from the neuron ids by the batch creator (``affinities=True``): channel k of output
 voxel p is 1 where p and p + offset k belong to the same neuron, else 0.
 Besides the three nearest neighbours (the edges a segmentation floods along) the net
