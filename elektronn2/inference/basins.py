@@ -66,8 +66,8 @@ def rim_width(seed_erosion: float) -> int:
 def rim_interior(rim: np.ndarray, seed_threshold: float, seed_erosion: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A rim of :func:`rim_width` voxels cut to one, and the :func:`interior` of that."""
-    cut = tuple(slice(rim_width(seed_erosion) - 1, n - rim_width(seed_erosion) + 1)
-                for n in rim.shape)
+    extra = rim_width(seed_erosion) - 1
+    cut = tuple(slice(extra, n - extra) for n in rim.shape)
     return rim[cut], interior(rim, seed_threshold, seed_erosion)[cut]
 
 
