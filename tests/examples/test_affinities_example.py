@@ -30,9 +30,13 @@ def test_the_example_trains_on_long_range_affinities(real_data):
     assert offsets[:3] == [[-1, 0, 0], [0, -1, 0], [0, 0, -1]] and len(offsets) == 9
     model = build_model(exp)
     data = build_data(exp, model)
-    images, target = data.getbatch(1, **exp.data_batch_args)
+    data.reseed(0)
+    batches = [data.getbatch(1, **exp.data_batch_args) for _ in range(4)]
+    images, target = batches[0]
     assert target.shape == (1, 9, 28, 28, 28) and target.dtype == np.int16
-    assert set(np.unique(target)) <= {-1, 0, 1} and (target[:, 6:] == 0).any()
+    assert all(set(np.unique(t)) <= {-1, 0, 1} for _, t in batches)
+    # a patch may lie inside one neuron; among a few, 9-voxel edges cross a boundary
+    assert any((t[:, 6:] == 0).any() for _, t in batches)
     before = model.loss(images, target)
     loss, _, _ = model.trainingstep(images, target)
     assert np.isfinite(loss) and np.isfinite(before)
