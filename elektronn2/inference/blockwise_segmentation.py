@@ -192,7 +192,7 @@ def basins_step(job: Job, block: Block) -> None:
 
 def faces_step(job: Job, block: Block) -> None:
     """Step 2: links across the lower faces of ``block`` as (block index, local id) pairs."""
-    store = job.basin_store()
+    store, settings = job.basin_store(), job.settings
     found = {}
     for axis in range(3):
         if block.write.lo[axis] == job.grid.region.lo[axis]:
@@ -202,7 +202,6 @@ def faces_step(job: Job, block: Block) -> None:
         lo[axis], hi[axis] = lo[axis] - 1, lo[axis] + 1
         face = Box(lo, hi)
         ids = store[face.slices_in(job.grid.region)].astype(np.int64)
-        settings = job.settings
         low, high = face_links(ids, job.landscape.rim(face, rim_width(settings.seed_erosion)),
                                axis, settings.seed_threshold, settings.seed_erosion)
         neighbour = list(block.index)
@@ -471,13 +470,8 @@ def segment_volume(volume: np.ndarray | VolumeSource, block_shape: Sequence[int]
                    affinity_channels: Sequence[int] | None = None, **settings) -> np.ndarray:
     """uint32 (z, y, x) segment ids of a boundary map ((z, y, x) or (c, z, y, x)) or
     affinities (k, z, y, x) in memory; ``block_shape`` None: the volume in one block."""
-    source = open_source(volume)
-    landscape = Landscape.of(source, affinities, channel, nhood, affinity_channels=affinity_channels)
-    with tempfile.TemporaryDirectory() as tmp:
-        run_segmentation(landscape, Path(tmp, 'seg.zarr'), block_shape or landscape.shape,
-                         SegmentSettings.of(**settings), progress=False)
-        group: Any = zarr.open_group(store=str(Path(tmp, 'seg.zarr')), mode='r')
-        return group['0'][:]
+    return next(sweep_volume(volume, [{}], block_shape, affinities, channel, nhood,
+                             affinity_channels, **settings))
 
 
 def sweep_volume(volume: np.ndarray | VolumeSource, sweep: Sequence[dict],
@@ -486,10 +480,11 @@ def sweep_volume(volume: np.ndarray | VolumeSource, sweep: Sequence[dict],
                  affinity_channels: Sequence[int] | None = None, **settings
                  ) -> Iterator[np.ndarray]:
     """For each entry of ``sweep`` (agglomeration settings, :data:`AGGLOMERATION_SETTINGS`,
-    over ``settings``) the uint32 (z, y, x) segmentation that :func:`segment_volume`
-    gives with them, from one computation of the basins and the region graph (a
-    parameter search pays the block steps once). Raises ConfigError before the first
-    result if ``settings`` find no seeds or an entry sets anything else."""
+    over ``settings``) the uint32 (z, y, x) segmentation of ``volume`` in memory (as
+    :func:`segment_volume`), from one computation of the basins and the region graph (a
+    parameter search pays the block steps once): the basins of :func:`run_segmentation`
+    mapped to the segments of each entry's agglomeration. Raises ConfigError before the
+    first result if ``settings`` find no seeds or an entry sets anything else."""
     for entry in sweep:
         other = sorted(set(entry) - set(AGGLOMERATION_SETTINGS))
         if other:
