@@ -22,7 +22,7 @@ from . import non_geometric_augmentation as nga
 from .derived import AxisOrder
 from .labels import (
     affinity_components,
-    check_affinity_offsets,
+    affinity_edges,
     edges_known,
     ids2affinities,
     target_class_count,
@@ -567,7 +567,8 @@ class BatchCreatorImage:
                               noisy_random_erasing_args, float(uniform_random_erasing_probability),
                               uniform_random_erasing_args)
         geometry = self.geometry.dense() if force_dense else self.geometry
-        edges = self._affinity_edges(affinities, affinity_offsets, geometry)
+        edges = affinity_edges(affinities, affinity_offsets, geometry.net_tags,
+                               geometry.net_order(geometry.strides), self.target_n_f)
         images, targets, masks = [], [], []
         redraws = 0
         while len(images) < batch_size:
@@ -598,44 +599,12 @@ class BatchCreatorImage:
         target = self._finish_targets(np.stack(targets), affinities, nhood_targets)
         batch: tuple[np.ndarray, ...] = (np.stack(images), target)
         if affinities == 'malis':
-            on_grid = self._net_offsets(edges // np.asarray(geometry.strides), geometry)
+            on_grid = np.array([geometry.net_order(row)
+                                for row in edges // np.asarray(geometry.strides)], int)
             batch += (np.stack([affinity_components(a > 0, on_grid)[0][None] for a in target]),)
         return batch + tuple(np.stack(masks, axis=1)) if ret_ll_mask else batch
 
     # --- affinities -----------------------------------------------------------------------
-    @staticmethod
-    def _net_offsets(offsets: np.ndarray, geometry: Footprint) -> np.ndarray:
-        """(k, 3) offsets in data order (z, y, x) -> (k, n_spatial) in network axis order."""
-        return np.stack([geometry.net_order(row) for row in offsets]).astype(int)
-
-    def _affinity_edges(self, affinities, offsets, geometry: Footprint) -> np.ndarray | None:
-        """The affinity offsets (k, 3) in data order (z, y, x) and input voxels, checked."""
-        tags = geometry.net_tags
-        if not affinities:
-            if offsets is not None:
-                raise ConfigError(f"affinity_offsets={offsets!r} is given, but affinities="
-                                  f"{affinities!r}; pass affinities=True (or 'malis')")
-            return None
-        strides = np.asarray(geometry.net_order(geometry.strides))
-        if offsets is None:
-            net = -np.diag(strides)
-        else:
-            net = check_affinity_offsets(offsets, len(tags), tags)
-            if np.any(strides > 1):
-                raise ConfigError(f"affinity_offsets need an output of stride 1, but the target "
-                                  f"{','.join(tags)} has strides {tuple(strides.tolist())}: offsets "
-                                  f"in input and in output voxels would differ. Train affinities "
-                                  f"with a stride-1 output (e.g. a U-Net) or force_dense=True, or "
-                                  f"leave affinity_offsets unset for the neighbouring output voxels")
-        if self.target_n_f is not None and len(net) != self.target_n_f:
-            raise ConfigError(f"{len(net)} affinity edge(s) ({net.tolist()}, {','.join(tags)}) "
-                              f"for a target node of {self.target_n_f} channel(s); give one "
-                              f"offset per target channel (affinity_offsets)")
-        zyx = np.zeros((len(net), 3), int)
-        for i, tag in enumerate(tags):
-            zyx[:, 'zyx'.index(tag)] = net[:, i]
-        return zyx
-
     def _affinity_target(self, cube: Cube, corner: Sequence[int], transform: np.ndarray,
                          geometry: Footprint, field: aug.ElasticField | None, edges: np.ndarray,
                          unknown=None) -> np.ndarray:

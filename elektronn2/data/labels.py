@@ -201,6 +201,40 @@ def check_affinity_offsets(offsets, n_spatial: int, tags: Sequence[str] | None =
     return values
 
 
+def affinity_edges(affinities: bool | str, offsets, tags: Sequence[str],
+                   strides: Sequence[int], n_channels: int | None = None) -> np.ndarray | None:
+    """The affinity edges (k, 3) in data order (z, y, x) for a target with axes ``tags``
+    and ``strides`` (network order), checked; None without ``affinities``.
+
+    ``offsets`` (k, n_spatial) in network order, or None for the neighbouring output
+    voxels (one stride back along each axis); ``n_channels``: the target node's channels.
+    """
+    if not affinities:
+        if offsets is not None:
+            raise ConfigError(f"affinity_offsets={offsets!r} is given, but affinities="
+                              f"{affinities!r}; pass affinities=True (or 'malis')")
+        return None
+    strides = np.asarray(strides)
+    if offsets is None:
+        net = -np.diag(strides)
+    else:
+        net = check_affinity_offsets(offsets, len(tags), tags)
+        if np.any(strides > 1):
+            raise ConfigError(f"affinity_offsets need an output of stride 1, but the target "
+                              f"{','.join(tags)} has strides {tuple(strides.tolist())}: offsets "
+                              f"in input and in output voxels would differ. Train affinities "
+                              f"with a stride-1 output (e.g. a U-Net) or force_dense=True, or "
+                              f"leave affinity_offsets unset for the neighbouring output voxels")
+    if n_channels is not None and len(net) != n_channels:
+        raise ConfigError(f"{len(net)} affinity edge(s) ({net.tolist()}, {','.join(tags)}) "
+                          f"for a target node of {n_channels} channel(s); give one "
+                          f"offset per target channel (affinity_offsets)")
+    zyx = np.zeros((len(net), 3), int)
+    for i, tag in enumerate(tags):
+        zyx[:, 'zyx'.index(tag)] = net[:, i]
+    return zyx
+
+
 def edges_known(known: np.ndarray, nhood: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     """bool (k, *known.shape): edge k of voxel p is known where p and p + nhood[k] both lie
     in the volume and are ``known`` (e.g. labelled)."""
