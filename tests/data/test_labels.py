@@ -58,3 +58,20 @@ def test_nhood_targets():
     np.testing.assert_array_equal(out[0, 1], [[-1, 0, 1], [-1, 3, 4]])  # label at p - (0, 1)
     np.testing.assert_array_equal(out[0, 2], [[-1, -1, -1], [0, 1, 2]])
     assert nhood_targets(np.zeros((2, 1, 3, 4, 5))).shape == (2, 7, 3, 4, 5)
+
+
+def test_affinity_edges_map_network_offsets_to_zyx_and_refuse_bad_configs():
+    from elektronn2.data.labels import affinity_edges
+    # default: one stride back along each network axis, returned in z, y, x order
+    np.testing.assert_array_equal(affinity_edges(True, None, 'xyz', (1, 2, 3)),
+                                  [[0, 0, -1], [0, -2, 0], [-3, 0, 0]])
+    np.testing.assert_array_equal(affinity_edges(True, [[-1, 0, 0], [0, 0, -9]], 'zxy',
+                                                 (1, 1, 1), n_channels=2),
+                                  [[-1, 0, 0], [0, -9, 0]])
+    assert affinity_edges(False, None, 'zyx', (1, 1, 1)) is None
+    with pytest.raises(ConfigError, match="pass affinities=True"):
+        affinity_edges(False, [[-1, 0, 0]], 'zyx', (1, 1, 1))
+    with pytest.raises(ConfigError, match="stride 1"):
+        affinity_edges(True, [[-1, 0, 0]], 'zyx', (1, 2, 2))
+    with pytest.raises(ConfigError, match="2 channel"):
+        affinity_edges(True, None, 'zyx', (1, 1, 1), n_channels=2)
