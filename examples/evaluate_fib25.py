@@ -2,7 +2,7 @@
 (variation of information, adapted Rand error) against a thresholded-raw baseline.
 
     python examples/evaluate_fib25.py MODEL [--config CONFIG] [--json results.json]
-        [--predictions FILE.npz] [--blockwise] [--tta flips]
+        [--predictions FILE.npz] [--blockwise [--learned]] [--tta flips]
 
 z 200-249 of FIB-25 is the test volume of every FIB-25 example; the validation volume is
 the validation cube of the model's training config (``--config``, else the ``config.py``
@@ -33,6 +33,13 @@ blocks). Its watershed drains into steepest-descent basins of seeds that are con
 components of the (eroded) interior, so the candidates are those without smoothing and
 with component seeds. The JSON file also gives the test scores of the whole-volume
 flooding (segment_boundaries) with the chosen settings.
+
+``--learned`` (with ``--blockwise``) adds the learned agglomeration to the boundary
+net's candidates: for every seeding an edge model (elektronn2.inference.edge_model) is
+fitted on the config's first training cube (z 0-99 for unet3d_iso.py, predicted by the
+same model), and merging below a probability of 0.2 to 0.8 that a contact separates two
+neurons competes with the mean linkage on the validation volume. The JSON file keeps
+the chosen edge model.
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ import argparse
 import itertools
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -60,6 +68,7 @@ N_COMPONENT_SEEDINGS = 4
 SEED_THRESHOLDS = (0.5, 0.7, 0.9, 0.95, 0.98, 0.99, 0.995)
 MERGE_THRESHOLDS = (None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 MIN_SIZES = (0, 200)
+LEARNED_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 BLOCKWISE_BLOCK = (64, 64, 64)
 
 
@@ -74,13 +83,14 @@ def config_for(model_path: str, config: str | None = None,
 
 
 def splits(config: Path) -> dict[str, slice]:
-    """{'valid': z range of the config's validation cube, 'test': z 200-249}."""
+    """{'valid': z range of the config's validation cube, 'test': z 200-249, 'train': z
+    range of its first training cube (absent if that is not whole FIB-25 slices)}."""
     from elektronn2.errors import ConfigError
     from elektronn2.training.experiment import ExperimentConfig
     data = ExperimentConfig(config).data_init_kwargs
     cubes = data.get('valid_cubes') or []
     cube = data['d_files'][cubes[0]] if len(cubes) == 1 else None
-    if not hasattr(cube, 'start') or cube.shape[-2:] != (250, 250):
+    if not _whole_slices(cube):
         raise ConfigError(f"{config}: the evaluation needs one validation cube that is a "
                           f"SubVolume of whole FIB-25 slices (data_init_kwargs['d_files'] and "
                           f"'valid_cubes'); found {cube!r}")
@@ -88,7 +98,16 @@ def splits(config: Path) -> dict[str, slice]:
     if valid.stop > TEST.start:
         raise ConfigError(f"{config}: the validation cube z {valid.start}-{valid.stop - 1} "
                           f"reaches into the test volume z {TEST.start}-{TEST.stop - 1}")
-    return {'valid': valid, 'test': TEST}
+    volumes = {'valid': valid, 'test': TEST}
+    training = [c for i, c in enumerate(data['d_files']) if i not in cubes]
+    if training and _whole_slices(training[0]):
+        volumes['train'] = slice(training[0].start[0],
+                                 training[0].start[0] + training[0].shape[-3])
+    return volumes
+
+
+def _whole_slices(cube) -> bool:
+    return hasattr(cube, 'start') and cube.shape[-2:] == (250, 250)
 
 
 def smoothed(volume: np.ndarray, sigma: float) -> np.ndarray:
@@ -110,8 +129,9 @@ def settings_label(settings: dict) -> str:
     if settings.get('seed_erosion'):
         seeds += f" eroded {settings['seed_erosion']}"
     merge = settings['merge_threshold']
+    merging = '-' if merge is None else f"{'learned ' if 'edge_model' in settings else ''}{merge}"
     return (f"sigma {settings['sigma']}, {seeds} > {settings['seed_threshold']}, "
-            f"merge {'-' if merge is None else merge}, min {settings['min_size']}")
+            f"merge {merging}, min {settings['min_size']}")
 
 
 def score(segments: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -145,56 +165,99 @@ def candidates(boundary: np.ndarray, seedings: Sequence[dict] = SEEDINGS):
 
 
 def blockwise_candidates(boundary: np.ndarray,
-                         seedings: Sequence[dict] = SEEDINGS[:N_COMPONENT_SEEDINGS]):
+                         seedings: Sequence[dict] = SEEDINGS[:N_COMPONENT_SEEDINGS],
+                         edge_models=None):
     """(settings, segments) for the same choices as :func:`candidates` (component seeds
     only), segmented as elektronn2-segment does: every candidate equals
     ``segment_volume(boundary, **settings)`` (without 'seeds'); the basins of each seeding
-    and threshold are computed once for all merge thresholds and sizes (sweep_volume)."""
+    and threshold are computed once for all merge thresholds and sizes (sweep_volume).
+
+    ``edge_models``: a function of the seed settings that returns the path of an edge
+    model fitted with them; then the learned agglomeration below each of
+    LEARNED_THRESHOLDS is a candidate too (settings with 'edge_model')."""
     from elektronn2.errors import ConfigError
     from elektronn2.inference.blockwise_segmentation import sweep_volume
-    sweep = [{'merge_threshold': merge, 'min_size': min_size}
-             for merge, min_size in itertools.product(MERGE_THRESHOLDS, MIN_SIZES)]
     for seeding, threshold in itertools.product(seedings, SEED_THRESHOLDS):
         fixed = {key: value for key, value in seeding.items() if key != 'seeds'}
-        results = sweep_volume(boundary, sweep, seed_threshold=threshold, **fixed)
+        try:
+            learned = edge_models(seed_threshold=threshold, **fixed) if edge_models else None
+        except ConfigError:  # no seeds, or no contacts of both kinds, at this threshold
+            learned = None
+        sweep = [{'merge_threshold': merge, 'min_size': size, 'edge_model': None}
+                 for merge, size in itertools.product(MERGE_THRESHOLDS, MIN_SIZES)]
+        if learned:
+            sweep += [{'merge_threshold': merge, 'min_size': size, 'edge_model': learned}
+                      for merge, size in itertools.product(LEARNED_THRESHOLDS, MIN_SIZES)]
+        results = sweep_volume(boundary, sweep, seed_threshold=threshold, edge_model=learned,
+                               **fixed)
         try:
             first = next(results)
         except ConfigError:  # no seeds at this threshold
             continue
         for entry, segments in zip(sweep, itertools.chain([first], results)):
+            if entry['edge_model'] is None:
+                entry = {k: v for k, v in entry.items() if k != 'edge_model'}
             yield {**seeding, 'seed_threshold': threshold, **entry}, segments.astype(np.int64)
 
 
 def tuned_scores(boundaries: dict[float, dict[str, np.ndarray]],
-                 truth: dict[str, np.ndarray], blockwise: bool = False) -> dict:
+                 truth: dict[str, np.ndarray], blockwise: bool = False,
+                 learned: bool = False) -> dict:
     """The settings with the lowest validation VOI, and the test scores with them.
 
-    ``boundaries``: smoothing sigma -> {'valid': map, 'test': map}. Returns
-    {'settings', 'valid', 'test', 'all_valid'}: the choice, its scores, and the
+    ``boundaries``: smoothing sigma -> {'valid': map, 'test': map[, 'train': map]}.
+    Returns {'settings', 'valid', 'test', 'all_valid'}: the choice, its scores, and the
     validation scores of every candidate; with ``blockwise`` the candidates are
     :func:`blockwise_candidates`, 'test' is the blockwise segmentation's and
-    'test_whole_volume' the flooding's (segment_boundaries) with the same settings.
+    'test_whole_volume' the flooding's (segment_boundaries) with the same settings (not
+    for a learned agglomeration, which only the blockwise segmentation has); with
+    ``learned``, edge models fitted on the 'train' maps and ``truth['train']`` compete,
+    and the chosen one is kept under 'edge_model'.
     """
+    import tempfile
+
     from elektronn2.inference.segmentation import segment_boundaries
-    table = [{'settings': {'sigma': sigma, **settings},
-              'valid': score(segments, truth['valid'])}
-             for sigma, maps in boundaries.items()
-             for settings, segments in (blockwise_candidates(maps['valid']) if blockwise
-                                        else candidates(maps['valid']))]
-    best = dict(min(table, key=lambda row: row['valid']['voi']))
-    settings = dict(best['settings'])
-    sigma = settings.pop('sigma')
-    best['test'] = score(segment_boundaries(boundaries[sigma]['test'], **settings),
-                         truth['test'])
-    if blockwise:
-        from elektronn2.inference.blockwise_segmentation import segment_volume
-        best['test_whole_volume'] = best['test']   # segment_boundaries' flooding
-        settings.pop('seeds')
-        best['test'] = score(segment_volume(boundaries[sigma]['test'], BLOCKWISE_BLOCK,
-                                            **settings).astype(np.int64), truth['test'])
-        best['test']['block_shape'] = list(BLOCKWISE_BLOCK)
+    with tempfile.TemporaryDirectory() as models:
+        table = []
+        for sigma, maps in boundaries.items():
+            fitter = (partial(fit_edge_model_file, maps['train'], truth['train'], models)
+                      if learned else None)
+            found = (blockwise_candidates(maps['valid'], edge_models=fitter) if blockwise
+                     else candidates(maps['valid']))
+            table += [{'settings': {'sigma': sigma, **settings},
+                       'valid': score(segments, truth['valid'])}
+                      for settings, segments in found]
+        best = dict(min(table, key=lambda row: row['valid']['voi']))
+        settings = dict(best['settings'])
+        sigma = settings.pop('sigma')
+        if 'edge_model' not in settings:
+            best['test'] = score(segment_boundaries(boundaries[sigma]['test'], **settings),
+                                 truth['test'])
+        if blockwise:
+            from elektronn2.inference.blockwise_segmentation import segment_volume
+            if 'test' in best:
+                best['test_whole_volume'] = best['test']   # segment_boundaries' flooding
+            settings.pop('seeds')
+            best['test'] = score(segment_volume(boundaries[sigma]['test'], BLOCKWISE_BLOCK,
+                                                **settings).astype(np.int64), truth['test'])
+            best['test']['block_shape'] = list(BLOCKWISE_BLOCK)
+        if 'edge_model' in settings:
+            best['edge_model'] = json.loads(Path(settings['edge_model']).read_text())
+    for row in table:
+        if 'edge_model' in row['settings']:
+            row['settings']['edge_model'] = 'learned'
     best['all_valid'] = table
     return best
+
+
+def fit_edge_model_file(boundary: np.ndarray, truth: np.ndarray, directory: str,
+                        **seeds) -> str:
+    """The path of an edge model fitted on ``boundary`` and ``truth`` with ``seeds``
+    (seed_threshold, seed_erosion), written into ``directory``."""
+    from elektronn2.inference.blockwise_segmentation import fit_edge_model
+    path = Path(directory, '_'.join(f'{k}{v}' for k, v in sorted(seeds.items())) + '.json')
+    fit_edge_model(boundary, truth.astype(np.int64), **seeds).save(path)
+    return str(path)
 
 
 def predict_boundaries(model_path: str, raw: np.ndarray, first: int,
@@ -224,20 +287,27 @@ def predict_boundaries(model_path: str, raw: np.ndarray, first: int,
 
 
 def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False,
-             config: str | None = None, tta: str = 'none') -> dict:
+             config: str | None = None, tta: str = 'none', learned: bool = False) -> dict:
     """Test scores of the boundary net and of the baseline, with the chosen settings
-    (``blockwise``, ``config``, ``tta``: see the module docstring)."""
+    (``blockwise``, ``config``, ``tta``, ``learned``: see the module docstring)."""
     from elektronn2.data.datasets import get_path
+    from elektronn2.errors import ConfigError
     volumes = splits(config_for(model_path, config))
+    if not learned:
+        volumes.pop('train', None)
+    elif 'train' not in volumes or not blockwise:
+        raise ConfigError("--learned needs --blockwise and a config whose first training cube "
+                          "is a SubVolume of whole FIB-25 slices")
     with h5py.File(get_path('fib25_training_sample2') / 'fib25_training_sample2.h5', 'r') as f:
         raw = f['volumes/raw'][:]
         truth = {name: f['volumes/labels/neuron_ids'][z] for name, z in volumes.items()}
-    first = volumes['valid'].start
+    first = min(z.start for z in volumes.values())
     predicted = predict_boundaries(model_path, raw, first, cache, tta)
     net_maps = {name: predicted[z.start - first:z.stop - first] for name, z in volumes.items()}
     sigmas = (0.0,) if blockwise else SMOOTHING
     net = tuned_scores({s: {name: smoothed(p, s) for name, p in net_maps.items()}
-                        for s in sigmas}, truth, blockwise)
+                        for s in sigmas}, truth, blockwise, learned)
+    volumes.pop('train', None)           # the baseline: mean linkage as before
     baseline = tuned_scores({s: {name: raw_boundary(raw[z], s) for name, z in volumes.items()}
                              for s in sigmas}, truth, blockwise)
     return {'boundary_net': net, 'thresholded_raw': baseline,
@@ -259,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--blockwise', action='store_true',
                         help='segment the test volume block by block as elektronn2-segment does '
                              '(component seeds, no smoothing)')
+    parser.add_argument('--learned', action='store_true',
+                        help="with --blockwise: also the learned agglomeration, its edge models "
+                             "fitted on the config's first training cube")
     args = parser.parse_args(argv)
-    results = evaluate(args.model, args.predictions, args.blockwise, args.config, args.tta)
+    results = evaluate(args.model, args.predictions, args.blockwise, args.config, args.tta,
+                       args.learned)
     print(f"{'method':<16} {'VOI split':>9} {'VOI merge':>9} {'VOI':>6} {'ARAND':>6} "
           f"{'segments':>8}  settings (chosen on valid)")
     for method in ('boundary_net', 'thresholded_raw'):

@@ -135,7 +135,8 @@ def face_links(ids: np.ndarray, rim: np.ndarray, axis: int, seed_threshold: floa
 
 
 def contact_graph(ids: np.ndarray, boundary: np.ndarray, origin: Sequence[int],
-                  edge_boundary: Sequence[np.ndarray] | None = None) -> RegionGraph:
+                  edge_boundary: Sequence[np.ndarray] | None = None, bins: int = 0
+                  ) -> RegionGraph:
     """Contacts of the voxel pairs whose upper voxel lies at or beyond ``origin``.
 
     ``ids`` and ``boundary`` cover a box whose first ``origin[a]`` planes along axis a
@@ -143,7 +144,8 @@ def contact_graph(ids: np.ndarray, boundary: np.ndarray, origin: Sequence[int],
     within the box's own extent on the other axes, so every pair of the volume is
     counted by exactly one block. With ``edge_boundary`` (one array per axis of the same
     shape: 1 - the affinity of the edge from each voxel to its predecessor) the edge
-    values replace the voxel mean (mean-affinity agglomeration).
+    values replace the voxel mean (mean-affinity agglomeration). ``bins`` > 0: with the
+    histogram of every contact's values (:class:`~.region_graph.RegionGraph`).
     """
     levels = quantise(boundary)
     graphs = []
@@ -157,5 +159,5 @@ def contact_graph(ids: np.ndarray, boundary: np.ndarray, origin: Sequence[int],
             saddles = quantise(edge_boundary[axis][upper])
             values = 2 * saddles
         graphs.append(RegionGraph.of_pairs(ids[lower].ravel(), ids[upper].ravel(),
-                                           values.ravel(), saddles.ravel()))
+                                           values.ravel(), saddles.ravel(), bins=bins))
     return RegionGraph.concat(graphs)

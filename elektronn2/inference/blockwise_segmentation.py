@@ -17,9 +17,11 @@ a rim of one or two voxels (more by the radius of the seed erosion):
    (:func:`~.basins.contact_graph`), every voxel pair counted by one block;
 5. agglomeration (global, on the graph): a watershed cut (:func:`~.region_graph.seeded_cut`;
    basins whose interior has at least ``min_seed_size`` voxels are seeds, the others join
-   the seeded region behind their lowest pass), then mean-linkage merging below
-   ``merge_threshold`` and the absorption of segments under ``min_size`` voxels; final ids
-   1..n in the raster order of each segment's first voxel;
+   the seeded region behind their lowest pass), then merging below ``merge_threshold``:
+   mean linkage, or with an ``edge_model`` the learned agglomeration of
+   :mod:`.edge_model` (the contacts then carry histograms of their values); then the
+   absorption of segments under ``min_size`` voxels; final ids 1..n in the raster order
+   of each segment's first voxel;
 6. write (blocks): each block's ids mapped to segments, written with a pyramid by mode into
    an OME-Zarr group (:mod:`.ome_zarr`).
 
@@ -39,6 +41,7 @@ unless ``keep_work``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,8 +60,16 @@ from scipy.sparse.csgraph import connected_components
 from tqdm import tqdm
 
 from ..data.sources import VolumeSource, is_zarr_store, open_source, zarr_array_keys
-from ..errors import ConfigError, DataError, Error
+from ..errors import ConfigError, DataError, Error, ShapeError
 from .basins import block_basins, contact_graph, face_links, rim_width
+from .edge_model import (
+    HISTOGRAM_BINS,
+    EdgeModel,
+    fit,
+    learned_linkage,
+    region_labels,
+    training_examples,
+)
 from .executors import Executor, SerialExecutor
 from .geometry import Block, BlockGrid, Box
 from .landscape import Landscape
@@ -78,7 +89,7 @@ MANIFEST_ATTR = 'elektronn2_segment'
 WORK_SUFFIX = '.work'
 EDGE_VALUES = ('boundary', 'affinities')
 #: The settings only the agglomeration (step 5) uses: a sweep over them reuses the basins.
-AGGLOMERATION_SETTINGS = ('min_seed_size', 'merge_threshold', 'min_size')
+AGGLOMERATION_SETTINGS = ('min_seed_size', 'merge_threshold', 'min_size', 'edge_model')
 #: Largest seed erosion radius (voxels): every block reads this much more around itself.
 MAX_SEED_EROSION = 16
 STEPS = ('basins', 'faces', 'contacts', 'write')
@@ -93,6 +104,7 @@ class SegmentSettings:
     min_size: int = 0
     edge_values: str = 'boundary'
     seed_erosion: float = 0.0
+    edge_model: str | None = None
 
     def __post_init__(self):
         if not 0 <= self.seed_threshold < 1:
@@ -106,6 +118,21 @@ class SegmentSettings:
                               f"min_seed_size must be >= 1, min_size >= 0")
         if self.edge_values not in EDGE_VALUES:
             raise ConfigError(f"edge_values={self.edge_values!r}; valid: {EDGE_VALUES}")
+        if self.edge_model is not None:
+            object.__setattr__(self, 'edge_model', str(Path(self.edge_model).expanduser()))
+            self.load_edge_model()       # a bad file is refused before any work
+            if self.merge_threshold is not None and not 0 < self.merge_threshold <= 1:
+                raise ConfigError(f"merge_threshold={self.merge_threshold} (--merge-threshold): "
+                                  f"with an edge model, a probability in (0, 1]")
+
+    def load_edge_model(self) -> EdgeModel | None:
+        """The :class:`~.edge_model.EdgeModel` of ``edge_model`` (None without one)."""
+        return None if self.edge_model is None else EdgeModel.load(self.edge_model)
+
+    def edge_model_digest(self) -> str | None:
+        """sha256 of the edge model file (a resumed run must use the same model)."""
+        return (None if self.edge_model is None
+                else hashlib.sha256(Path(self.edge_model).read_bytes()).hexdigest())
 
     @classmethod
     def of(cls, **settings) -> SegmentSettings:
@@ -121,11 +148,13 @@ class SegmentSettings:
 
 @dataclass(frozen=True)
 class Job:
-    """What every block task needs (picklable): input, grid, settings, work directory."""
+    """What every block task needs (picklable): input, grid, settings, work directory and
+    the histogram bins of the contacts (0: none)."""
     landscape: Landscape
     grid: BlockGrid
     settings: SegmentSettings
     work: str
+    bins: int = 0
 
     def file(self, step: str, block: Block, suffix: str = '.npz') -> Path:
         return Path(self.work, step, block.name + suffix)
@@ -218,8 +247,8 @@ def contacts_step(job: Job, block: Block) -> None:
     ids = job.basin_ids(box)
     edges = (job.landscape.edge_boundary(box) if job.settings.edge_values == 'affinities'
              else None)
-    graph = contact_graph(ids, job.landscape.read(box), origin, edges)
-    _save(job.file('contacts', block), **asdict(graph))
+    graph = contact_graph(ids, job.landscape.read(box), origin, edges, job.bins)
+    _save(job.file('contacts', block), **{k: v for k, v in asdict(graph).items() if v is not None})
 
 
 def write_step(job: Job, n_levels: int, output: str, block: Block) -> None:
@@ -274,12 +303,12 @@ def number_basins(job: Job) -> None:
           interior=interior.astype(np.int64))
 
 
-def agglomerate(job: Job) -> int:
-    """Step 5: the segment of every basin (``segments.npy``); returns the number of segments."""
+def cut(job: Job) -> tuple[np.ndarray, RegionGraph, np.ndarray]:
+    """The first part of step 5: the watershed cut's region of every basin (n + 1,), the
+    region graph of the basins and their sizes (n + 1,)."""
     settings = job.settings
     stats = _load(Path(job.work, 'basins.npz'))
     sizes, interior = stats['sizes'], stats['interior']
-    n = len(sizes) - 1
     graph = RegionGraph.concat([RegionGraph(**_load(job.file('contacts', b)))
                                 for b in job.grid])
     seeded = interior >= settings.min_seed_size
@@ -288,8 +317,23 @@ def agglomerate(job: Job) -> int:
         raise ConfigError(f"No seeds: no interior region (1 - boundary > seed_threshold="
                           f"{settings.seed_threshold}) of at least min_seed_size="
                           f"{settings.min_seed_size} voxels; lower the threshold")
-    region = seeded_cut(n, graph, seeded)
-    if settings.merge_threshold is not None:
+    return seeded_cut(len(sizes) - 1, graph, seeded), graph, sizes
+
+
+def agglomerate(job: Job) -> int:
+    """Step 5: the segment of every basin (``segments.npy``); returns the number of segments."""
+    settings = job.settings
+    region, graph, sizes = cut(job)
+    n = len(sizes) - 1
+    model = settings.load_edge_model()
+    if settings.merge_threshold is not None and model is not None:
+        if graph.histograms is None:
+            raise ConfigError(f"edge_model={settings.edge_model!r}: the contacts were counted "
+                              f"without histograms; give the edge model to the run's settings")
+        grouped = np.bincount(region, sizes, minlength=n + 1)
+        region = learned_linkage(n, graph.relabel(region), grouped, model,
+                                 settings.merge_threshold)[region]
+    elif settings.merge_threshold is not None:
         region = mean_linkage(n, graph.relabel(region), settings.merge_threshold)[region]
     if settings.min_size > 1:
         grouped = np.bincount(region, sizes, minlength=n + 1)
@@ -375,16 +419,23 @@ def run_segmentation(landscape: Landscape, output: str | os.PathLike,
                      settings: SegmentSettings = SegmentSettings(),
                      executor: Executor | None = None, retries: int = 2,
                      progress: bool = True, keep_work: bool = False,
-                     unit: str | None = None) -> SegmentationReport:
-    """Segment ``landscape`` into the OME-Zarr group ``output`` (see the module docstring)."""
+                     unit: str | None = None, bins: int = 0) -> SegmentationReport:
+    """Segment ``landscape`` into the OME-Zarr group ``output`` (see the module docstring).
+
+    ``bins``: count histograms of the contact values with this many bins even without an
+    edge model (:func:`fit_edge_model`); with one, its bins are counted.
+    """
     output = Path(output).expanduser().resolve()
     if output.suffix.lower() != '.zarr':
         raise ConfigError(f"Output {output}: name it *.zarr (an OME-Zarr group)")
     grid = BlockGrid(Box.from_shape(landscape.shape), block_shape)
     unit = unit or landscape.unit
+    model = settings.load_edge_model()
+    bins = bins if model is None else model.bins
     manifest = json.loads(json.dumps({'input': landscape.describe(),  # as stored: lists
                                       'block_shape': list(grid.block_shape), 'unit': unit,
-                                      **asdict(settings)}))
+                                      **asdict(settings), 'histogram_bins': bins,
+                                      'edge_model_sha256': settings.edge_model_digest()}))
     work = Path(str(output) + WORK_SUFFIX)
     if output.exists():
         finished = _check_output(output, manifest)
@@ -396,7 +447,7 @@ def run_segmentation(landscape: Landscape, output: str | os.PathLike,
                                       int(np.prod(landscape.shape)),
                                       resumed={step: len(grid) for step in STEPS})
     _prepare_work(work, manifest, landscape.shape, grid.block_shape)
-    job = Job(landscape, grid, settings, str(work))
+    job = Job(landscape, grid, settings, str(work), bins)
     executor = executor or SerialExecutor()
     seconds: dict = {}
     resumed: dict = {}
@@ -454,14 +505,20 @@ def segment_to_file(input_path: str | os.PathLike, output_path: str | os.PathLik
                     unit: str | None = None, **settings) -> SegmentationReport:
     """Segment a prediction file (HDF5, zarr) as ``elektronn2-predict`` writes it; options
     as :class:`~.landscape.Landscape` and :class:`SegmentSettings`."""
-    path = Path(input_path).resolve()
-    if input_key is None and is_zarr_store(path) and 'probabilities' in zarr_array_keys(path):
-        input_key = 'probabilities'          # what elektronn2-predict writes
-    source = open_source(path, input_key)
+    source = open_prediction(input_path, input_key)
     landscape = Landscape.of(source, affinities, channel, nhood, stored_attributes(source),
                              affinity_channels)
     return run_segmentation(landscape, output_path, block_shape, SegmentSettings.of(**settings),
                             executor, retries, progress, keep_work, unit)
+
+
+def open_prediction(path: str | os.PathLike, key: str | None = None) -> VolumeSource:
+    """The source of a prediction file (HDF5, zarr); ``key`` None for a zarr store that
+    holds ``probabilities``: that (what ``elektronn2-predict`` writes)."""
+    path = Path(path).resolve()
+    if key is None and is_zarr_store(path) and 'probabilities' in zarr_array_keys(path):
+        key = 'probabilities'
+    return open_source(path, key)
 
 
 def segment_volume(volume: np.ndarray | VolumeSource, block_shape: Sequence[int] | None = None,
@@ -503,3 +560,38 @@ def sweep_volume(volume: np.ndarray | VolumeSource, sweep: Sequence[dict],
         for entry in sweep:
             agglomerate(Job(landscape, grid, replace(base, **entry), work))
             yield np.load(Path(work, 'segments.npy'))[basins].astype(np.uint32)
+
+
+def fit_edge_model(volume: np.ndarray | VolumeSource, truth: np.ndarray,
+                   block_shape: Sequence[int] | None = None, affinities: bool = False,
+                   channel: int = -1, nhood: Sequence[Sequence[int]] | None = None,
+                   affinity_channels: Sequence[int] | None = None, l2: float = 1.0,
+                   **settings) -> EdgeModel:
+    """An :class:`~.edge_model.EdgeModel` for the learned agglomeration, fitted on a
+    boundary map (or affinities; options as :func:`segment_volume`) in memory and its
+    ground truth ``truth`` (z, y, x) neuron ids (0: unlabelled).
+
+    The regions of the watershed cut with ``settings`` (use the seeds of the segmentation
+    the model is meant for; merging settings are ignored), each labelled with the neuron
+    most of its voxels belong to, give the :func:`~.edge_model.training_examples`.
+    """
+    base = replace(SegmentSettings.of(**settings), merge_threshold=None, min_size=0,
+                   edge_model=None)
+    landscape = Landscape.of(open_source(volume), affinities, channel, nhood,
+                             affinity_channels=affinity_channels)
+    if np.shape(truth) != tuple(landscape.shape):
+        raise ShapeError(f"ground truth of shape {np.shape(truth)} for a volume of "
+                         f"{tuple(landscape.shape)} (z, y, x); they must be equal")
+    grid = BlockGrid(Box.from_shape(landscape.shape), block_shape or landscape.shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp, 'seg.zarr')
+        run_segmentation(landscape, output, grid.block_shape, base, progress=False,
+                         keep_work=True, bins=HISTOGRAM_BINS)
+        job = Job(landscape, grid, base, str(output) + WORK_SUFFIX, HISTOGRAM_BINS)
+        region, graph, sizes = cut(job)
+        labels = region_labels(region[job.basin_ids(grid.region)], truth)
+    grouped = np.bincount(region, sizes, minlength=len(sizes))
+    features, different = training_examples(graph.relabel(region), grouped, labels)
+    return fit(features, different, l2, info={'settings': {
+        k: v for k, v in asdict(base).items() if k not in ('merge_threshold', 'min_size',
+                                                          'edge_model')}})

@@ -7,9 +7,11 @@ carries statistics of the face-adjacent voxel pairs along the contact of a and b
   of the boundary probability: a pair (p, q) contributes ``q(b[p]) + q(b[q])`` with
   ``q(v) = round(v * QUANTUM)``), so that the mean contact is ``sums / counts / 2 / QUANTUM``;
 * ``counts``: the number of pairs;
-* ``saddles``: the lowest ``max(q(b[p]), q(b[q]))`` over the pairs (the pass height).
+* ``saddles``: the lowest ``max(q(b[p]), q(b[q]))`` over the pairs (the pass height);
+* ``histograms`` (optional, for :mod:`.edge_model`): per edge the number of pairs whose
+  mean ``(q(b[p]) + q(b[q])) / 2 / QUANTUM`` falls in each of ``bins`` equal bins of [0, 1].
 
-Integer sums and minima are exact whatever order the voxel pairs are visited in, so the
+Integer sums, counts and minima are exact whatever order the voxel pairs are visited in, so the
 statistics of a volume are the same whether they are counted at once or block by block
 and added up (:meth:`RegionGraph.concat`). Everything decided on a graph (the order of
 merges, ties) is then a function of the volume alone.
@@ -43,51 +45,78 @@ def quantise(values: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class RegionGraph:
     """Edges ``pairs`` (m, 2) with ``pairs[:, 0] < pairs[:, 1]``, unique, sorted, and their
-    ``sums``, ``counts``, ``saddles`` (m,) int64; see the module docstring."""
+    ``sums``, ``counts``, ``saddles`` (m,) int64 and ``histograms`` (m, bins) int64 or None;
+    see the module docstring."""
     pairs: np.ndarray
     sums: np.ndarray
     counts: np.ndarray
     saddles: np.ndarray
+    histograms: np.ndarray | None = None
 
     @classmethod
-    def empty(cls) -> RegionGraph:
+    def empty(cls, bins: int = 0) -> RegionGraph:
         none = np.zeros(0, np.int64)
-        return cls(np.zeros((0, 2), np.int64), none, none, none)
+        return cls(np.zeros((0, 2), np.int64), none, none, none,
+                   np.zeros((0, bins), np.int64) if bins else None)
 
     @classmethod
     def of_pairs(cls, first: np.ndarray, second: np.ndarray, values: np.ndarray,
-                 saddles: np.ndarray, counts: np.ndarray | None = None) -> RegionGraph:
+                 saddles: np.ndarray, counts: np.ndarray | None = None, bins: int = 0,
+                 histograms: np.ndarray | None = None) -> RegionGraph:
         """The graph of voxel pairs (or partial edges) ``first``-``second`` with their
-        contact values and pass heights; pairs within one region and with id 0 are dropped."""
+        contact values and pass heights; pairs within one region and with id 0 are dropped.
+
+        ``bins`` > 0: count each voxel pair's mean into the edge's histogram of that many
+        bins; ``histograms`` (k, bins): the histograms of partial edges, added up instead.
+        """
         first, second = np.asarray(first, np.int64), np.asarray(second, np.int64)
         keep = (first != second) & (first != 0) & (second != 0)
         pairs = np.stack([np.minimum(first, second)[keep], np.maximum(first, second)[keep]], 1)
         counts = np.ones(len(pairs), np.int64) if counts is None else np.asarray(counts)[keep]
+        if histograms is not None:
+            bins = histograms.shape[1]
         if not len(pairs):
-            return cls.empty()
+            return cls.empty(bins)
         unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
         inverse = inverse.ravel()
         order = np.argsort(inverse, kind='stable')
         starts = np.searchsorted(inverse[order], np.arange(len(unique)))
-        return cls(unique, _int_sum(inverse, np.asarray(values)[keep], len(unique)),
+        values = np.asarray(values, np.int64)[keep]
+        summed = None
+        if bins:
+            summed = np.zeros((len(unique), bins), np.int64)
+            if histograms is None:   # a voxel pair's mean (values / 2 / QUANTUM) in [0, 1]
+                np.add.at(summed, (inverse, np.minimum(values * bins // (2 * QUANTUM),
+                                                       bins - 1)), 1)
+            else:
+                np.add.at(summed, inverse, np.asarray(histograms, np.int64)[keep])
+        return cls(unique, _int_sum(inverse, values, len(unique)),
                    _int_sum(inverse, counts, len(unique)),
-                   np.minimum.reduceat(np.asarray(saddles, np.int64)[keep][order], starts))
+                   np.minimum.reduceat(np.asarray(saddles, np.int64)[keep][order], starts),
+                   summed)
 
     @classmethod
     def concat(cls, graphs: list[RegionGraph]) -> RegionGraph:
-        """The sum of graphs over disjoint sets of voxel pairs (e.g. of blocks)."""
+        """The sum of graphs over disjoint sets of voxel pairs (e.g. of blocks); all with
+        histograms of the same bins, or all without."""
+        kinds = {None if g.histograms is None else g.histograms.shape[1] for g in graphs}
+        if len(kinds) > 1:
+            raise ValueError(f"graphs with different histogram bins {sorted(map(str, kinds))}")
+        bins = kinds.pop() if kinds else None
         graphs = [g for g in graphs if len(g.pairs)]
         if not graphs:
-            return cls.empty()
+            return cls.empty(bins or 0)
         pairs = np.concatenate([g.pairs for g in graphs])
         return cls.of_pairs(pairs[:, 0], pairs[:, 1], np.concatenate([g.sums for g in graphs]),
                             np.concatenate([g.saddles for g in graphs]),
-                            np.concatenate([g.counts for g in graphs]))
+                            np.concatenate([g.counts for g in graphs]),
+                            histograms=None if bins is None else
+                            np.concatenate([g.histograms for g in graphs]))
 
     def relabel(self, mapping: np.ndarray) -> RegionGraph:
         """The graph between the regions ``mapping[id]`` (edges inside one region vanish)."""
         return self.of_pairs(mapping[self.pairs[:, 0]], mapping[self.pairs[:, 1]], self.sums,
-                             self.saddles, self.counts)
+                             self.saddles, self.counts, histograms=self.histograms)
 
     @property
     def means(self) -> np.ndarray:
@@ -112,7 +141,8 @@ def roots(parent: np.ndarray) -> np.ndarray:
         parent = jumped
 
 
-def _find(parent: list[int], a: int) -> int:
+def find(parent: list[int], a: int) -> int:
+    """The root of ``a`` in the union-find forest ``parent`` (halving the path on the way)."""
     while parent[a] != a:
         parent[a] = parent[parent[a]]
         a = parent[a]
@@ -126,7 +156,7 @@ def seeded_cut(n: int, graph: RegionGraph, seeded: np.ndarray) -> np.ndarray:
     has_seed = [bool(s) for s in seeded]
     order = np.lexsort((graph.pairs[:, 1], graph.pairs[:, 0], graph.saddles))
     for a, b in graph.pairs[order].tolist():
-        a, b = _find(parent, a), _find(parent, b)
+        a, b = find(parent, a), find(parent, b)
         if a == b or (has_seed[a] and has_seed[b]):
             continue
         if b < a:

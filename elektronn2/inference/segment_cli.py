@@ -1,11 +1,16 @@
-"""``elektronn2-segment``: a thin shell over :mod:`.blockwise_segmentation`.
+"""``elektronn2-segment`` and ``elektronn2-fit-edge-model``: thin shells over
+:mod:`.blockwise_segmentation`.
 
 elektronn2-segment PREDICTION OUTPUT [--key KEY]
     [--channel C | --affinities [--nhood ...] [--affinity-channels C ...]]
     [--seed-threshold T] [--seed-erosion R] [--min-seed-size N] [--merge-threshold T]
-    [--min-size N]
+    [--edge-model MODEL.json] [--min-size N]
     [--edge-values boundary|affinities] [--block-shape Z Y X] [--workers N]
     [--scheduler ADDRESS] [--retries N] [--keep-work] [--unit UNIT]
+
+elektronn2-fit-edge-model PREDICTION TRUTH MODEL.json [--key KEY] [--truth-key KEY]
+    [--channel C | --affinities ...] [--seed-threshold T] [--seed-erosion R]
+    [--min-seed-size N] [--block-shape Z Y X] [--l2 L]
 
 Exit status 0 on success; 2 with ``elektronn2-segment: error: ...`` for refused arguments,
 input or output; 130 after Ctrl+C (rerunning the same command resumes). Only argparse and
@@ -37,6 +42,57 @@ def segment_parser() -> argparse.ArgumentParser:
     parser.add_argument('prediction', help="prediction (HDF5 or zarr), e.g. the output of "
                                            "elektronn2-predict: (c, z, y, x) or (z, y, x)")
     parser.add_argument('output', help="output OME-Zarr group (*.zarr)")
+    _add_input_and_seed_arguments(parser)
+    parser.add_argument('--merge-threshold', type=float, metavar='T',
+                        help="merging while the mean contact boundary is below this (mean "
+                             "linkage), or with --edge-model while the model's probability "
+                             "that a contact separates two neurons is below it (default: no "
+                             "merging)")
+    parser.add_argument('--edge-model', metavar='MODEL.json',
+                        help="learned agglomeration with this edge model (fitted by "
+                             "elektronn2-fit-edge-model with the same seed options)")
+    parser.add_argument('--min-size', type=int_at_least(0), default=0, metavar='N',
+                        help="smaller segments join the neighbour behind their lowest pass")
+    parser.add_argument('--edge-values', choices=('boundary', 'affinities'), default='boundary',
+                        help="contact values for merging: mean boundary of the voxel pairs, or "
+                             "1 - affinity of the edges (mean-affinity agglomeration; needs "
+                             "--affinities)")
+    parser.add_argument('--workers', type=int_at_least(1), default=1, metavar='N',
+                        help="dask LocalCluster worker processes (1: run in this process)")
+    parser.add_argument('--scheduler', metavar='ADDRESS', help="address of a running dask scheduler")
+    parser.add_argument('--retries', type=int_at_least(0), default=2, metavar='N',
+                        help="retries of a block failing for other reasons than bad input")
+    parser.add_argument('--keep-work', action='store_true',
+                        help="keep OUTPUT.work (basins, graph) after the run")
+    parser.add_argument('--unit', help="physical unit of the voxel size in the metadata "
+                                       "(default: nanometer when the input has a resolution)")
+    parser.add_argument('--quiet', action='store_true', help="no progress bars")
+    parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
+    return parser
+
+
+def fit_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='elektronn2-fit-edge-model', formatter_class=DefaultsHelpFormatter,
+        description="Fit the edge model of the learned agglomeration (elektronn2-segment "
+                    "--edge-model) on a prediction with ground-truth neuron ids: the "
+                    "contacts of the watershed regions (with these seed options), as they "
+                    "are and as the truth joins them. Reads both volumes into memory.")
+    parser.add_argument('prediction', help="prediction (HDF5 or zarr) of a volume with "
+                                           "ground truth, e.g. a training volume")
+    parser.add_argument('truth', help="ground-truth neuron ids (HDF5 or zarr; 0: unlabelled), "
+                                      "(z, y, x) as the prediction")
+    parser.add_argument('model', help="the edge model to write (JSON)")
+    _add_input_and_seed_arguments(parser)
+    parser.add_argument('--truth-key', help="dataset of the ground truth")
+    parser.add_argument('--l2', type=float, default=1.0, metavar='L',
+                        help="L2 penalty of the logistic regression (scikit-learn's C = 1 / L)")
+    parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
+    return parser
+
+
+def _add_input_and_seed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of both commands that say how to read the prediction and seed it."""
     parser.add_argument('--key', help="dataset of the prediction (default for zarr stores: "
                                       "probabilities when there is one)")
     parser.add_argument('--channel', type=int, default=-1, metavar='C',
@@ -59,29 +115,8 @@ def segment_parser() -> argparse.ArgumentParser:
                              "than 2R get a seed each")
     parser.add_argument('--min-seed-size', type=int_at_least(1), default=1, metavar='N',
                         help="smallest interior region (voxels) that is a seed")
-    parser.add_argument('--merge-threshold', type=float, metavar='T',
-                        help="mean-linkage merging while the mean contact boundary is below "
-                             "this (default: no merging)")
-    parser.add_argument('--min-size', type=int_at_least(0), default=0, metavar='N',
-                        help="smaller segments join the neighbour behind their lowest pass")
-    parser.add_argument('--edge-values', choices=('boundary', 'affinities'), default='boundary',
-                        help="contact values for merging: mean boundary of the voxel pairs, or "
-                             "1 - affinity of the edges (mean-affinity agglomeration; needs "
-                             "--affinities)")
     parser.add_argument('--block-shape', type=int_at_least(1), nargs=3, default=(64, 64, 64),
                         metavar=('Z', 'Y', 'X'), help="voxels per block and output chunk")
-    parser.add_argument('--workers', type=int_at_least(1), default=1, metavar='N',
-                        help="dask LocalCluster worker processes (1: run in this process)")
-    parser.add_argument('--scheduler', metavar='ADDRESS', help="address of a running dask scheduler")
-    parser.add_argument('--retries', type=int_at_least(0), default=2, metavar='N',
-                        help="retries of a block failing for other reasons than bad input")
-    parser.add_argument('--keep-work', action='store_true',
-                        help="keep OUTPUT.work (basins, graph) after the run")
-    parser.add_argument('--unit', help="physical unit of the voxel size in the metadata "
-                                       "(default: nanometer when the input has a resolution)")
-    parser.add_argument('--quiet', action='store_true', help="no progress bars")
-    parser.add_argument('--verbose', '-v', action='store_true', help="log at INFO level")
-    return parser
 
 
 def _nhood(values: list[int] | None) -> list[list[int]] | None:
@@ -92,21 +127,27 @@ def _nhood(values: list[int] | None) -> list[list[int]] | None:
     return [values[i:i + 3] for i in range(0, len(values), 3)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``elektronn2-segment``; returns the exit status."""
-    parser = segment_parser()
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+           ) -> tuple[argparse.Namespace, list[list[int]] | None]:
     args = parser.parse_args(argv)
     try:
         nhood = _nhood(args.nhood)
     except argparse.ArgumentTypeError as err:
         parser.error(str(err))
     setup_command_logging(args.verbose)
+    return args, nhood
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``elektronn2-segment``; returns the exit status."""
+    args, nhood = _parse(segment_parser(), argv)
     from .blockwise_segmentation import segment_to_file
     from .executors import SerialExecutor, dask_cluster
     try:
         settings = dict(seed_threshold=args.seed_threshold, min_seed_size=args.min_seed_size,
                         merge_threshold=args.merge_threshold, min_size=args.min_size,
-                        edge_values=args.edge_values, seed_erosion=args.seed_erosion)
+                        edge_values=args.edge_values, seed_erosion=args.seed_erosion,
+                        edge_model=args.edge_model)
         options = dict(input_key=args.key, block_shape=args.block_shape,
                        affinities=args.affinities, channel=args.channel, nhood=nhood,
                        affinity_channels=args.affinity_channels,
@@ -127,6 +168,30 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"{args.output}: {report.summary()}")
+    return 0
+
+
+def fit_main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``elektronn2-fit-edge-model``; returns the exit status."""
+    args, nhood = _parse(fit_parser(), argv)
+    from ..data.sources import open_source
+    from .blockwise_segmentation import fit_edge_model, open_prediction
+    try:
+        truth = open_source(args.truth, args.truth_key)[...]
+        model = fit_edge_model(open_prediction(args.prediction, args.key), truth,
+                               args.block_shape, args.affinities, args.channel, nhood,
+                               args.affinity_channels, args.l2,
+                               seed_threshold=args.seed_threshold,
+                               seed_erosion=args.seed_erosion, min_seed_size=args.min_seed_size)
+        model.save(args.model)
+    except Error as err:
+        print(f"elektronn2-fit-edge-model: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"elektronn2-fit-edge-model: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.model}: edge model from {model.info['examples']} contacts "
+          f"({100 * model.info['different_fraction']:.0f} % between different neurons)")
     return 0
 
 

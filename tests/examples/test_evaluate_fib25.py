@@ -93,11 +93,41 @@ def test_blockwise_tuning_scores_the_blockwise_segmentation(evaluate_fib25, monk
     assert abs(best['test']['voi'] - whole['voi']) < 0.1 and best['test']['segments'] >= 3
 
 
+def test_learned_candidates_equal_segment_volume_with_their_edge_model(evaluate_fib25,
+                                                                       monkeypatch, tmp_path):
+    """--learned: per seeding an edge model fitted on the training map; its candidates are
+    elektronn2-segment's learned agglomeration, and tuning keeps the chosen model."""
+    from functools import partial
+
+    from elektronn2.inference.blockwise_segmentation import segment_volume
+    monkeypatch.setattr(evaluate_fib25, 'SEED_THRESHOLDS', (0.8, 0.99))  # 0.99: no seeds
+    monkeypatch.setattr(evaluate_fib25, 'MERGE_THRESHOLDS', (None, 0.3))
+    monkeypatch.setattr(evaluate_fib25, 'LEARNED_THRESHOLDS', (0.3, 0.6))
+    monkeypatch.setattr(evaluate_fib25, 'MIN_SIZES', (0,))
+    (ids, train), (_, valid) = cells(0.3), cells(0.25)
+    fitter = partial(evaluate_fib25.fit_edge_model_file, train, ids, str(tmp_path))
+    learned = 0
+    for settings, segments in evaluate_fib25.blockwise_candidates(valid, edge_models=fitter):
+        options = {k: v for k, v in settings.items() if k != 'seeds'}
+        np.testing.assert_array_equal(segments, segment_volume(valid, (4, 16, 16), **options))
+        learned += 'edge_model' in settings
+    assert learned >= 2  # seedings with contacts of both kinds get a model
+    best = evaluate_fib25.tuned_scores({0.0: {'train': train, 'valid': valid, 'test': valid}},
+                                       {'train': ids, 'valid': ids, 'test': ids},
+                                       blockwise=True, learned=True)
+    rows = [row for row in best['all_valid'] if 'edge_model' in row['settings']]
+    assert rows and all(row['settings']['edge_model'] == 'learned' for row in rows)
+    if 'edge_model' in best['settings']:
+        assert best['edge_model']['format'] == 'elektronn2-edge-model'
+        assert 'test_whole_volume' not in best
+        assert 'merge learned ' in evaluate_fib25.settings_label(best['settings'])
+
+
 def test_the_validation_volume_is_the_training_configs_validation_cube(evaluate_fib25, real_data,
                                                                        tmp_path):
     examples = SCRIPT.parent
     assert evaluate_fib25.splits(examples / 'unet3d_iso.py') == {
-        'valid': slice(100, 160), 'test': slice(200, 250)}
+        'valid': slice(100, 160), 'test': slice(200, 250), 'train': slice(0, 100)}
     assert evaluate_fib25.splits(examples / 'neuro3d_lite.py')['valid'] == slice(160, 200)
     # a model in a run directory: its config.py, else unet3d_iso.py
     run = tmp_path / 'run'

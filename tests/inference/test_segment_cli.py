@@ -190,3 +190,36 @@ def test_seed_erosion_reaches_the_library_and_bad_values_are_refused(prediction,
     np.testing.assert_array_equal(zarr.open_group(store=str(output), mode='r')['0'][:], expected)
     assert main([str(prediction), str(tmp_path / 'bad.zarr'), '--seed-erosion', '20']) == 2
     assert 'seed_erosion=20.0 (--seed-erosion); it must be in [0, 16]' in capsys.readouterr().err
+
+
+def test_fit_edge_model_then_segment_with_it(fib25, prediction, tmp_path):
+    truth_path = tmp_path / 'truth.h5'
+    with h5py.File(fib25) as f, h5py.File(truth_path, 'w') as out:
+        out['ids'] = f['volumes/labels/neuron_ids'][:48, :96, :96]
+    model = tmp_path / 'edge.json'
+    fit = [sys.executable, '-c', 'import sys; from elektronn2.inference.segment_cli import '
+           'fit_main; sys.exit(fit_main())']
+    seeds = ('--seed-threshold', '0.7', '--seed-erosion', '1')
+    done = subprocess.run([*fit, str(prediction), str(truth_path), str(model), '--truth-key',
+                           'ids', *seeds], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert 'edge model from' in done.stdout and model.exists()
+    output = tmp_path / 'seg.zarr'
+    args = [str(prediction), str(output), '--quiet', '--block-shape', *BLOCK, *seeds,
+            '--merge-threshold', '0.5', '--min-size', '40', '--edge-model', str(model)]
+    assert main(args) == 0
+    stored = np.asarray(zarr.open_array(store=str(output), path='0', mode='r')[:])
+    source = zarr.open_array(store=str(prediction), path='probabilities', mode='r')
+    expected = segment_volume(np.asarray(source[:]), seed_threshold=0.7, seed_erosion=1.0,
+                              merge_threshold=0.5, min_size=40, edge_model=str(model))
+    np.testing.assert_array_equal(stored, expected)
+    # refused: a model file that is not one, a truth of another shape
+    model.write_text('{"format": "elektronn2-edge-model", "version": 1}')
+    done = subprocess.run(command(prediction, tmp_path / 'other.zarr', '--edge-model',
+                                  str(model)), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and f"edge model '{model}'" in done.stderr
+    with h5py.File(truth_path, 'a') as out:
+        out['small'] = np.zeros((4, 4, 4), np.uint64)
+    done = subprocess.run([*fit, str(prediction), str(truth_path), str(model), '--truth-key',
+                           'small'], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and 'ground truth of shape (4, 4, 4)' in done.stderr
