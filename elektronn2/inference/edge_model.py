@@ -11,9 +11,10 @@ neurons (agglomeration by a classifier of region pairs, as gala, Nunez-Iglesias 
 trees and random forests on FIB-25).
 
 * :func:`learned_linkage`: join the pair of lowest probability first; the joined region's
-  contacts are the unions of its parts' (histograms and sizes add up) and are scored
-  again; stop at a threshold. The statistics are exact integers, so the result does not
-  depend on the blocks they were counted in.
+  contacts are the unions of its parts' (histograms and sizes add up), and those that
+  came from the absorbed part are scored again (the others keep their score, computed
+  with the smaller size, until they change); stop at a threshold. The statistics are
+  exact integers, so the result does not depend on the blocks they were counted in.
 * :func:`training_examples`: features and labels from a volume with ground truth: every
   contact of the initial regions and every contact made while the regions are joined as
   the truth says (each region labelled by the neuron most of its voxels belong to).
@@ -227,8 +228,8 @@ def learned_linkage(n: int, graph: RegionGraph, sizes: np.ndarray, model: EdgeMo
     be two neurons first, while that probability is below ``threshold``.
 
     ``graph``: between regions 1..n, with histograms of ``model.bins``; ``sizes`` (n + 1,)
-    voxels per region. A joined region's contacts are the unions of its parts' and are
-    scored again (ties: smaller ids first).
+    voxels per region. A joined region's contacts are the unions of its parts'; those
+    that came from the absorbed part are scored again (ties: smaller ids first).
     """
     histograms = _histograms(graph)
     if histograms.shape[1] != model.bins:
