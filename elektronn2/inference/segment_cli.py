@@ -184,10 +184,7 @@ def fit_main(argv: Sequence[str] | None = None) -> int:
                                seed_threshold=args.seed_threshold,
                                seed_erosion=args.seed_erosion, min_seed_size=args.min_seed_size)
         model.save(args.model)
-    except Error as err:
-        print(f"elektronn2-fit-edge-model: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
+    except (Error, OSError) as err:   # bad input, or the model file not writable
         print(f"elektronn2-fit-edge-model: error: {err}", file=sys.stderr)
         return 2
     print(f"{args.model}: edge model from {model.info['examples']} contacts "
