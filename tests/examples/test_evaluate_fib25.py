@@ -143,3 +143,53 @@ def test_the_validation_volume_is_the_training_configs_validation_cube(evaluate_
     (run / 'config.py').write_text(config.replace("'valid_cubes': [2]", "'valid_cubes': []"))
     with pytest.raises(ConfigError, match='needs one validation cube'):
         evaluate_fib25.splits(run / 'config.py')
+
+
+def test_pooled_voi_is_the_voi_of_the_volumes_together(evaluate_fib25):
+    from elektronn2.inference.metrics import Contingency, scores
+    (ids, valid), (_, other) = cells(0), cells(0.3)
+    a = segment_boundaries(valid, seed_threshold=0.5).astype(np.int64)
+    b = segment_boundaries(other, seed_threshold=0.9).astype(np.int64)
+    both = scores(Contingency.of(np.concatenate([a, b + a.max()]),
+                                 np.concatenate([ids, ids + 10])))
+    pooled = evaluate_fib25.pooled({'a': evaluate_fib25.score(a, ids),
+                                    'b': evaluate_fib25.score(b, ids)}, {'a': 9000, 'b': 9000})
+    for key in ('voi', 'voi_split', 'voi_merge'):
+        assert pooled[key] == pytest.approx(both[key])
+
+
+def test_a_second_validation_volume_can_change_the_choice(evaluate_fib25, monkeypatch):
+    """On a volume without the gap a low seed threshold wins (the first of the tied
+    ones); with a second volume whose gap is interior at that threshold the pooled VOI
+    chooses a higher one, right on both; a candidate without seeds in one volume drops
+    out."""
+    monkeypatch.setattr(evaluate_fib25, 'SEED_THRESHOLDS', (0.5, 0.8, 0.97))
+    monkeypatch.setattr(evaluate_fib25, 'MERGE_THRESHOLDS', (None,))
+    monkeypatch.setattr(evaluate_fib25, 'MIN_SIZES', (0,))
+    ids, boundary = cells(0)
+    closed = boundary.copy()
+    closed[:, 5:8, 14:16] = 0.9
+    faint = boundary.copy()
+    faint[:, 5:8, 14:16] = 0.3                    # interior above 0.5, not above 0.8
+    second = np.where(faint < 0.1, 0.02, faint)   # seeds above 0.97 only here
+    maps = {'valid': closed, 'second': second, 'test': faint}
+    truth = {'valid': ids, 'second': ids, 'test': ids}
+    alone = evaluate_fib25.tuned_scores({0.0: maps}, truth, blockwise=True)
+    assert alone['settings']['seed_threshold'] == 0.5 and alone['test']['voi'] >= 0.5
+    both = evaluate_fib25.tuned_scores({0.0: maps}, truth, blockwise=True,
+                                       validation=('valid', 'second'))
+    assert both['settings']['seed_threshold'] == 0.8 and both['test']['voi'] < 0.1
+    assert set(both['valid_volumes']) == {'valid', 'second'}
+    weights = {'valid': ids.size, 'second': ids.size}
+    assert both['valid']['voi'] == pytest.approx(
+        evaluate_fib25.pooled(both['valid_volumes'], weights)['voi'])
+    assert both['valid']['voi'] == min(row['valid']['voi'] for row in both['all_valid'])
+    assert {row['settings']['seed_threshold'] for row in both['all_valid']} == {0.5, 0.8}
+
+
+def test_gala_crops_are_the_two_labelled_fib_sem_crops(evaluate_fib25, real_data):
+    crops = evaluate_fib25.gala_crops()
+    assert list(crops) == ['gala_train', 'gala_test']
+    for raw, ids in crops.values():
+        assert raw.shape == ids.shape == (50, 100, 200) and raw.dtype == np.uint8
+        assert ids.dtype == np.int64 and 0.05 < np.mean(ids == 0) < 0.1  # thin boundaries
