@@ -1,7 +1,7 @@
 """Segment held-out FIB-25 with a trained boundary net and a seeded watershed; score it
 (variation of information, adapted Rand error) against a thresholded-raw baseline.
 
-    python examples/evaluate_fib25.py MODEL [--config CONFIG] [--json results.json]
+    python examples/evaluate_fib25.py MODEL [MODEL ...] [--config CONFIG] [--json results.json]
         [--predictions FILE.npz] [--blockwise [--learned]] [--tta flips] [--gala]
 
 z 200-249 of FIB-25 is the test volume of every FIB-25 example; the validation volume is
@@ -13,7 +13,9 @@ slices before as its context (not mirrored ones), and the two volumes are cut fr
 Both methods segment a boundary map with the same seeded watershed
 (elektronn2.inference.segmentation.segment_boundaries):
 
-* boundary net: the boundary probability the model predicts (elektronn2.inference);
+* boundary net: the boundary probability the model predicts (elektronn2.inference); with
+  several model files, an ensemble: the mean of their boundary probabilities (the first
+  model's config gives the volumes);
 * baseline: one minus the raw grey values (membranes are dark), scaled to [0, 1] by
   their 1st and 99th percentiles, i.e. seeds are thresholded raw data.
 
@@ -306,40 +308,62 @@ def fit_edge_model_file(boundary: np.ndarray, truth: np.ndarray, directory: str,
     return str(path)
 
 
-def predict_boundaries(model_path: str, raw: np.ndarray, first: int,
+def predict_boundaries(model_paths: Sequence[str], raw: np.ndarray, first: int,
                        cache: str | None = None, tta: str = 'none') -> np.ndarray:
-    """Boundary probability of z ``first``-249, predicted with the raw data before as
-    context (``tta``: test-time augmentation of elektronn2.inference.predict_volume).
+    """Boundary probability of z ``first``-249, the mean over the ``model_paths`` (one
+    model, or an ensemble), each predicting with the raw data before as context (``tta``:
+    test-time augmentation of elektronn2.inference.predict_volume).
 
     ``raw``: the whole FIB-25 volume. With ``cache``, a file written before by the
-    same model file for the same slices and ``tta`` is reused, else the prediction is
+    same model files for the same slices and ``tta`` is reused, else the prediction is
     written to it.
     """
-    from elektronn2.inference import predict_volume
-    from elektronn2.inference.predictors import load_model, model_digest
-    from elektronn2.neuromancer.footprint import Footprint
-    digest = model_digest(model_path)
+    from elektronn2.inference.predictors import model_digest
+    digest = '+'.join(model_digest(path) for path in model_paths)
     if cache and Path(cache).exists():
         with np.load(cache) as stored:
             if (str(stored['model_sha256']) == digest and int(stored.get('first', 160)) == first
                     and str(stored.get('tta', 'none')) == tta):
                 return stored['boundary']
-    geometry = Footprint.of(load_model(model_path).prediction_node)
-    start = max(first - geometry.context[0][0], 0)
-    boundary = predict_volume(model_path, raw[start:TEST.stop], tta=tta)[1, first - start:]
+    boundary = ensemble_boundary(model_paths, partial(_predict_after_context, raw, first,
+                                                       tta=tta))
     if cache:
         np.savez(cache, boundary=boundary, model_sha256=digest, first=first, tta=tta)
     return boundary
 
 
-def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False,
-             config: str | None = None, tta: str = 'none', learned: bool = False,
-             gala: bool = False) -> dict:
-    """Test scores of the boundary net and of the baseline, with the chosen settings
+def _predict_after_context(raw: np.ndarray, first: int, model_path: str,
+                           tta: str = 'none') -> np.ndarray:
+    """(f, z, y, x) probabilities of z ``first``-249 of ``raw``, with the slices before as
+    the model's context."""
+    from elektronn2.inference import predict_volume
+    from elektronn2.inference.predictors import load_model
+    from elektronn2.neuromancer.footprint import Footprint
+    geometry = Footprint.of(load_model(model_path).prediction_node)
+    start = max(first - geometry.context[0][0], 0)
+    return predict_volume(model_path, raw[start:TEST.stop], tta=tta)[:, first - start:]
+
+
+def ensemble_boundary(model_paths: Sequence[str], predict) -> np.ndarray:
+    """float32 (z, y, x) mean boundary probability (class 1) of the models:
+    ``predict(model_path)`` gives one model's (f, z, y, x) probabilities."""
+    total = None
+    for path in model_paths:
+        boundary = predict(path)[1].astype(np.float32)
+        total = boundary if total is None else total + boundary
+    return total / len(model_paths)
+
+
+def evaluate(model_paths: str | Sequence[str], cache: str | None = None,
+             blockwise: bool = False, config: str | None = None, tta: str = 'none',
+             learned: bool = False, gala: bool = False) -> dict:
+    """Test scores of the boundary net (one model file, or several: an ensemble whose
+    boundary probabilities are averaged) and of the baseline, with the chosen settings
     (``blockwise``, ``config``, ``tta``, ``learned``, ``gala``: see the module docstring)."""
     from elektronn2.data.datasets import get_path
     from elektronn2.errors import ConfigError
-    volumes = splits(config_for(model_path, config))
+    model_paths = [model_paths] if isinstance(model_paths, str) else list(model_paths)
+    volumes = splits(config_for(model_paths[0], config))
     if not learned:
         volumes.pop('train', None)
     elif 'train' not in volumes or not blockwise:
@@ -349,7 +373,7 @@ def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False,
         raw = f['volumes/raw'][:]
         truth = {name: f['volumes/labels/neuron_ids'][z] for name, z in volumes.items()}
     first = min(z.start for z in volumes.values())
-    predicted = predict_boundaries(model_path, raw, first, cache, tta)
+    predicted = predict_boundaries(model_paths, raw, first, cache, tta)
     net_maps = {name: predicted[z.start - first:z.stop - first] for name, z in volumes.items()}
     raws = {name: raw[z] for name, z in volumes.items() if name != 'train'}
     validation = ['valid']
@@ -357,7 +381,8 @@ def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False,
         from elektronn2.inference import predict_volume
         for name, (crop, ids) in gala_crops().items():
             raws[name], truth[name] = crop, ids
-            net_maps[name] = predict_volume(model_path, crop, tta=tta)[1]
+            net_maps[name] = ensemble_boundary(
+                model_paths, partial(predict_volume, volume=crop, tta=tta))
             validation.append(name)
     sigmas = (0.0,) if blockwise else SMOOTHING
     net = tuned_scores({s: {name: smoothed(p, s) for name, p in net_maps.items()}
@@ -372,7 +397,9 @@ def evaluate(model_path: str, cache: str | None = None, blockwise: bool = False,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('model', help='boundary model trained on FIB-25 (e.g. unet3d_iso.py)')
+    parser.add_argument('model', nargs='+',
+                        help='boundary model trained on FIB-25 (e.g. unet3d_iso.py); several: '
+                             'an ensemble, their boundary probabilities averaged')
     parser.add_argument('--config', help="its training config (for the validation cube); "
                                          "default: the run directory's config.py, else "
                                          "examples/unet3d_iso.py")

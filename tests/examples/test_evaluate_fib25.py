@@ -193,3 +193,34 @@ def test_gala_crops_are_the_two_labelled_fib_sem_crops(evaluate_fib25, real_data
     for raw, ids in crops.values():
         assert raw.shape == ids.shape == (50, 100, 200) and raw.dtype == np.uint8
         assert ids.dtype == np.int64 and 0.05 < np.mean(ids == 0) < 0.1  # thin boundaries
+
+
+def _small_boundary_model(path: Path, seed: int) -> str:
+    """A 3-D valid-convolution net with random weights (seeded), saved to ``path``."""
+    import torch
+
+    import elektronn2.neuromancer as nm
+    torch.manual_seed(seed)
+    nm.model_manager.newmodel(f'ensemble{seed}')
+    inp = nm.Input((None, 1, 8, 16, 16), 'b,f,z,y,x', name='raw')
+    probs = nm.Softmax(nm.Conv(nm.Conv(inp, 3, 3), 2, 3, activation_func='lin'))
+    model = nm.model_manager.getmodel()
+    model.designate_nodes(input_node=inp, prediction_node=probs)
+    return str(model.save(path))
+
+
+def test_an_ensemble_averages_its_models_boundaries(evaluate_fib25, tmp_path):
+    """Several model files: the mean of each one's boundary probability, cached under
+    the digests of all of them (one model's cache is not taken for the ensemble's)."""
+    first, second = (_small_boundary_model(tmp_path / f'm{seed}.mdl', seed) for seed in (1, 2))
+    raw = np.random.default_rng(0).integers(0, 255, (250, 20, 20), dtype=np.uint8)
+    alone = [evaluate_fib25.predict_boundaries([path], raw, 240) for path in (first, second)]
+    assert alone[0].shape == (10, 20, 20) and not np.allclose(alone[0], alone[1])
+    cache = str(tmp_path / 'cache.npz')
+    evaluate_fib25.predict_boundaries([first], raw, 240, cache)
+    both = evaluate_fib25.predict_boundaries([first, second], raw, 240, cache)
+    np.testing.assert_allclose(both, (alone[0] + alone[1]) / 2, atol=1e-6)
+    with np.load(cache) as stored:   # the ensemble's prediction replaced the single one
+        np.testing.assert_array_equal(stored['boundary'], both)
+    np.testing.assert_array_equal(
+        evaluate_fib25.predict_boundaries([first, second], raw, 240, cache), both)
