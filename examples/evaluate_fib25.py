@@ -325,33 +325,23 @@ def predict_boundaries(model_paths: Sequence[str], raw: np.ndarray, first: int,
             if (str(stored['model_sha256']) == digest and int(stored.get('first', 160)) == first
                     and str(stored.get('tta', 'none')) == tta):
                 return stored['boundary']
-    boundary = ensemble_boundary(model_paths, partial(_predict_after_context, raw, first,
-                                                       tta=tta))
+    boundary = _predict_after_context(raw, first, model_paths, tta)[1]
     if cache:
         np.savez(cache, boundary=boundary, model_sha256=digest, first=first, tta=tta)
     return boundary
 
 
-def _predict_after_context(raw: np.ndarray, first: int, model_path: str,
+def _predict_after_context(raw: np.ndarray, first: int, model_paths: Sequence[str],
                            tta: str = 'none') -> np.ndarray:
-    """(f, z, y, x) probabilities of z ``first``-249 of ``raw``, with the slices before as
-    the model's context."""
+    """(f, z, y, x) probabilities of z ``first``-249 of ``raw`` (the mean over the
+    models), with the slices before as the models' context."""
     from elektronn2.inference import predict_volume
     from elektronn2.inference.predictors import load_model
     from elektronn2.neuromancer.footprint import Footprint
-    geometry = Footprint.of(load_model(model_path).prediction_node)
-    start = max(first - geometry.context[0][0], 0)
-    return predict_volume(model_path, raw[start:TEST.stop], tta=tta)[:, first - start:]
-
-
-def ensemble_boundary(model_paths: Sequence[str], predict) -> np.ndarray:
-    """float32 (z, y, x) mean boundary probability (class 1) of the models:
-    ``predict(model_path)`` gives one model's (f, z, y, x) probabilities."""
-    total = None
-    for path in model_paths:
-        boundary = predict(path)[1].astype(np.float32)
-        total = boundary if total is None else total + boundary
-    return total / len(model_paths)
+    context = max(Footprint.of(load_model(path).prediction_node).context[0][0]
+                  for path in model_paths)
+    start = max(first - context, 0)
+    return predict_volume(model_paths, raw[start:TEST.stop], tta=tta)[:, first - start:]
 
 
 def evaluate(model_paths: str | Sequence[str], cache: str | None = None,
@@ -381,8 +371,7 @@ def evaluate(model_paths: str | Sequence[str], cache: str | None = None,
         from elektronn2.inference import predict_volume
         for name, (crop, ids) in gala_crops().items():
             raws[name], truth[name] = crop, ids
-            net_maps[name] = ensemble_boundary(
-                model_paths, partial(predict_volume, volume=crop, tta=tta))
+            net_maps[name] = predict_volume(model_paths, crop, tta=tta)[1]
             validation.append(name)
     sigmas = (0.0,) if blockwise else SMOOTHING
     net = tuned_scores({s: {name: smoothed(p, s) for name, p in net_maps.items()}

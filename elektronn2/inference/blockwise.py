@@ -58,6 +58,7 @@ from ..neuromancer.dense import useful_macs_per_voxel
 from ..neuromancer.footprint import Footprint
 from ..neuromancer.modelfile import GRAPH_FILE
 from ..neuromancer.summary import pretty_ops
+from .ensemble import EnsembleSpec, check_members, resolve_ensemble_spec, widest_context
 from .executors import DaskExecutor, Executor, SerialExecutor, check_counts
 from .geometry import Block, BlockGrid, Box
 from .memory import block_needs, check_block_memory, choose_block_shape, default_block_budget, gib
@@ -69,6 +70,19 @@ logger = logging.getLogger('elektronn2')
 
 #: the model file inside a training checkpoint directory (:mod:`elektronn2.training.checkpoint`)
 CHECKPOINT_MODEL = 'model.mdl'
+
+#: one model file, or several: an ensemble whose probabilities are averaged (:mod:`.ensemble`)
+ModelPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def model_path_list(model_path: ModelPaths) -> list[str | os.PathLike]:
+    """The model files of ``model_path``: one path, or a sequence of them (an ensemble)."""
+    if isinstance(model_path, (str, os.PathLike)):
+        return [model_path]
+    paths = list(model_path)
+    if not paths:
+        raise ConfigError("No model file given; give one, or several for an ensemble")
+    return paths
 
 
 class PredictionInterrupted(KeyboardInterrupt):
@@ -125,7 +139,7 @@ def to_output_dtype(probabilities: np.ndarray, dtype: str) -> np.ndarray:
 class BlockJob:
     """What every block task needs (picklable): predictor recipe, input, output dtype,
     the writer when workers write themselves."""
-    spec: PredictorSpec
+    spec: PredictorSpec | EnsembleSpec
     source: VolumeSource
     dtype: str
     writer: BlockWriter | None = None
@@ -188,9 +202,10 @@ class PredictionPlan:
     """Resolved geometry of one volume prediction.
 
     ``region``: output voxels in volume coordinates (the whole volume, or its valid part);
-    ``grid``: the blocks; ``spec``: the block predictor; ``geometry``: the net's footprint.
+    ``grid``: the blocks; ``spec``: the block predictor; ``geometry``: the net's footprint
+    (an ensemble's first model's: all share the input channels and output features).
     """
-    spec: PredictorSpec
+    spec: PredictorSpec | EnsembleSpec
     geometry: Footprint
     grid: BlockGrid
 
@@ -200,13 +215,14 @@ class PredictionPlan:
 
     def manifest(self, source: VolumeSource, dtype: str) -> dict:
         """Everything a resumed run must share with the first one (JSON-able)."""
-        return {'model_sha256': model_digest(self.spec.model_path), 'input': source.name,
+        digest = '+'.join(model_digest(path) for path in self.spec.model_paths)
+        return {'model_sha256': digest, 'input': source.name,
                 'input_shape': list(source.shape), 'predictor': self.spec.describe(),
                 'region': [list(self.region.lo), list(self.region.hi)],
                 'block_shape': list(self.grid.block_shape), 'dtype': dtype}
 
 
-def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
+def plan_prediction(model_path: ModelPaths, source: VolumeSource,
                     block_shape: Sequence[int] = (64, 64, 64), mfp: str = 'auto',
                     blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
                     region: Box | None = None, precision: str | None = None,
@@ -214,6 +230,7 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
     """Choose the back end and lay out the blocks for ``source`` ((z,y,x) or (c,z,y,x)).
 
     Args:
+        model_path: a model file, or several: an ensemble (:mod:`.ensemble`).
         block_shape: output voxels per block (z, y, x); the zarr chunk shape.
         mfp, blend, overlap, precision, tta: see :func:`.predictors.resolve_spec`.
         valid_only: predict only where the net's field of view lies inside the volume
@@ -224,22 +241,30 @@ def plan_prediction(model_path: str | os.PathLike, source: VolumeSource,
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise ConfigError(f"block_shape={tuple(block_shape)} (--block-shape) needs 3 positive "
                           f"sizes (z, y, x)")
-    geometry = Footprint.of(load_model(model_path).prediction_node)
-    zyx = check_input(source, geometry, model_path)
-    region = _output_region(zyx, geometry, valid_only, region, source.name)
-    spec, block_shape = resolve_spec(model_path, block_shape, region, mfp, blend, overlap,
-                                     precision, tta)
+    paths = model_path_list(model_path)
+    geometries = [Footprint.of(load_model(path).prediction_node) for path in paths]
+    check_members(geometries, [str(path) for path in paths])
+    zyx = [check_input(source, geometry, path) for geometry, path in zip(geometries, paths)][0]
+    region = _output_region(zyx, widest_context(geometries), valid_only, region, source.name)
+    spec: PredictorSpec | EnsembleSpec
+    if len(paths) == 1:
+        spec, block_shape = resolve_spec(paths[0], block_shape, region, mfp, blend, overlap,
+                                         precision, tta)
+    else:
+        spec, block_shape = resolve_ensemble_spec(paths, block_shape, region, mfp, blend,
+                                                  overlap, precision, tta)
     logger.info("Prediction plan: backend %s, blocks %s, region %s", spec.backend, block_shape, region)
-    return PredictionPlan(spec, geometry, BlockGrid(region, block_shape))
+    return PredictionPlan(spec, geometries[0], BlockGrid(region, block_shape))
 
 
-def _output_region(zyx: Sequence[int], geometry: Footprint, valid_only: bool,
-                   region: Box | None, name: str) -> Box:
-    """The output voxels: the volume (its valid part with ``valid_only``), or ``region``
-    once it is known to lie there and to be non-empty."""
+def _output_region(zyx: Sequence[int], context: tuple[Sequence[int], Sequence[int]],
+                   valid_only: bool, region: Box | None, name: str) -> Box:
+    """The output voxels: the volume (its valid part, where the nets' ``context``
+    (before, after) lies inside, with ``valid_only``), or ``region`` once it is known to
+    lie there and to be non-empty."""
     allowed = Box.from_shape(zyx)
     if valid_only:
-        before, after = geometry.context
+        before, after = context
         allowed = Box(before, [n - a for n, a in zip(zyx, after)])
     if region is None:
         return allowed
@@ -331,7 +356,7 @@ def run_prediction(plan: PredictionPlan, source: VolumeSource, writer: BlockWrit
     return report
 
 
-def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndarray,
+def predict_volume(model_path: ModelPaths, volume: VolumeSource | np.ndarray,
                    block_shape: Sequence[int] | None = None, mfp: str = 'auto',
                    blend: str = 'auto', overlap: float = 0.25, valid_only: bool = False,
                    dtype: str = 'float32', progress: bool = False,
@@ -340,7 +365,8 @@ def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndar
     """(f, z, y, x) class probabilities of a whole volume ((z,y,x) or (c,z,y,x)), or of
     its box ``region``, in memory; ``precision``: see :func:`.predictors.resolve_precision`;
     ``tta``: test-time augmentation, 'none', 'flips' or 'dihedral' (module docstring);
-    ``block_shape`` None: chosen (:func:`.memory.choose_block_shape`)."""
+    ``block_shape`` None: chosen (:func:`.memory.choose_block_shape`); several
+    ``model_path``: an ensemble, the mean of their probabilities (:mod:`.ensemble`)."""
     source = open_source(volume)
     replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
                      overlap=overlap, valid_only=valid_only, region=region,
@@ -352,7 +378,7 @@ def predict_volume(model_path: str | os.PathLike, volume: VolumeSource | np.ndar
     return writer.result
 
 
-def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike,
+def predict_to_file(model_path: ModelPaths, input_path: str | os.PathLike,
                     output_path: str | os.PathLike, input_key: str | None = None,
                     output_key: str = 'probabilities', block_shape: Sequence[int] | None = None,
                     mfp: str = 'auto', blend: str = 'auto', overlap: float = 0.25,
@@ -368,7 +394,8 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     largest blocks within a share of the machine's memory per worker
     (:func:`.memory.choose_block_shape`). Without a scheduler, a block shape whose
     ``workers`` blocks at once would not fit into memory is refused.
-    ``model_path`` may be a training checkpoint directory (:func:`resolve_model_path`);
+    ``model_path`` may be a training checkpoint directory (:func:`resolve_model_path`),
+    or several model files or checkpoints: an ensemble (:mod:`.ensemble`);
     ``region``: see the module docstring; ``precision`` of the network's evaluation
     (fp32 unless 'bf16' or 'fp16' is asked for): :func:`.predictors.resolve_precision`,
     and ``tta`` (test-time augmentation, module docstring), both recorded in the manifest
@@ -377,10 +404,10 @@ def predict_to_file(model_path: str | os.PathLike, input_path: str | os.PathLike
     if dtype not in OUTPUT_DTYPES:
         raise ConfigError(f"dtype={dtype!r}; valid: {OUTPUT_DTYPES}")
     check_counts(workers, retries)
-    model_path = resolve_model_path(model_path)
+    model_paths = [resolve_model_path(path) for path in model_path_list(model_path)]
     # absolute paths: workers of a remote cluster may start elsewhere
     source = open_source(Path(input_path).resolve(), input_key)
-    replan = partial(plan_prediction, model_path, source, mfp=mfp, blend=blend,
+    replan = partial(plan_prediction, model_paths, source, mfp=mfp, blend=blend,
                      overlap=overlap, valid_only=valid_only, region=region,
                      precision=precision, tta=tta)
     plan = _planned(replan, source, block_shape, workers)
@@ -404,7 +431,8 @@ def _planned(replan: Callable[[tuple[int, ...]], PredictionPlan], source: Volume
         plan = choose_block_shape(replan, source, default_block_budget(parallel))
     predictor = cached_predictor(plan.spec)
     block = plan.grid.block((0, 0, 0)).compute
-    useful = useful_macs_per_voxel(load_model(plan.spec.model_path).prediction_node)
+    useful = sum(useful_macs_per_voxel(load_model(path).prediction_node)
+                 for path in plan.spec.model_paths)
     logger.info("Plan: %s, %d blocks of %s (z,y,x), %s MAC per output voxel executed "
                 "(%.2fx the %s of a dense evaluation without redundancy), about %s per "
                 "block task", plan.spec.backend, len(plan.grid), plan.grid.block_shape,

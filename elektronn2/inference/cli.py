@@ -1,6 +1,6 @@
 """``elektronn2-predict`` and ``elektronn2-evaluate``: thin shells over the library.
 
-elektronn2-predict MODEL INPUT OUTPUT [--key KEY] [--output-key KEY]
+elektronn2-predict MODEL [MODEL ...] INPUT OUTPUT [--key KEY] [--output-key KEY]
     [--block-shape Z Y X] [--workers N] [--scheduler ADDRESS] [--dtype float32|uint8]
     [--mfp auto|on|off] [--blend auto|off|constant|gaussian] [--overlap F] [--valid-only]
     [--region Z0:Z1 Y0:Y1 X0:X1] [--retries N] [--precision auto|fp32|bf16|fp16]
@@ -49,9 +49,11 @@ def predict_parser() -> argparse.ArgumentParser:
                     "or is smaller than the network's field of view, and outputs where "
                     "something else already is. Ctrl+C stops after saying how many "
                     "blocks are done; rerunning the same command resumes a zarr output.")
-    parser.add_argument('model', help="model file saved by Model.save, or a training "
-                                      "checkpoint directory (RUN/checkpoints/step-N/, "
-                                      "whose model.mdl is used)")
+    parser.add_argument('model', nargs='+',
+                        help="model file saved by Model.save, or a training checkpoint "
+                             "directory (RUN/checkpoints/step-N/, whose model.mdl is used); "
+                             "several: an ensemble, the mean of their probabilities (the "
+                             "models must agree in input channels and output features)")
     parser.add_argument('input', help="input volume: HDF5 file, zarr store or KNOSSOS directory")
     parser.add_argument('output', help="output: *.zarr (resumable, parallel) or *.h5")
     parser.add_argument('--key', help="dataset of the input (required for HDF5)")
@@ -186,17 +188,15 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from ..data.sources import open_source
     from .metrics import evaluate_sources
     from .ome_zarr import level_key
-    from .outputs import stored_attributes
+    from .outputs import offset_in
     args = evaluate_parser().parse_args(argv)
     setup_command_logging(False)
     try:
         seg = open_source(args.seg, args.seg_key or level_key(args.seg))
         gt = open_source(args.gt, args.gt_key or level_key(args.gt))
-        offset = (stored_attributes(seg).get('voxel_offset')
-                  if tuple(seg.shape) != tuple(gt.shape) else None)
         scores = evaluate_sources(seg, gt, ignore_gt=args.ignore_gt,
                                   block_shape=args.block_shape, progress=not args.quiet,
-                                  offset=None if offset is None else [int(v) for v in offset])
+                                  offset=offset_in(seg, gt.shape))
     except Error as err:
         print(f"elektronn2-evaluate: error: {err}", file=sys.stderr)
         return 2

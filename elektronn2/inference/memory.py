@@ -40,7 +40,7 @@ import numpy as np
 from ..data.sources import VolumeSource
 from ..errors import ConfigError
 from ..neuromancer.loading import quiet_snapping
-from .predictors import REBUILT_BACKENDS, cached_predictor
+from .predictors import cached_predictor
 
 if TYPE_CHECKING:
     from .blockwise import PredictionPlan
@@ -85,8 +85,7 @@ def block_needs(plan: PredictionPlan, source: VolumeSource) -> list[MemoryNeed]:
     data = (plan.geometry.n_channels * in_voxels * (3 * np.dtype(source.dtype).itemsize + 4)
             + plan.geometry.n_outputs * block.size * 12)
     activations = predictor.activation_bytes(block)
-    growing, fixed = ((activations, 0) if plan.spec.backend in REBUILT_BACKENDS
-                      else (0, activations))
+    growing, fixed = (activations, 0) if plan.spec.grows_with_block else (0, activations)
     host = psutil.virtual_memory().available
     device = predictor.node.model.device
     if device.type != 'cuda':

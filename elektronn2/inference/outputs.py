@@ -16,6 +16,9 @@ z, y, x) chunked like the block grid, so every block owns exactly one chunk.
 :func:`open_writer` writes nothing where something else is: an existing HDF5 file, a
 file or non-zarr directory at a zarr path, a foreign array or one of a run with other
 settings are refused (a DataError or ConfigError) and left as they are.
+
+An output of a ``--region`` records where it starts in its input (``voxel_offset``):
+:func:`offset_in` and :func:`truth_under` find the box of a ground truth it covers.
 """
 from __future__ import annotations
 
@@ -24,13 +27,14 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from ..data.knossos import KnossosSource
 from ..data.sources import HDF5_SUFFIXES, HDF5Source, VolumeSource, ZarrSource, is_zarr_store
-from ..errors import ConfigError, DataError
-from .geometry import Block, BlockGrid
+from ..errors import ConfigError, DataError, ShapeError
+from .geometry import Block, BlockGrid, Box
 from .ome_zarr import describe_prediction
 
 logger = logging.getLogger('elektronn2')
@@ -252,6 +256,32 @@ def stored_attributes(source: VolumeSource) -> dict:
     elif isinstance(source, KnossosSource):  # scale of mag 1, times the magnification
         found = {'resolution': [s * source.mag for s in source.confs[0]['scale']]}
     return found
+
+
+def offset_in(source: VolumeSource, volume_shape: Sequence[int]) -> list[int] | None:
+    """Where ``source`` (a prediction or segmentation of a ``--region``) starts in a
+    volume of spatial shape ``volume_shape``, e.g. its ground truth: None when the spatial
+    shapes are equal, else the ``voxel_offset`` stored with ``source`` (None if it has none)."""
+    if tuple(source.shape[-len(volume_shape):]) == tuple(volume_shape):
+        return None
+    offset = stored_attributes(source).get('voxel_offset')
+    return None if offset is None else [int(v) for v in offset]
+
+
+def truth_under(prediction: VolumeSource, truth: VolumeSource) -> np.ndarray:
+    """The ground truth (z, y, x) under ``prediction`` ((c,) z, y, x): all of ``truth``
+    when their spatial shapes are equal, else its box at the prediction's ``voxel_offset``
+    (:func:`offset_in`; a prediction of a ``--region`` of the truth's volume)."""
+    zyx = tuple(prediction.shape[-3:])
+    offset = offset_in(prediction, truth.shape)
+    if offset is None:
+        return truth[...]
+    box, whole = Box.from_shape(zyx, offset), Box.from_shape(truth.shape)
+    if len(truth.shape) != 3 or not whole.contains(box):
+        raise ShapeError(f"{prediction.name} (z, y, x {zyx}, voxel_offset {tuple(offset)}) does "
+                         f"not lie inside the ground truth {truth.name} of shape "
+                         f"{tuple(truth.shape)}")
+    return truth[box.slices_in(whole)]
 
 
 def output_attributes(input_attrs: dict, voxel_offset: tuple[int, ...]) -> dict:

@@ -78,6 +78,7 @@ from .options import BLEND_CHOICES, MFP_CHOICES
 
 if TYPE_CHECKING:
     from ..neuromancer.node import Node
+    from .ensemble import EnsembleSpec
 
 logger = logging.getLogger('elektronn2')
 
@@ -202,6 +203,15 @@ class PredictorSpec:
     precision: str = 'fp32'
     tta: str = 'none'
 
+    @property
+    def model_paths(self) -> tuple[str, ...]:
+        return (self.model_path,)
+
+    @property
+    def grows_with_block(self) -> bool:
+        """Whether the activations grow with the block (one patch covering it)."""
+        return self.backend in REBUILT_BACKENDS
+
     def build(self) -> BlockPredictor:
         if self.backend in REBUILT_BACKENDS:
             model = load_model(self.model_path, override_mfp_to_active=self.backend == 'mfp',
@@ -228,11 +238,11 @@ class PredictorSpec:
 
 
 @functools.lru_cache(maxsize=2)
-def _built_predictor(spec: PredictorSpec) -> BlockPredictor:
+def _built_predictor(spec: PredictorSpec | EnsembleSpec) -> BlockPredictor:
     return spec.build()
 
 
-def cached_predictor(spec: PredictorSpec) -> BlockPredictor:
+def cached_predictor(spec: PredictorSpec | EnsembleSpec) -> BlockPredictor:
     """The predictor of ``spec``, built once per process, also when threads ask at once."""
     with _CACHE_LOCK:
         return _built_predictor(spec)

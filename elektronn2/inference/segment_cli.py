@@ -176,9 +176,11 @@ def fit_main(argv: Sequence[str] | None = None) -> int:
     args, nhood = _parse(fit_parser(), argv)
     from ..data.sources import open_source
     from .blockwise_segmentation import fit_edge_model, open_prediction
+    from .outputs import truth_under
     try:
-        truth = open_source(args.truth, args.truth_key)[...]
-        model = fit_edge_model(open_prediction(args.prediction, args.key), truth,
+        prediction = open_prediction(args.prediction, args.key)
+        truth = truth_under(prediction, open_source(args.truth, args.truth_key))
+        model = fit_edge_model(prediction, truth,
                                args.block_shape, args.affinities, args.channel, nhood,
                                args.affinity_channels, args.l2,
                                seed_threshold=args.seed_threshold,

@@ -1,5 +1,6 @@
 """elektronn2-segment: killed at a random moment and resumed, two dask workers, one
 process: the same files; refused input and outputs; elektronn2-evaluate on its output."""
+import json
 import os
 import random
 import signal
@@ -222,4 +223,35 @@ def test_fit_edge_model_then_segment_with_it(fib25, prediction, tmp_path):
         out['small'] = np.zeros((4, 4, 4), np.uint64)
     done = subprocess.run([*fit, str(prediction), str(truth_path), str(model), '--truth-key',
                            'small'], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2 and 'ground truth of shape (4, 4, 4)' in done.stderr
+    assert done.returncode == 2 and 'inside the ground truth' in done.stderr
+    assert 'of shape (4, 4, 4)' in done.stderr
+
+
+def test_fit_edge_model_on_a_region_takes_that_box_of_the_truth(prediction, fib25, tmp_path,
+                                                                capsys):
+    """A prediction of a --region (its voxel_offset) is fitted against the box of the whole
+    volume's ground truth it covers, as if that box had been given; a prediction that
+    does not lie inside the truth is refused."""
+    from elektronn2.inference.blockwise_segmentation import fit_edge_model
+    from elektronn2.inference.segment_cli import fit_main
+    with h5py.File(fib25) as f, h5py.File(tmp_path / 'truth.h5', 'w') as out:
+        out['ids'] = truth = f['volumes/labels/neuron_ids'][:48, :96, :96]
+    crop = zarr.open_array(store=str(prediction), path='probabilities', mode='r')[:, 8:40, :, 16:80]
+    region = tmp_path / 'region.zarr'
+    stored = zarr.open_array(store=str(region), path='probabilities', mode='w', shape=crop.shape,
+                             chunks=(2, 16, 32, 32), dtype=crop.dtype)
+    stored[:] = crop
+    stored.attrs['voxel_offset'] = [8, 0, 16]     # as elektronn2-predict --region 8:40 0:96 16:80
+    seeds = ('--seed-threshold', '0.7', '--seed-erosion', '1')
+    assert fit_main([str(region), str(tmp_path / 'truth.h5'), str(tmp_path / 'edge.json'),
+                     '--truth-key', 'ids', *seeds]) == 0
+    expected = fit_edge_model(crop, truth[8:40, :, 16:80], seed_threshold=0.7, seed_erosion=1.0)
+    fitted = json.loads((tmp_path / 'edge.json').read_text())
+    assert fitted['weights'] == pytest.approx(expected.weights.tolist())
+    assert fitted['bias'] == pytest.approx(expected.bias)
+    with h5py.File(tmp_path / 'truth.h5', 'a') as out:
+        out['small'] = truth[:20]
+    capsys.readouterr()
+    assert fit_main([str(region), str(tmp_path / 'truth.h5'), str(tmp_path / 'e2.json'),
+                     '--truth-key', 'small', *seeds]) == 2
+    assert 'voxel_offset (8, 0, 16)) does not lie inside the ground truth' in capsys.readouterr().err
