@@ -96,7 +96,8 @@ def predict_parser() -> argparse.ArgumentParser:
                         help="arithmetic of the network: fp32 (exact), bf16 or fp16 "
                              "autocast (faster where the hardware computes it natively: bf16 "
                              "on recent CPUs and GPUs, fp16 on GPUs; probabilities differ "
-                             "from fp32 by ~1e-3), auto (fp32 for prediction); default: "
+                             "from fp32 by ~1e-3 on average, up to ~0.1), auto (fp32 for "
+                             "prediction); default: "
                              "elektronn2's config.precision ($ELEKTRONN2_PRECISION, else "
                              "auto). The output stays float32 (or uint8); a resumed run "
                              "must use the same precision")

@@ -290,15 +290,21 @@ def resolve_precision(precision: str | None = None) -> str:
     resolved by the rules of graph evaluation (:func:`elektronn2.neuromancer.execution.resolve`,
     whose 'auto' means fp32 for prediction) on ``config``'s device. 'bf16' and 'fp16'
     run the network under autocast; probabilities come back as float32 and differ from
-    fp32 ones by bf16 rounding (neuro3d on FIB-25: at most 1.7e-3, see
-    ``benchmarks/RESULTS.md``). fp16 is meant
-    for GPUs; on a CPU it runs (as graph evaluation does) but only bf16 is fast there.
+    fp32 ones by bf16 rounding (the trained FIB-25 boundary nets: 1.5e-3 on average, at
+    most 0.07; ``benchmarks/RESULTS.md``). bf16 is fast only on hardware with bf16 matrix
+    units, elsewhere it warns; fp16 is meant for GPUs; on a CPU it runs (as graph
+    evaluation does) but only bf16 is fast there.
     """
     device = config.torch_device
     resolved = execution.resolve(device, precision=precision).precision
     if resolved == 'fp16' and device.type == 'cpu':
         logger.warning("Precision fp16 on the CPU: it runs, but CPUs compute fp16 slowly "
                        "(slower than fp32 here); bf16 is the fast reduced precision on CPUs")
+    elif resolved == 'bf16' and not execution.has_native_bf16(device):
+        logger.warning("Precision bf16 on %s, which has no bf16 matrix units (AMX or "
+                       "AVX512-BF16 on CPUs, compute capability 8.0 on GPUs): it runs, but "
+                       "emulated, slower than fp32 (about half its speed on a CPU, "
+                       "benchmarks/RESULTS.md)", device)
     return resolved
 
 

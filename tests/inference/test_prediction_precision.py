@@ -56,6 +56,17 @@ def test_fp16_on_cpu_runs_with_a_warning(boundary_model, crop, fp32, caplog):
     assert np.abs(fp16 - fp32).max() < 0.05
 
 
+def test_bf16_without_bf16_units_warns(caplog):
+    """bf16 is emulated (slower than fp32) where the hardware has no bf16 matrix units:
+    asking for it says so; on hardware that has them, it does not."""
+    from elektronn2.config import config
+    from elektronn2.neuromancer.execution import has_native_bf16
+    with caplog.at_level(logging.WARNING, logger='elektronn2'):
+        assert resolve_precision('bf16') == 'bf16'
+    warned = 'no bf16 matrix units' in caplog.text
+    assert warned != has_native_bf16(config.torch_device)
+
+
 def test_spec_carries_precision(boundary_model, same_model):
     region = Box((0, 0, 0), (16, 48, 48))
     for model in (boundary_model, same_model):      # MFP and blending back ends
