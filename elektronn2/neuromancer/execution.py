@@ -112,6 +112,11 @@ def is_channels_last(x: torch.Tensor) -> bool:
             and x.stride(1) == 1)
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The layout ``x`` is stored in: channels-last (:func:`is_channels_last`) or contiguous."""
+    return _CHANNELS_LAST[x.ndim] if is_channels_last(x) else torch.contiguous_format
+
+
 @functools.lru_cache(maxsize=None)
 def has_native_bf16(device: torch.device) -> bool:
     """Whether ``device`` has bf16 matrix units (AMX-BF16/AVX512-BF16; CUDA sm >= 8.0)."""

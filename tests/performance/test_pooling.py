@@ -48,14 +48,15 @@ def test_float32_and_fragment_pooling_unchanged():
 
 @pytest.mark.parametrize('shape', [(1, 2, 2), (2, 1, 1), (2, 2, 2), (1, 3, 2)])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_fragment_pooling_without_gradients_equals_pooling_each_fragment(shape, dtype):
+@pytest.mark.parametrize('layout', [CL3D, torch.contiguous_format])
+def test_fragment_pooling_without_gradients_equals_pooling_each_fragment(shape, dtype, layout):
     torch.manual_seed(0)
-    x = torch.randn(2, 5, 7, 11, 9).to(dtype).contiguous(memory_format=CL3D)
+    x = torch.randn(2, 5, 7, 11, 9).to(dtype).contiguous(memory_format=layout)
     x[:, :, :, 3:6] = 0.5       # ties
     with_grad = fragment_pool(x.clone().requires_grad_(True), shape)  # pools each window
     with torch.no_grad():
         without = fragment_pool(x, shape)
-    assert without.dtype == dtype and without.is_contiguous(memory_format=CL3D)
+    assert without.dtype == dtype and without.is_contiguous(memory_format=layout)
     torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
 
 
