@@ -61,7 +61,7 @@ def test_fragment_pooling_without_gradients_equals_pooling_each_fragment(shape, 
 
 
 def test_conv_layer_in_inference_equals_with_gradients():
-    """Without gradients, Conv applies relu in place and MFP uses running maxima."""
+    """Without gradients, Conv applies relu in place and MFP writes its fragments in place."""
     import elektronn2.neuromancer as nm
     inp = nm.Input((None, 2, 5, 17, 17), 'b,f,z,x,y', name='raw')
     out = nm.Conv(nm.Conv(inp, 4, (1, 3, 3), (1, 2, 2), mfp=True), 3, (2, 3, 3))
