@@ -69,5 +69,7 @@ def test_blockwise_peak_memory_full_fib25(boundary_model, fib25_raw, tmp_path, c
               f"{grown['blockwise']['anonymous']:.0f} / {grown['blockwise']['rss']:.0f}, whole "
               f"volume {grown['whole']['anonymous']:.0f} / {grown['whole']['rss']:.0f}; "
               f"float32 input + output arrays {arrays:.0f}")
-    assert grown['blockwise']['anonymous'] < grown['whole']['anonymous'] / 10, grown
+    # a quarter: the acceptance of blockwise prediction and segmentation (issues 6, 19);
+    # the absolute bound: less than the volume's own float32 input and output arrays
+    assert grown['blockwise']['anonymous'] < grown['whole']['anonymous'] / 4, grown
     assert grown['blockwise']['anonymous'] < arrays, grown
