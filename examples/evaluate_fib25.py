@@ -336,11 +336,12 @@ def _predict_after_context(raw: np.ndarray, first: int, model_paths: Sequence[st
     """(f, z, y, x) probabilities of z ``first``-249 of ``raw`` (the mean over the
     models), with the slices before as the models' context."""
     from elektronn2.inference import predict_volume
+    from elektronn2.inference.ensemble import widest_context
     from elektronn2.inference.predictors import load_model
     from elektronn2.neuromancer.footprint import Footprint
-    context = max(Footprint.of(load_model(path).prediction_node).context[0][0]
-                  for path in model_paths)
-    start = max(first - context, 0)
+    before, _ = widest_context([Footprint.of(load_model(path).prediction_node)
+                                for path in model_paths])
+    start = max(first - before[0], 0)
     return predict_volume(model_paths, raw[start:TEST.stop], tta=tta)[:, first - start:]
 
 

@@ -244,7 +244,8 @@ def plan_prediction(model_path: ModelPaths, source: VolumeSource,
     paths = model_path_list(model_path)
     geometries = [Footprint.of(load_model(path).prediction_node) for path in paths]
     check_members(geometries, [str(path) for path in paths])
-    zyx = [check_input(source, geometry, path) for geometry, path in zip(geometries, paths)][0]
+    for geometry, path in zip(geometries, paths):   # every model must suit the input
+        zyx = check_input(source, geometry, path)
     region = _output_region(zyx, widest_context(geometries), valid_only, region, source.name)
     spec: PredictorSpec | EnsembleSpec
     if len(paths) == 1:
