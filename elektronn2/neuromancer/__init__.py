@@ -50,6 +50,7 @@ from .loss import (
                MultinoulliNLL,
                RampLoss,
                SobelizedLoss,
+               SoftDiceLoss,
                SquaredLoss,
 )
 from .mfp import FragmentsToDense
@@ -68,7 +69,7 @@ __all__ = ['AbsLoss', 'Add', 'AggregateLoss', 'ApplyFunc', 'AutoMerge', 'AxisGeo
            'GaussianRV', 'GenericInput', 'InitialState_like', 'Input', 'Input_like', 'LRN',
            'LSTM', 'MalisNLL', 'Model', 'MultMerge', 'MultinoulliNLL', 'Node', 'OneHot', 'Pad',
            'Perceptron', 'Pool', 'RampLoss', 'Reshape', 'Scan', 'SkelGetBatch', 'SkelGridUpdate',
-           'SkelLoss', 'SkelLossRec', 'SkelPrior', 'SobelizedLoss', 'Softmax', 'Split',
+           'SkelLoss', 'SkelLossRec', 'SkelPrior', 'SobelizedLoss', 'SoftDiceLoss', 'Softmax', 'Split',
            'SquaredLoss', 'TaggedShape', 'UpConv', 'UpConvMerge', 'ValueNode', 'VariableParam',
            'VariableWeight', 'computations', 'graphmanager', 'graphutils', 'initweights', 'loss',
            'model', 'model_manager', 'modelload', 'neural', 'node_basic', 'optimiser',

@@ -1,11 +1,12 @@
-"""Losses: MultinoulliNLL, BlockedMultinoulliNLL, MalisNLL, BinaryNLL, SquaredLoss,
-AbsLoss, EuclideanDistance, RampLoss, SobelizedLoss, AggregateLoss; GaussianNLL, BetaNLL,
+"""Losses: MultinoulliNLL, BlockedMultinoulliNLL, MalisNLL, BinaryNLL, SoftDiceLoss,
+SquaredLoss, AbsLoss, EuclideanDistance, RampLoss, SobelizedLoss, AggregateLoss; GaussianNLL, BetaNLL,
 GaussianRV (sampling) and GaussianAEVBPrior (:mod:`.densities`). Softmax,
 Classification, Errors and OneHot live in :mod:`.classification` (ELEKTRONN2 kept them
 here; this module re-exports them).
 
 Element-wise losses keep the prediction's shape with 'f' reduced to 1 and are
-normalised so that their *mean* is the average loss over labelled entries;
+normalised so that their *mean* is the average loss over labelled entries
+(:class:`SoftDiceLoss` scores whole examples and is a scalar);
 :class:`AggregateLoss` turns one or several of them into the scalar that is
 optimised. Unlabelled entries: sparse labels < 0, or NaN regression targets.
 """
@@ -32,6 +33,35 @@ from .malis import malis_pair_counts
 from .neural import Conv
 from .node import Node
 from .shape import SCALAR, TaggedShape
+
+
+def check_class_target(pred: TaggedShape, target: TaggedShape, target_is_sparse: bool,
+                       n_indep: int) -> None:
+    """Refuse a target that does not fit class probabilities ``pred``: sparse labels have
+    'f' = ``n_indep`` (one label per softmax group), dense targets the prediction's shape."""
+    want_f = n_indep if target_is_sparse else pred['f']
+    if target.ndim != pred.ndim or target['f'] != want_f:
+        kind = 'sparse' if target_is_sparse else 'dense'
+        raise ShapeError(f"{kind} target has shape {target.shape}; expected "
+                         f"{len(pred.shape)} axes ({','.join(pred.tags)}) with "
+                         f"'f'={want_f} for prediction {pred.shape}")
+    if target.spatial_shape != pred.spatial_shape:
+        raise ShapeError(f"target spatial shape {target.spatial_shape} differs from the "
+                         f"prediction's {pred.spatial_shape}")
+
+
+def one_hot_labels(target: torch.Tensor, n_class: int, f: int, node: Node) -> torch.Tensor:
+    """Sparse labels (b, n_indep, ...) -> one-hot float (b, n_indep * n_class, ...) along
+    axis ``f``; labels < 0 (unlabelled) give all-zero rows. ``node`` names the loss in the
+    error for a label >= ``n_class``."""
+    labels = target.long()
+    if (labels >= n_class).any():
+        raise DataError(f"{type(node).__name__} {node.name!r}: target has label "
+                        f"{int(labels.max())}, but there are only {n_class} classes "
+                        f"(valid 0..{n_class - 1}, or <0 for unlabelled)")
+    classes = torch.arange(n_class, device=labels.device)
+    hot = labels.unsqueeze(f + 1) == broadcast_along(classes, labels.ndim + 1, f + 1)
+    return hot.flatten(f, f + 1).float()
 
 
 class MultinoulliNLL(Node):
@@ -85,17 +115,8 @@ class MultinoulliNLL(Node):
         super().__init__(list(slots.values()), name, print_repr)
 
     def _infer_shape(self, pred: TaggedShape, target: TaggedShape, *others) -> TaggedShape:
-        f = pred.tag2index('f')
-        want_f = self.n_indep if self.target_is_sparse else pred['f']
-        if target.ndim != pred.ndim or target['f'] != want_f:
-            kind = 'sparse' if self.target_is_sparse else 'dense'
-            raise ShapeError(f"{kind} target has shape {target.shape}; expected "
-                             f"{len(pred.shape)} axes ({','.join(pred.tags)}) with "
-                             f"'f'={want_f} for prediction {pred.shape}")
-        if target.spatial_shape != pred.spatial_shape:
-            raise ShapeError(f"target spatial shape {target.spatial_shape} differs from the "
-                             f"prediction's {pred.spatial_shape}")
-        return pred.updateshape(f, 1)
+        check_class_target(pred, target, self.target_is_sparse, self.n_indep)
+        return pred.updateshape(pred.tag2index('f'), 1)
 
     def _make_params(self):
         """Constant class weights (all 1 unless given; a training config may set them)."""
@@ -132,15 +153,7 @@ class MultinoulliNLL(Node):
         return torch.where(confident, predicted, labels)
 
     def _one_hot(self, target: torch.Tensor) -> torch.Tensor:
-        labels = target.long()
-        if (labels >= self.n_class).any():
-            raise DataError(f"MultinoulliNLL {self.name!r}: target has label "
-                            f"{int(labels.max())}, but there are only {self.n_class} classes "
-                            f"(valid 0..{self.n_class - 1}, or <0 for unlabelled)")
-        f = self._f_axis
-        classes = torch.arange(self.n_class, device=labels.device)
-        hot = labels.unsqueeze(f + 1) == broadcast_along(classes, labels.ndim + 1, f + 1)
-        return hot.flatten(f, f + 1).float()
+        return one_hot_labels(target, self.n_class, self._f_axis, self)
 
     def _log_probs(self, get: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(probabilities, their log) of the prediction; stable from a Softmax's logits."""
@@ -355,6 +368,66 @@ class BinaryNLL(Node):
             loss = loss - cross_entropy(t)
         scale = pred.numel() / labelled.sum().clamp(min=1)
         return torch.where(labelled, loss, torch.zeros_like(loss)) * scale
+
+
+class SoftDiceLoss(Node):
+    """One minus the soft Dice coefficient (the F1 score of probabilities) of some classes.
+
+    For each example, softmax group and class ``c`` of ``classes``:
+    ``1 - (2 sum(p_c t_c) + smooth) / (sum(p_c) + sum(t_c) + smooth)``, the sums over the
+    example's labelled positions (sparse labels < 0, or NaN in a dense target row, are
+    left out); the output is the mean of these (scalar). It rewards the overlap of a
+    class that is rare or thin (membranes, boundaries) rather than each position alike,
+    and is usually mixed with an NLL in :class:`AggregateLoss`.
+
+    Args:
+        pred: class probabilities (b, n_indep * n_class, ...), e.g. a :class:`Softmax`.
+        target: sparse labels (b, n_indep, ...) or dense probabilities shaped like ``pred``.
+        classes: the classes scored, indices in [0, n_class) (default: class 1).
+        smooth: added to numerator and denominator; keeps the loss defined (0) for an
+            example without the class that predicts none of it.
+    """
+
+    masks_nan_target = True
+
+    def __init__(self, pred: Node, target: Node, target_is_sparse: bool = False,
+                 classes: Sequence[int] = (1,), smooth: float = 1.0, name: str = 'dice',
+                 print_repr: bool = True):
+        self.n_class, self.n_indep = class_structure(pred)
+        self.classes = [int(c) for c in classes]
+        if not self.classes or not all(0 <= c < self.n_class for c in self.classes):
+            raise ConfigError(f"SoftDiceLoss {name!r}: classes={list(classes)}; valid: "
+                              f"a non-empty list of classes in 0..{self.n_class - 1}")
+        if smooth < 0:
+            raise ConfigError(f"SoftDiceLoss {name!r}: smooth={smooth} must be >= 0")
+        self.target_is_sparse = target_is_sparse
+        self.smooth = float(smooth)
+        super().__init__([pred, target], name, print_repr)
+
+    def _infer_shape(self, pred: TaggedShape, target: TaggedShape) -> TaggedShape:
+        check_class_target(pred, target, self.target_is_sparse, self.n_indep)
+        return SCALAR
+
+    def forward(self, pred, target, training=False):
+        f = self.parents[0].shape.tag2index('f')
+        groups = (self.n_indep, self.n_class)
+        if self.target_is_sparse:
+            hot = one_hot_labels(target, self.n_class, f, self)
+        else:
+            hot = target.float()
+        p = pred.float().unflatten(f, groups)
+        t = hot.unflatten(f, groups)
+        labelled = ~torch.isnan(t).any(dim=f + 1, keepdim=True)
+        if self.target_is_sparse:
+            labelled = labelled & (t.sum(dim=f + 1, keepdim=True) > 0)
+        p = torch.where(labelled, p, torch.zeros_like(p))
+        t = torch.where(labelled, t, torch.zeros_like(t))
+        chosen = torch.tensor(self.classes, device=p.device)
+        p, t = p.index_select(f + 1, chosen), t.index_select(f + 1, chosen)
+        positions = [d for d in range(p.ndim) if d not in (0, f, f + 1)]
+        overlap = (p * t).sum(dim=positions)
+        total = p.sum(dim=positions) + t.sum(dim=positions)
+        return (1 - (2 * overlap + self.smooth) / (total + self.smooth)).mean()
 
 
 class _RegressionLoss(Node):

@@ -296,6 +296,60 @@ def test_binary_nll_with_unlabelled():
     assert bnll(x, t).mean() == pytest.approx(expected, rel=1e-4)
 
 
+def test_soft_dice_loss_is_one_minus_the_soft_f1_per_example():
+    inp, lin, sm = _classifier(n_class=3, n_indep=2)
+    sparse_t = nm.Input((None, 2, 4, 5), 'b,f,x,y', name='labels', dtype='int16')
+    dense_t = nm.Input_like(sm, name='dense')
+    dice = nm.SoftDiceLoss(sm, sparse_t, target_is_sparse=True, classes=[1, 2], smooth=0.5)
+    dense_dice = nm.SoftDiceLoss(sm, dense_t, classes=[1, 2], smooth=0.5)
+    assert dice.shape.shape == ()
+    x = np.random.randn(3, 2, 4, 5).astype(np.float32)
+    y = np.random.randint(0, 3, (3, 2, 4, 5))
+    y[0, 1, :2] = -1  # unlabelled in example 0, group 1
+    p = sm(x).reshape(3, 2, 3, 4, 5)  # b, group, class, x, y
+    expected = []
+    for b in range(3):
+        for g in range(2):
+            labelled = y[b, g] >= 0
+            for c in (1, 2):
+                pc, tc = p[b, g, c][labelled], (y[b, g] == c)[labelled]
+                expected.append(1 - (2 * (pc * tc).sum() + 0.5) / (pc.sum() + tc.sum() + 0.5))
+    assert float(dice(x, y)) == pytest.approx(np.mean(expected), rel=1e-5)
+    dense = np.eye(3, dtype=np.float32)[np.maximum(y, 0)]  # b, group, x, y, class
+    dense = dense.transpose(0, 1, 4, 2, 3).reshape(3, 6, 4, 5)
+    dense[0, 3:6, :2] = np.nan  # the same positions unlabelled (the whole group row)
+    assert float(dense_dice(x, dense)) == pytest.approx(np.mean(expected), rel=1e-5)
+    # a perfect prediction scores 0; the gradient raises the overlap
+    perfect = np.eye(3, dtype=np.float32)[y.clip(0)].transpose(0, 1, 4, 2, 3).reshape(3, 6, 4, 5)
+    assert float(nm.SoftDiceLoss(dense_t, dense_t, classes=[1, 2], smooth=0)(perfect)) == 0
+    with pytest.raises(ConfigError, match='classes'):
+        nm.SoftDiceLoss(sm, sparse_t, target_is_sparse=True, classes=[3])
+    with pytest.raises(ShapeError, match="'f'=2"):
+        nm.SoftDiceLoss(sm, dense_t, target_is_sparse=True)
+    with pytest.raises(DataError, match='only 3 classes'):
+        dice(x, np.full_like(y, 3))
+
+
+def test_soft_dice_loss_trains_with_an_nll_and_survives_save(tmp_path):
+    inp, lin, sm = _classifier(n_class=2, spatial=(6, 6))
+    target = nm.Input_like(sm, override_f=1, name='target', dtype='int16')
+    nll = nm.MultinoulliNLL(sm, target, target_is_sparse=True)
+    loss = nm.AggregateLoss([nll, nm.SoftDiceLoss(sm, target, target_is_sparse=True)])
+    model = nm.model_manager.getmodel()
+    model.designate_nodes(input_node=inp, target_node=target, loss_node=loss, prediction_node=sm)
+    x = np.random.randn(4, 2, 6, 6).astype(np.float32)
+    y = (x[:, :1] > 0.5).astype(np.int16)  # thin-ish class 1: a third of the positions
+    dice = loss.parents[1]
+    before = float(dice(x, y))
+    model.lr = 0.05
+    for _ in range(60):
+        model.trainingstep(x, y, optimiser='Adam')
+    assert float(dice(x, y)) < 0.5 * before
+    model.save(str(tmp_path / 'dice.mdl'))
+    restored = nm.modelload(str(tmp_path / 'dice.mdl'))
+    assert float(restored.loss_node(x, y)) == pytest.approx(float(loss(x, y)), rel=1e-5)
+
+
 @pytest.mark.parametrize('margin', [None, 0.3])
 def test_squared_and_abs_loss(margin):
     inp = nm.Input((None, 2, 5), 'b,f,x', name='raw')
