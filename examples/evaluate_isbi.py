@@ -13,7 +13,8 @@ threshold is the one with the best membrane F1 on the validation slices 22-24. S
 pixel error (the fraction of misclassified pixels) and membrane F1 at that threshold, and
 the ISBI challenge's V_rand and V_info (foreground-restricted, after thinning, best over
 the thresholds 0.0-1.0) and its "pixel error" (1 - the best F-score of the cell pixels,
-the U-Net paper's 0.0611; elektronn2.inference.isbi_metrics).
+the U-Net paper's 0.0611; elektronn2.inference.isbi_metrics); for the ISBI test slices
+also each slice's pixel scores with its fractions of labelled and predicted membrane.
 
 The model ``baseline`` stands for the membrane map 1 - raw, scaled to [0, 1] by the 1st
 and 99th percentiles of each stack (a threshold on the raw grey values).
@@ -49,6 +50,13 @@ def pixel_scores(membrane: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     accuracy = float(np.mean(membrane == truth))
     return {'precision': float(precision), 'recall': float(recall), 'f1': float(f1),
             'accuracy': accuracy, 'pixel_error': 1 - accuracy}
+
+
+def slice_scores(membrane: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """:func:`pixel_scores` of one slice with the fractions of labelled and predicted
+    membrane pixels (how thick the labels draw membranes, and how thick the net does)."""
+    return {**pixel_scores(membrane, truth), 'labelled_fraction': float(truth.mean()),
+            'predicted_fraction': float(membrane.mean())}
 
 
 def predict_membrane(model_path: str, raw: np.ndarray, tta: str = 'none',
@@ -121,6 +129,8 @@ def evaluate(model_path: str, threshold: float | None = None, tta: str = 'none',
         membrane = predict_membrane(model_path, raw, tta)
         result['test'] = scores(membrane, truth, threshold)
         result['test_at_0.5'] = pixel_scores(membrane > 0.5, truth)
+        result['test_per_slice'] = {str(z): slice_scores(membrane[i] > threshold, truth[i])
+                                    for i, z in enumerate(range(TEST.start, TEST.stop))}
         return result
     with h5py.File(stack['file'], 'r') as f:
         for key in (stack['raw_key'], stack['labels_key']):

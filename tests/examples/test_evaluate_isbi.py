@@ -53,6 +53,14 @@ def test_isbi_test_slices_and_another_stack(evaluate_isbi, dark_is_membrane, rea
     test = result['test']
     for name in ('f1', 'pixel_error', 'v_rand', 'v_info'):
         assert 0 < test[name] < 1
+    per_slice = result['test_per_slice']  # slices of equal size: their mean is the whole
+    assert list(per_slice) == ['25', '26', '27', '28', '29']
+    assert np.mean([s['pixel_error'] for s in per_slice.values()]) == pytest.approx(
+        test['pixel_error'])
+    with h5py.File(real_data / 'em' / 'isbi2012.h5', 'r') as f:
+        labelled = [np.mean(f['train/labels'][z] == 0) for z in range(25, 30)]
+    assert [s['labelled_fraction'] for s in per_slice.values()] == pytest.approx(labelled)
+    assert all(0 < s['predicted_fraction'] < 1 for s in per_slice.values())
     with h5py.File(real_data / 'em' / 'isbi2012.h5', 'r') as f:
         raw, labels = f['train/raw'][25:27, :96, :128], f['train/labels'][25:27, :96, :128]
     stack = tmp_path / 'stack.h5'
