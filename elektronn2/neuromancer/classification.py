@@ -7,7 +7,7 @@ import functools
 
 import torch
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, DataError, ShapeError
 from .node import Node
 from .shape import SCALAR, TaggedShape
 
@@ -193,3 +193,32 @@ class OneHot(Node):
         axis = self.parent.shape.index(self.axis)
         classes = torch.arange(self.n_class, device=target.device)
         return (target.long() == broadcast_along(classes, target.ndim, axis)).float()
+
+
+def check_class_target(pred: TaggedShape, target: TaggedShape, target_is_sparse: bool,
+                       n_indep: int) -> None:
+    """Refuse a target that does not fit class probabilities ``pred``: sparse labels have
+    'f' = ``n_indep`` (one label per softmax group), dense targets the prediction's shape."""
+    want_f = n_indep if target_is_sparse else pred['f']
+    if target.ndim != pred.ndim or target['f'] != want_f:
+        kind = 'sparse' if target_is_sparse else 'dense'
+        raise ShapeError(f"{kind} target has shape {target.shape}; expected "
+                         f"{len(pred.shape)} axes ({','.join(pred.tags)}) with "
+                         f"'f'={want_f} for prediction {pred.shape}")
+    if target.spatial_shape != pred.spatial_shape:
+        raise ShapeError(f"target spatial shape {target.spatial_shape} differs from the "
+                         f"prediction's {pred.spatial_shape}")
+
+
+def one_hot_labels(target: torch.Tensor, n_class: int, f: int, node: Node) -> torch.Tensor:
+    """Sparse labels (b, n_indep, ...) -> one-hot float (b, n_indep * n_class, ...) along
+    axis ``f``; labels < 0 (unlabelled) give all-zero rows. ``node`` names the loss in the
+    error for a label >= ``n_class``."""
+    labels = target.long()
+    if (labels >= n_class).any():
+        raise DataError(f"{type(node).__name__} {node.name!r}: target has label "
+                        f"{int(labels.max())}, but there are only {n_class} classes "
+                        f"(valid 0..{n_class - 1}, or <0 for unlabelled)")
+    classes = torch.arange(n_class, device=labels.device)
+    hot = labels.unsqueeze(f + 1) == broadcast_along(classes, labels.ndim + 1, f + 1)
+    return hot.flatten(f, f + 1).float()

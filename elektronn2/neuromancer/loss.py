@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError, ShapeError
+from ..errors import ConfigError, ShapeError
 from .classification import Classification as Classification
 from .classification import Errors as Errors
 from .classification import OneHot as OneHot
 from .classification import Softmax as Softmax
-from .classification import broadcast_along, class_structure
+from .classification import broadcast_along, check_class_target, class_structure, one_hot_labels
 from .densities import EPS
 from .densities import BetaNLL as BetaNLL
 from .densities import GaussianAEVBPrior as GaussianAEVBPrior
@@ -33,35 +33,6 @@ from .malis import malis_pair_counts
 from .neural import Conv
 from .node import Node
 from .shape import SCALAR, TaggedShape
-
-
-def check_class_target(pred: TaggedShape, target: TaggedShape, target_is_sparse: bool,
-                       n_indep: int) -> None:
-    """Refuse a target that does not fit class probabilities ``pred``: sparse labels have
-    'f' = ``n_indep`` (one label per softmax group), dense targets the prediction's shape."""
-    want_f = n_indep if target_is_sparse else pred['f']
-    if target.ndim != pred.ndim or target['f'] != want_f:
-        kind = 'sparse' if target_is_sparse else 'dense'
-        raise ShapeError(f"{kind} target has shape {target.shape}; expected "
-                         f"{len(pred.shape)} axes ({','.join(pred.tags)}) with "
-                         f"'f'={want_f} for prediction {pred.shape}")
-    if target.spatial_shape != pred.spatial_shape:
-        raise ShapeError(f"target spatial shape {target.spatial_shape} differs from the "
-                         f"prediction's {pred.spatial_shape}")
-
-
-def one_hot_labels(target: torch.Tensor, n_class: int, f: int, node: Node) -> torch.Tensor:
-    """Sparse labels (b, n_indep, ...) -> one-hot float (b, n_indep * n_class, ...) along
-    axis ``f``; labels < 0 (unlabelled) give all-zero rows. ``node`` names the loss in the
-    error for a label >= ``n_class``."""
-    labels = target.long()
-    if (labels >= n_class).any():
-        raise DataError(f"{type(node).__name__} {node.name!r}: target has label "
-                        f"{int(labels.max())}, but there are only {n_class} classes "
-                        f"(valid 0..{n_class - 1}, or <0 for unlabelled)")
-    classes = torch.arange(n_class, device=labels.device)
-    hot = labels.unsqueeze(f + 1) == broadcast_along(classes, labels.ndim + 1, f + 1)
-    return hot.flatten(f, f + 1).float()
 
 
 class MultinoulliNLL(Node):
@@ -411,15 +382,13 @@ class SoftDiceLoss(Node):
     def forward(self, pred, target, training=False):
         f = self.parents[0].shape.tag2index('f')
         groups = (self.n_indep, self.n_class)
-        if self.target_is_sparse:
-            hot = one_hot_labels(target, self.n_class, f, self)
-        else:
-            hot = target.float()
         p = pred.float().unflatten(f, groups)
-        t = hot.unflatten(f, groups)
-        labelled = ~torch.isnan(t).any(dim=f + 1, keepdim=True)
-        if self.target_is_sparse:
-            labelled = labelled & (t.sum(dim=f + 1, keepdim=True) > 0)
+        if self.target_is_sparse:  # unlabelled: an all-zero one-hot row
+            t = one_hot_labels(target, self.n_class, f, self).unflatten(f, groups)
+            labelled = t.sum(dim=f + 1, keepdim=True) > 0
+        else:
+            t = target.float().unflatten(f, groups)
+            labelled = ~torch.isnan(t).any(dim=f + 1, keepdim=True)
         p = torch.where(labelled, p, torch.zeros_like(p))
         t = torch.where(labelled, t, torch.zeros_like(t))
         chosen = torch.tensor(self.classes, device=p.device)
